@@ -1,0 +1,114 @@
+"""Fixtures shared by every app's tests: API clients with keys, users for each role, and
+Playwright pointed at Debian's Chromium."""
+
+import os
+import shutil
+
+import pytest
+
+from journeys.tests.factories import UserFactory
+
+CHROMIUM_PATH = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+class ApiClient:
+    """Django's test client speaking JSON with an API key."""
+
+    def __init__(self, client, raw_key):
+        self.client = client
+        self.headers = {"Authorization": f"Bearer {raw_key}"} if raw_key else {}
+
+    def _call(self, method, path, data=None, **kwargs):
+        import json
+
+        if data is not None and not isinstance(data, (str, bytes)):
+            data = json.dumps(data)
+        return getattr(self.client, method)(
+            path, data=data, content_type="application/json", headers=self.headers, **kwargs
+        )
+
+    def get(self, path, **kwargs):
+        return self.client.get(path, headers=self.headers, **kwargs)
+
+    def post(self, path, data=None, **kwargs):
+        return self._call("post", path, data, **kwargs)
+
+    def put(self, path, data=None, **kwargs):
+        return self._call("put", path, data, **kwargs)
+
+    def delete(self, path, **kwargs):
+        return self.client.delete(path, headers=self.headers, **kwargs)
+
+
+@pytest.fixture
+def api_key(db):
+    from journeys.actions import create_api_key
+
+    _, raw = create_api_key(name="test", scope="all")
+    return raw
+
+
+@pytest.fixture
+def api(client, api_key):
+    return ApiClient(client, api_key)
+
+
+@pytest.fixture
+def make_api_client(client, db):
+    from journeys.actions import create_api_key
+
+    def make(scope="all"):
+        _, raw = create_api_key(name=f"test-{scope}", scope=scope)
+        return ApiClient(client, raw)
+
+    return make
+
+
+@pytest.fixture
+def viewer(db):
+    return UserFactory(username="viewer", groups=["Viewer"])
+
+
+@pytest.fixture
+def editor(db):
+    return UserFactory(username="editor", groups=["Editor"])
+
+
+@pytest.fixture
+def publisher(db):
+    return UserFactory(username="publisher", groups=["Publisher"])
+
+
+@pytest.fixture
+def superuser(db):
+    return UserFactory(username="admin", is_staff=True, is_superuser=True)
+
+
+# Browser tests: Playwright's own browser download cannot work here, so launch Debian's.
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    return {**browser_type_launch_args, "executable_path": CHROMIUM_PATH, "args": CHROMIUM_FLAGS}
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.path.exists(CHROMIUM_PATH) or shutil.which("chromium"):
+        return
+    if os.environ.get("REQUIRE_BROWSER") == "1":
+        raise pytest.UsageError(
+            f"REQUIRE_BROWSER=1 but no Chromium at {CHROMIUM_PATH}: apt-get install -y chromium"
+        )
+    skip = pytest.mark.skip(reason=f"no Chromium at {CHROMIUM_PATH} (apt-get install chromium)")
+    for item in items:
+        if "browser" in item.keywords:
+            item.add_marker(skip)

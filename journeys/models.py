@@ -1,0 +1,313 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Contact(models.Model):
+    external_id = models.CharField(max_length=255, unique=True)
+    email = models.EmailField(blank=True, default="")
+    attributes = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    erased_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["email"], name="contact_email_idx")]
+
+    def __str__(self):
+        return self.external_id
+
+
+class Event(models.Model):
+    """Something a contact did; also the queue of record for event processing."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        PROCESSED = "processed", "Processed"
+        DROPPED = "dropped", "Dropped (chain too deep)"
+        FAILED = "failed", "Failed"
+
+    class Source(models.TextChoices):
+        API = "api", "API"
+        INTERNAL = "internal", "Internal (conversion or goal)"
+        ADMIN = "admin", "Admin"
+        DEMO = "demo", "Demo"
+
+    # The caller's idempotency key; internal events get a deterministic one so that a retried
+    # award never emits its event twice.
+    event_id = models.CharField(max_length=100, unique=True)
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="events")
+    name = models.CharField(max_length=100)
+    properties = models.JSONField(default=dict, blank=True)
+    timestamp = models.DateTimeField()
+    received_at = models.DateTimeField(auto_now_add=True)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.API)
+    depth = models.PositiveSmallIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-timestamp"]
+        indexes = [
+            models.Index(
+                fields=["id"], condition=Q(status="pending"), name="event_pending_idx"
+            ),
+            models.Index(fields=["contact", "name", "timestamp"], name="event_contact_name_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.contact_id})"
+
+
+class Journey(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        LIVE = "live", "Live"
+        PAUSED = "paused", "Paused"
+        ARCHIVED = "archived", "Archived"
+
+    key = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [("publish_journey", "Can publish journey versions")]
+
+    def __str__(self):
+        return self.name
+
+
+class JourneyVersion(models.Model):
+    """One immutable graph of a journey once published; the draft is the only editable one."""
+
+    class State(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        LIVE = "live", "Live"
+        RETIRED = "retired", "Retired"
+
+    journey = models.ForeignKey(Journey, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.DRAFT)
+    # The version's part of the definition (settings, triggers, exit_when, steps), canonical.
+    definition = models.JSONField()
+    # Share of new enrollments while two versions are live side by side; null = all of them.
+    traffic = models.PositiveSmallIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    published_at = models.DateTimeField(null=True, blank=True)
+    published_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    retired_at = models.DateTimeField(null=True, blank=True)
+    # Set when this version started sharing new enrollments with another on a random split;
+    # reports use it to tell a randomized comparison from a before/after one.
+    split_with = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    change_summary = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["journey", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["journey", "number"], name="version_number_unique"),
+            models.UniqueConstraint(
+                fields=["journey"], condition=Q(state="draft"), name="version_one_draft"
+            ),
+            models.CheckConstraint(
+                condition=Q(traffic__isnull=True) | Q(traffic__gte=1, traffic__lte=100),
+                name="version_traffic_range",
+            ),
+        ]
+        indexes = [models.Index(fields=["state", "journey"], name="version_state_idx")]
+
+    def __str__(self):
+        return f"{self.journey.key} v{self.number}"
+
+
+class Step(models.Model):
+    """A step of a version, kept as rows so reports can line steps up by key."""
+
+    class Type(models.TextChoices):
+        SEND_EMAIL = "send_email", "Send email"
+        SEND_SMS = "send_sms", "Send SMS"
+        WAIT = "wait", "Wait"
+        CONDITION = "condition", "Condition"
+        SPLIT = "split", "Split"
+        UPDATE_CONTACT = "update_contact", "Update contact"
+        EVALUATE_GOAL = "evaluate_goal", "Evaluate goal"
+        CONVERT = "convert", "Convert"
+        EXIT = "exit", "Exit"
+
+    version = models.ForeignKey(JourneyVersion, on_delete=models.CASCADE, related_name="steps")
+    key = models.SlugField(max_length=64)
+    type = models.CharField(max_length=32, choices=Type.choices)
+    position = models.PositiveIntegerField()
+    config = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["version", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["version", "key"], name="step_key_unique"),
+        ]
+
+    def __str__(self):
+        return f"{self.version} {self.key}"
+
+
+class Enrollment(models.Model):
+    """One run of one contact through one version; also the queue of record for the engine."""
+
+    class State(models.TextChoices):
+        ACTIVE = "active", "Active"
+        COMPLETED = "completed", "Completed"
+        EXITED = "exited", "Exited"
+        FAILED = "failed", "Failed"
+
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="enrollments")
+    journey = models.ForeignKey(Journey, on_delete=models.CASCADE, related_name="enrollments")
+    version = models.ForeignKey(
+        JourneyVersion, on_delete=models.PROTECT, related_name="enrollments"
+    )
+    state = models.CharField(max_length=16, choices=State.choices, default=State.ACTIVE)
+    held_out = models.BooleanField(default=False)
+    # The step to run when due_at comes; null when the enrollment has ended.
+    current_step = models.CharField(max_length=64, blank=True, default="")
+    due_at = models.DateTimeField(null=True, blank=True)
+    # While an evaluate_goal step waits: the goal's key; an incoming event re-checks it.
+    waiting_for_goal = models.CharField(max_length=64, blank=True, default="")
+    wait_until = models.DateTimeField(null=True, blank=True)
+    path = models.JSONField(default=list, blank=True)
+    # Re-entry rules as a constraint: "once" stays forever, "active" is cleared on the end
+    # (after_exit), null for concurrent; unique per journey and contact.
+    entry_lock = models.CharField(max_length=16, null=True, blank=True)
+    trigger_event = models.ForeignKey(
+        Event, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    exit_reason = models.CharField(max_length=200, blank=True, default="")
+    # A worker's claim: another worker may take the row once the lease runs out.
+    leased_until = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["journey", "contact", "entry_lock"], name="enrollment_reentry"
+            ),
+            models.UniqueConstraint(
+                fields=["journey", "trigger_event"], name="enrollment_one_per_trigger_event"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["due_at"], condition=Q(state="active"), name="enrollment_due_idx"),
+            models.Index(fields=["version", "started_at"], name="enrollment_version_idx"),
+            models.Index(fields=["contact", "state"], name="enrollment_contact_idx"),
+            models.Index(
+                fields=["journey", "contact"], condition=Q(state="active"), name="enrollment_active_idx"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.contact} in {self.version}"
+
+
+class StepVisit(models.Model):
+    enrollment = models.ForeignKey(Enrollment, on_delete=models.CASCADE, related_name="visits")
+    version = models.ForeignKey(JourneyVersion, on_delete=models.CASCADE, related_name="+")
+    step_key = models.CharField(max_length=64)
+    # Which way the enrollment left the step (then/else, achieved/not_achieved, split path).
+    outcome = models.CharField(max_length=64, blank=True, default="")
+    seq = models.PositiveIntegerField()
+    entered_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["enrollment", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["enrollment", "seq"], name="visit_seq_unique"),
+        ]
+        indexes = [models.Index(fields=["version", "step_key"], name="visit_version_step_idx")]
+
+    def __str__(self):
+        return f"{self.enrollment_id} @ {self.step_key}"
+
+
+class OutboxMessage(models.Model):
+    class Channel(models.TextChoices):
+        EMAIL = "email", "Email"
+        SMS = "sms", "SMS"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+
+    visit = models.OneToOneField(StepVisit, on_delete=models.CASCADE, related_name="message")
+    enrollment = models.ForeignKey(Enrollment, on_delete=models.CASCADE, related_name="messages")
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="messages")
+    step_key = models.CharField(max_length=64)
+    channel = models.CharField(max_length=8, choices=Channel.choices)
+    recipient = models.CharField(max_length=255, blank=True, default="")
+    subject = models.TextField(blank=True, default="")
+    body = models.TextField(blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    due_at = models.DateTimeField()
+    leased_until = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["due_at"], condition=Q(status="pending"), name="outbox_due_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.channel} to {self.recipient}"
+
+
+class ApiKey(models.Model):
+    class Scope(models.TextChoices):
+        INGEST = "ingest", "Ingest (contacts and events)"
+        MANAGE = "manage", "Manage (journeys and reports)"
+        ALL = "all", "All"
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12, help_text="First characters, to recognise a key.")
+    # SHA-256 of the whole key: keys are long random strings, so a fast hash is safe here and
+    # keeps every API call cheap (a password hasher would cost ~100 ms a request).
+    key_hash = models.CharField(max_length=64, unique=True)
+    scope = models.CharField(max_length=8, choices=Scope.choices, default=Scope.ALL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self):
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self):
+        return self.revoked_at is None
