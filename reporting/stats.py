@@ -1,0 +1,290 @@
+"""The statistics behind the report, taken from statsmodels and scipy rather than re-derived.
+
+Proportions are enrollments that converted over enrollments started. Every function takes
+plain counts and returns plain floats (or None where a figure does not exist, such as a rate
+of zero enrollments), so the selectors stay free of statistics and these stay free of the ORM.
+
+The minimum-sample rule: no verdict until each of the two versions compared has at least
+MIN_CONVERSIONS conversions and as many non-conversions. 150 is the usual rule of thumb for
+conversion tests; below it the normal approximation behind the z-test is shaky and a
+"significant" result at an early peek is far more often noise than signal.
+"""
+
+import math
+from dataclasses import dataclass
+
+from scipy.stats import chisquare
+from statsmodels.stats.proportion import (
+    confint_proportions_2indep,
+    proportion_confint,
+    proportions_ztest,
+)
+
+CONFIDENCE = 0.95
+ALPHA = 1 - CONFIDENCE
+MIN_CONVERSIONS = 150
+# A sample ratio this unlikely means the split itself is broken (assignment or logging bug),
+# so no difference between the versions can be trusted until it is explained.
+SRM_ALPHA = 0.001
+
+RANDOMIZED = "randomized"
+SEQUENTIAL = "sequential"
+
+
+def _finite(value) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def rate(converted: int, enrolled: int) -> float | None:
+    return converted / enrolled if enrolled else None
+
+
+def wilson_interval(converted: int, enrolled: int) -> tuple[float | None, float | None]:
+    """The 95% Wilson score interval of converted/enrolled."""
+    if not enrolled:
+        return None, None
+    low, high = proportion_confint(converted, enrolled, alpha=ALPHA, method="wilson")
+    return _finite(low), _finite(high)
+
+
+def two_proportion_p_value(
+    converted: int, enrolled: int, base_converted: int, base_enrolled: int
+) -> float | None:
+    """Two-sided pooled two-proportion z-test of a version against the baseline.
+
+    None when the test does not exist: an empty group, or both groups at 0% or both at 100%
+    (the pooled variance is zero).
+    """
+    if not enrolled or not base_enrolled:
+        return None
+    pooled = (converted + base_converted) / (enrolled + base_enrolled)
+    if pooled in (0, 1):
+        return None
+    _, p_value = proportions_ztest(
+        [converted, base_converted], [enrolled, base_enrolled], alternative="two-sided"
+    )
+    return _finite(p_value)
+
+
+def difference_interval(
+    converted: int, enrolled: int, base_converted: int, base_enrolled: int
+) -> tuple[float | None, float | None]:
+    """Newcombe's hybrid score interval (his method 10) of rate minus the baseline's rate."""
+    if not enrolled or not base_enrolled:
+        return None, None
+    low, high = confint_proportions_2indep(
+        converted,
+        enrolled,
+        base_converted,
+        base_enrolled,
+        method="newcomb",
+        compare="diff",
+        alpha=ALPHA,
+    )
+    return _finite(low), _finite(high)
+
+
+def ratio_interval(
+    converted: int, enrolled: int, base_converted: int, base_enrolled: int
+) -> tuple[float | None, float | None]:
+    """95% interval of the rate ratio (Katz's log interval); None when a group has no
+    conversions, since the log interval does not exist then."""
+    if not enrolled or not base_enrolled or not converted or not base_converted:
+        return None, None
+    low, high = confint_proportions_2indep(
+        converted,
+        enrolled,
+        base_converted,
+        base_enrolled,
+        method="log",
+        compare="ratio",
+        alpha=ALPHA,
+    )
+    return _finite(low), _finite(high)
+
+
+@dataclass(frozen=True)
+class SampleRatio:
+    observed: tuple[int, ...]
+    expected_shares: tuple[float, ...]
+    p_value: float | None
+
+    @property
+    def mismatch(self) -> bool:
+        return self.p_value is not None and self.p_value < SRM_ALPHA
+
+
+def sample_ratio(observed: list[int], expected_shares: list[float]) -> SampleRatio:
+    """Chi-square goodness of fit of the enrollments each version got against the traffic
+    split that was configured (shares need not sum to 1; they are normalised)."""
+    total = sum(observed)
+    share_total = sum(expected_shares)
+    p_value = None
+    if total and share_total and all(share > 0 for share in expected_shares):
+        expected = [total * share / share_total for share in expected_shares]
+        p_value = _finite(chisquare(observed, f_exp=expected).pvalue)
+    return SampleRatio(tuple(observed), tuple(expected_shares), p_value)
+
+
+def enough_data(*conversion_counts: tuple[int, int]) -> bool:
+    """(converted, enrolled) of each group: each needs MIN_CONVERSIONS of both outcomes."""
+    return all(
+        converted >= MIN_CONVERSIONS and enrolled - converted >= MIN_CONVERSIONS
+        for converted, enrolled in conversion_counts
+    )
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One version against the baseline."""
+
+    version: int
+    baseline: int
+    kind: str  # RANDOMIZED or SEQUENTIAL
+    diff: float | None
+    diff_ci_low: float | None
+    diff_ci_high: float | None
+    p_value: float | None
+    enough_data: bool
+    sample_ratio: SampleRatio | None = None
+
+    @property
+    def significant(self) -> bool:
+        return self.p_value is not None and self.p_value < ALPHA
+
+    @property
+    def verdict(self) -> str:
+        """One sentence a marketer can repeat without overstating it."""
+        if not self.enough_data:
+            return (
+                f"Not enough data yet to compare v{self.version} with v{self.baseline}: "
+                f"each needs at least {MIN_CONVERSIONS} conversions and {MIN_CONVERSIONS} "
+                "non-conversions."
+            )
+        figures = self._figures()
+        if self.kind == SEQUENTIAL:
+            return (
+                f"v{self.version} vs v{self.baseline} is a before/after comparison, not proof: "
+                f"{figures}, {_format_p(self.p_value)}."
+            )
+        if self.sample_ratio is not None and self.sample_ratio.mismatch:
+            return (
+                f"No verdict for v{self.version} vs v{self.baseline}: the traffic split does not "
+                f"match its setting (sample ratio mismatch, {_format_p(self.sample_ratio.p_value)})."
+            )
+        if self.significant:
+            direction = "better" if self.diff > 0 else "worse"
+            return f"v{self.version} converts {direction} than v{self.baseline} ({figures})."
+        return (
+            f"No clear difference between v{self.version} and v{self.baseline} yet "
+            f"({figures}, {_format_p(self.p_value)})."
+        )
+
+    def _figures(self) -> str:
+        if self.diff is None:
+            return "no difference can be computed"
+        interval = ""
+        if self.diff_ci_low is not None:
+            interval = (
+                f", 95% CI {format_points(self.diff_ci_low)} to {format_points(self.diff_ci_high)}"
+            )
+        return f"diff {format_points(self.diff, sign=True)} pts{interval}"
+
+
+def compare(
+    *,
+    version: int,
+    converted: int,
+    enrolled: int,
+    baseline: int,
+    base_converted: int,
+    base_enrolled: int,
+    kind: str,
+    sample_ratio: SampleRatio | None = None,
+) -> Comparison:
+    this_rate, base_rate = rate(converted, enrolled), rate(base_converted, base_enrolled)
+    diff = this_rate - base_rate if this_rate is not None and base_rate is not None else None
+    low, high = difference_interval(converted, enrolled, base_converted, base_enrolled)
+    return Comparison(
+        version=version,
+        baseline=baseline,
+        kind=kind,
+        diff=diff,
+        diff_ci_low=low,
+        diff_ci_high=high,
+        p_value=two_proportion_p_value(converted, enrolled, base_converted, base_enrolled),
+        enough_data=enough_data((converted, enrolled), (base_converted, base_enrolled)),
+        sample_ratio=sample_ratio,
+    )
+
+
+@dataclass(frozen=True)
+class Lift:
+    """Treated enrollments against the held-out ones (who received nothing)."""
+
+    treated_converted: int
+    treated_enrolled: int
+    held_out_converted: int
+    held_out_enrolled: int
+    diff: float | None
+    diff_ci_low: float | None
+    diff_ci_high: float | None
+    # Relative lift: treated rate / held-out rate - 1.
+    lift: float | None
+    lift_ci_low: float | None
+    lift_ci_high: float | None
+    p_value: float | None
+
+    @property
+    def treated_rate(self) -> float | None:
+        return rate(self.treated_converted, self.treated_enrolled)
+
+    @property
+    def held_out_rate(self) -> float | None:
+        return rate(self.held_out_converted, self.held_out_enrolled)
+
+    @property
+    def enough_data(self) -> bool:
+        return enough_data(
+            (self.treated_converted, self.treated_enrolled),
+            (self.held_out_converted, self.held_out_enrolled),
+        )
+
+
+def holdout_lift(
+    *,
+    treated_converted: int,
+    treated_enrolled: int,
+    held_out_converted: int,
+    held_out_enrolled: int,
+) -> Lift:
+    counts = (treated_converted, treated_enrolled, held_out_converted, held_out_enrolled)
+    treated_rate, held_rate = rate(*counts[:2]), rate(*counts[2:])
+    diff = treated_rate - held_rate if treated_rate is not None and held_rate is not None else None
+    diff_low, diff_high = difference_interval(*counts)
+    ratio_low, ratio_high = ratio_interval(*counts)
+    lift = treated_rate / held_rate - 1 if diff is not None and held_rate else None
+    return Lift(
+        *counts,
+        diff=diff,
+        diff_ci_low=diff_low,
+        diff_ci_high=diff_high,
+        lift=lift,
+        lift_ci_low=None if ratio_low is None else ratio_low - 1,
+        lift_ci_high=None if ratio_high is None else ratio_high - 1,
+        p_value=two_proportion_p_value(*counts),
+    )
+
+
+def format_points(fraction: float | None, *, sign: bool = False) -> str:
+    """A difference of rates in percentage points: 0.0123 -> "1.2" ("+1.2" with sign)."""
+    if fraction is None:
+        return "–"
+    return f"{fraction * 100:+.1f}" if sign else f"{fraction * 100:.1f}"
+
+
+def _format_p(p_value: float | None) -> str:
+    if p_value is None:
+        return "p n/a"
+    return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.3f}"
