@@ -4,6 +4,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from config.api import api
+from config.health import healthz
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/journeys/", permanent=False)),
@@ -11,4 +12,5 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/v1/", api.urls),
+    path("healthz", healthz, name="healthz"),
 ]

@@ -12,7 +12,11 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
-SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-secret-key-change-me-in-production")
+# The default starts with "django-insecure-" so that `check --deploy` refuses to pass without
+# a real key from the environment.
+SECRET_KEY = env.str(
+    "SECRET_KEY", default="django-insecure-dev-only-secret-key-change-me-in-production"
+)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -108,7 +112,9 @@ STORAGES = {
 if "EMAIL_URL" in os.environ:
     vars().update(env.email_url("EMAIL_URL"))
 else:
-    EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+    EMAIL_BACKEND = env.str(
+        "EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend"
+    )
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Waypoint <journeys@localhost>")
 # Dotted path of the SMS backend class; the console one prints, a provider's sends.
 SMS_BACKEND = env.str("SMS_BACKEND", default="journeys.sms.ConsoleSMSBackend")
@@ -155,6 +161,11 @@ CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+# Load balancers probe /healthz over plain HTTP inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# /healthz answers 503 once any due work (pending event, due enrollment, pending message) has
+# waited longer than this: the workers are down or cannot keep up.
+HEALTH_MAX_DUE_SECONDS = env.float("HEALTH_MAX_DUE_SECONDS", default=300.0)
 
 LOGGING = {
     "version": 1,
