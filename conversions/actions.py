@@ -7,12 +7,428 @@ from collections.abc import Iterable
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.utils import timezone
 
-from conversions.models import Conversion, ConversionAward, Counting, Goal, GoalAchievement
-from journeys.models import Enrollment, Event
+from conversions.models import (
+    Conversion,
+    ConversionAward,
+    Counting,
+    Goal,
+    GoalAchievement,
+    Revision,
+)
+from journeys.definition import Conversion as ConversionDefinition
+from journeys.definition import DefinitionError, normalize_name, parse_definition
+from journeys.definition import Goal as GoalDefinition
+from journeys.models import Enrollment, Event, Journey, JourneyVersion
+from journeys.selectors import conversion_definition, goal_definition, version_references
 
 logger = logging.getLogger(__name__)
+
+
+# --- Goals and conversions: their definitions (the journeys-API engineer's) ------------------
+#
+# Goals and conversions belong to a journey, not to a version: each create, change, archive
+# or restore leaves a dated Revision (marked `while_live` when the journey had a live
+# version), and reports mark the date of every change.
+
+
+def _lock_journey(journey: Journey) -> Journey:
+    # Every write to a journey's goals and conversions holds the journey row, so two editors
+    # (or an editor and an import) cannot interleave their name checks and revisions.
+    return Journey.objects.select_for_update().get(pk=journey.pk)
+
+
+def _has_live_version(journey: Journey) -> bool:
+    return JourneyVersion.objects.filter(journey=journey, state=JourneyVersion.State.LIVE).exists()
+
+
+def _validate_item(journey: Journey, section: str, data: object, *, conversions=()) -> object:
+    """One goal or conversion checked with the definition's own rules, errors located
+    relative to the item (["name"], ["event", "event"], ...)."""
+    if not isinstance(data, dict):
+        raise DefinitionError([{"loc": [], "message": f"A {section[:-1]} must be a JSON object"}])
+    wrapper = {
+        "key": journey.key,
+        "name": journey.name,
+        "goals": [data] if section == "goals" else [],
+        "conversions": [data] if section == "conversions" else list(conversions),
+        "steps": [{"key": "end", "type": "exit"}],
+    }
+    try:
+        definition, _ = parse_definition(wrapper)
+    except DefinitionError as exc:
+        errors = [
+            {"loc": error["loc"][2:], "message": error["message"]}
+            for error in exc.errors
+            if error["loc"][:2] == [section, 0]
+        ]
+        raise DefinitionError(errors or exc.errors) from None
+    return getattr(definition, section)[0]
+
+
+def _name_clash_message(kind: str, name: str, existing) -> str:
+    archived = ", archived" if existing.archived_at else ""
+    return (
+        f'"{name}" is the same name as the existing {kind} "{existing.name}" '
+        f"(key '{existing.key}'{archived}): names must differ in more than case, spacing "
+        "and punctuation"
+    )
+
+
+def _conversion_fields(item: ConversionDefinition) -> dict:
+    event = item.event.model_dump(mode="json", by_alias=True) if item.event else {}
+    return {
+        "name": item.name,
+        "normalized_name": normalize_name(item.name),
+        "description": item.description or "",
+        "value": Decimal(repr(item.value)).quantize(Decimal("0.01")),
+        "counting": item.counting,
+        "window": item.window_delta,
+        "event_name": event.get("event", ""),
+        "event_where": event.get("where", []),
+        "value_property": event.get("value_property") or "",
+    }
+
+
+def _goal_fields(item: GoalDefinition, conversions_by_key: dict) -> dict:
+    return {
+        "name": item.name,
+        "normalized_name": normalize_name(item.name),
+        "description": item.description or "",
+        "criteria": item.criteria.model_dump(mode="json", by_alias=True),
+        "conversion": conversions_by_key.get(item.conversion) if item.conversion else None,
+    }
+
+
+def _changes(before: dict, after: dict) -> dict:
+    return {
+        field: [before.get(field), after.get(field)]
+        for field in dict.fromkeys([*before, *after])
+        if before.get(field) != after.get(field)
+    }
+
+
+def _revise(row, kind: str, *, render, before: dict | None, **revision) -> Revision | None:
+    """Record a row's new state as a revision; None when nothing changed."""
+    snapshot = render(row)
+    changes = _changes(before, snapshot) if before is not None else {}
+    if kind == Revision.Kind.CHANGED and not changes:
+        return None
+    subject = {"conversion": row} if isinstance(row, Conversion) else {"goal": row}
+    return Revision.objects.create(
+        journey_id=row.journey_id,
+        kind=kind,
+        snapshot=snapshot,
+        changes=changes,
+        **subject,
+        **revision,
+    )
+
+
+def _revision_kind(before: dict | None, restored: bool) -> str:
+    if before is None:
+        return Revision.Kind.CREATED
+    return Revision.Kind.RESTORED if restored else Revision.Kind.CHANGED
+
+
+def _save_row(row, fields: dict, *, kind_name: str, loc: list) -> None:
+    for field, value in fields.items():
+        setattr(row, field, value)
+    try:
+        # A savepoint, so a lost race on the name leaves the outer transaction usable.
+        with transaction.atomic():
+            row.save()
+    except IntegrityError:
+        clash = (
+            type(row)
+            .objects.filter(journey_id=row.journey_id, normalized_name=row.normalized_name)
+            .exclude(pk=row.pk)
+            .first()
+        )
+        if clash is None:
+            raise
+        raise DefinitionError(
+            [{"loc": loc, "message": _name_clash_message(kind_name, row.name, clash)}]
+        ) from None
+
+
+def _check_name_free(model, journey: Journey, name: str, *, key: str, kind: str) -> None:
+    clash = (
+        model.objects.filter(journey=journey, normalized_name=normalize_name(name))
+        .exclude(key=key)
+        .first()
+    )
+    if clash is not None:
+        raise DefinitionError(
+            [{"loc": ["name"], "message": _name_clash_message(kind, name, clash)}]
+        )
+
+
+def _existing(model, journey: Journey, key: str | None, data: object, kind: str):
+    """The row being edited (key given) or None for a new one; the key cannot change."""
+    if key is None:
+        new_key = data.get("key") if isinstance(data, dict) else None
+        if isinstance(new_key, str) and model.objects.filter(journey=journey, key=new_key).exists():
+            raise DefinitionError(
+                [{"loc": ["key"], "message": f"This journey already has a {kind} '{new_key}'"}]
+            )
+        return None
+    row = model.objects.filter(journey=journey, key=key).first()
+    if row is None:
+        raise DefinitionError([{"loc": ["key"], "message": f"No {kind} has the key '{key}'"}])
+    if isinstance(data, dict) and data.get("key", key) != key:
+        raise DefinitionError(
+            [{"loc": ["key"], "message": f"The key of a {kind} cannot change (it is '{key}')"}]
+        )
+    return row
+
+
+@transaction.atomic
+def save_conversion(
+    *, journey: Journey, data: dict, key: str | None = None, user=None
+) -> Conversion:
+    """Create a conversion (key None) or edit the one with `key`, with its revision.
+
+    `data` is the conversion as the definition writes it. Raises DefinitionError with locs
+    relative to it (["name"], ["window"], ...). Locks the journey row for the name check; a
+    concurrent duplicate that still gets through is refused by the unique constraint and
+    reported the same way. Saving the same data twice records no second revision.
+    """
+    journey = _lock_journey(journey)
+    row = _existing(Conversion, journey, key, data, "conversion")
+    if row is not None and isinstance(data, dict):
+        data = {**data, "key": key}
+    item = _validate_item(journey, "conversions", data)
+    _check_name_free(Conversion, journey, item.name, key=item.key, kind="conversion")
+    before = conversion_definition(row) if row is not None else None
+    restored = row is not None and row.archived_at is not None
+    if row is None:
+        position = Conversion.objects.filter(journey=journey).count()
+        row = Conversion(journey=journey, key=item.key, position=position)
+    _save_row(
+        row, {**_conversion_fields(item), "archived_at": None}, kind_name="conversion", loc=["name"]
+    )
+    _revise(
+        row,
+        _revision_kind(before, restored),
+        render=conversion_definition,
+        before=before,
+        while_live=_has_live_version(journey),
+        created_at=timezone.now(),
+        created_by=user,
+    )
+    return row
+
+
+@transaction.atomic
+def save_goal(*, journey: Journey, data: dict, key: str | None = None, user=None) -> Goal:
+    """Create a goal (key None) or edit the one with `key`, with its revision; its
+    `conversion` must name an active conversion of the journey. Same locks, errors and
+    idempotence as save_conversion."""
+    journey = _lock_journey(journey)
+    row = _existing(Goal, journey, key, data, "goal")
+    if row is not None and isinstance(data, dict):
+        data = {**data, "key": key}
+    active = list(Conversion.objects.filter(journey=journey, archived_at__isnull=True))
+    item = _validate_item(
+        journey, "goals", data, conversions=[conversion_definition(c) for c in active]
+    )
+    _check_name_free(Goal, journey, item.name, key=item.key, kind="goal")
+    before = goal_definition(row) if row is not None else None
+    restored = row is not None and row.archived_at is not None
+    if row is None:
+        position = Goal.objects.filter(journey=journey).count()
+        row = Goal(journey=journey, key=item.key, position=position)
+    fields = _goal_fields(item, {c.key: c for c in active})
+    _save_row(row, {**fields, "archived_at": None}, kind_name="goal", loc=["name"])
+    _revise(
+        row,
+        _revision_kind(before, restored),
+        render=goal_definition,
+        before=before,
+        while_live=_has_live_version(journey),
+        created_at=timezone.now(),
+        created_by=user,
+    )
+    return row
+
+
+def _live_references(journey: Journey) -> tuple[set[str], set[str]]:
+    conversions: set[str] = set()
+    goals: set[str] = set()
+    for definition in JourneyVersion.objects.filter(
+        journey=journey, state=JourneyVersion.State.LIVE
+    ).values_list("definition", flat=True):
+        used_conversions, used_goals = version_references(
+            journey_key=journey.key, definition=definition
+        )
+        conversions |= used_conversions
+        goals |= used_goals
+    return conversions, goals
+
+
+@transaction.atomic
+def archive_conversion(*, conversion: Conversion, user=None) -> Conversion:
+    """Archive a conversion: it leaves the journey's definition, its awards stay.
+
+    Refused (DefinitionError) while a live version uses it or an active goal awards it.
+    Locks the journey row, so a publish cannot start using it meanwhile. Archiving an
+    archived conversion changes nothing and records nothing.
+    """
+    journey = _lock_journey(conversion.journey)
+    conversion = Conversion.objects.get(pk=conversion.pk)
+    if conversion.archived_at is not None:
+        return conversion
+    used_conversions, _ = _live_references(journey)
+    if conversion.key in used_conversions:
+        message = (
+            f"The live version uses conversion '{conversion.key}'; "
+            "publish a version without it first"
+        )
+        raise DefinitionError([{"loc": [], "message": message}])
+    goal = Goal.objects.filter(conversion=conversion, archived_at__isnull=True).first()
+    if goal is not None:
+        message = f"Goal '{goal.name}' awards this conversion; unlink or archive the goal first"
+        raise DefinitionError([{"loc": [], "message": message}])
+    conversion.archived_at = timezone.now()
+    conversion.save(update_fields=["archived_at", "updated_at"])
+    _revise(
+        conversion,
+        Revision.Kind.ARCHIVED,
+        render=conversion_definition,
+        before=None,
+        while_live=_has_live_version(journey),
+        created_at=conversion.archived_at,
+        created_by=user,
+    )
+    return conversion
+
+
+@transaction.atomic
+def archive_goal(*, goal: Goal, user=None) -> Goal:
+    """Archive a goal; refused while a live version uses it. Same locks and idempotence as
+    archive_conversion."""
+    journey = _lock_journey(goal.journey)
+    goal = Goal.objects.select_related("conversion").get(pk=goal.pk)
+    if goal.archived_at is not None:
+        return goal
+    _, used_goals = _live_references(journey)
+    if goal.key in used_goals:
+        message = f"The live version uses goal '{goal.key}'; publish a version without it first"
+        raise DefinitionError([{"loc": [], "message": message}])
+    goal.archived_at = timezone.now()
+    goal.save(update_fields=["archived_at", "updated_at"])
+    _revise(
+        goal,
+        Revision.Kind.ARCHIVED,
+        render=goal_definition,
+        before=None,
+        while_live=_has_live_version(journey),
+        created_at=goal.archived_at,
+        created_by=user,
+    )
+    return goal
+
+
+def _sync_rows(
+    queryset, journey, items: list, *, section: str, kind_name: str, render, fields_of, revision
+) -> dict:
+    """Make the journey's rows of one kind match `items`: create, change, restore, and
+    archive the ones that are gone (rows are never deleted: awards and older versions
+    point at them). Returns the rows by key."""
+    model = queryset.model
+    rows = {row.key: row for row in queryset.filter(journey=journey)}
+    wanted = {item.key for item in items}
+
+    # Names held by rows that stay outside the definition (archived, or about to be) are
+    # still taken: the unique constraint counts them.
+    kept = {row.normalized_name: row for key, row in rows.items() if key not in wanted}
+    errors = [
+        {
+            "loc": [section, index, "name"],
+            "message": _name_clash_message(kind_name, item.name, kept[normalize_name(item.name)]),
+        }
+        for index, item in enumerate(items)
+        if normalize_name(item.name) in kept
+    ]
+    if errors:
+        raise DefinitionError(errors)
+
+    # Two rows may swap names in one definition; park the renamed ones on placeholder
+    # names first so that no intermediate state breaks the unique constraint.
+    for item in items:
+        row = rows.get(item.key)
+        if row is not None and row.normalized_name != normalize_name(item.name):
+            model.objects.filter(pk=row.pk).update(normalized_name=f"~{row.pk}")
+
+    for index, item in enumerate(items):
+        row = rows.get(item.key)
+        before = render(row) if row is not None else None
+        restored = row is not None and row.archived_at is not None
+        if row is None:
+            row = rows[item.key] = model(journey=journey, key=item.key)
+        fields = {**fields_of(item), "position": index, "archived_at": None}
+        if before is not None and all(getattr(row, f) == v for f, v in fields.items()):
+            continue
+        _save_row(row, fields, kind_name=kind_name, loc=[section, index, "name"])
+        _revise(row, _revision_kind(before, restored), render=render, before=before, **revision)
+
+    for key, row in rows.items():
+        if key not in wanted and row.archived_at is None:
+            row.archived_at = revision["created_at"]
+            row.save(update_fields=["archived_at", "updated_at"])
+            _revise(row, Revision.Kind.ARCHIVED, render=render, before=None, **revision)
+    return rows
+
+
+@transaction.atomic
+def sync_journey_definitions(
+    *,
+    journey: Journey,
+    goals: list[GoalDefinition],
+    conversions: list[ConversionDefinition],
+    user=None,
+) -> None:
+    """Make the journey's goals and conversions those of a validated definition (its
+    typed `goals` and `conversions`).
+
+    Creates new ones, changes edited ones, restores archived ones that came back and
+    archives the ones left out; each with a dated Revision (`while_live` when the journey
+    has a live version). Archived rows stay, so live and retired versions that use them
+    keep their meaning and their awards. Takes the journey row lock and the rows' locks;
+    running it twice with the same lists changes nothing and records nothing the second
+    time. Raises DefinitionError (loc [section, index, "name"]) when a name is taken by a
+    row left out of the definition.
+    """
+    journey = _lock_journey(journey)
+    revision = {
+        "while_live": _has_live_version(journey),
+        "created_at": timezone.now(),
+        "created_by": user,
+    }
+    conversion_rows = _sync_rows(
+        Conversion.objects.select_for_update(),
+        journey,
+        conversions,
+        section="conversions",
+        kind_name="conversion",
+        render=conversion_definition,
+        fields_of=_conversion_fields,
+        revision=revision,
+    )
+    _sync_rows(
+        # of=self: PostgreSQL cannot lock the nullable side of the join to the conversion.
+        Goal.objects.select_related("conversion").select_for_update(of=("self",)),
+        journey,
+        goals,
+        section="goals",
+        kind_name="goal",
+        render=goal_definition,
+        fields_of=lambda item: _goal_fields(item, conversion_rows),
+        revision=revision,
+    )
 
 
 # --- Awards and goal achievements (the engine's) --------------------------------------------
@@ -247,7 +663,9 @@ def record_goal_achievement(
     depth = enrollment.trigger_event.depth if enrollment.trigger_event_id else 0
     record_goal_achievements(
         requests=[
-            AchievementRequest(goal=goal, enrollment=enrollment, step_key=step_key, cause_depth=depth)
+            AchievementRequest(
+                goal=goal, enrollment=enrollment, step_key=step_key, cause_depth=depth
+            )
         ],
         now=now,
     )

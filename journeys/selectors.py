@@ -1,0 +1,451 @@
+"""Reads of journeys that join or aggregate, each written once with its prefetches.
+
+journeys asks conversions for nothing at import time (DESIGN.md): conversion and goal rows
+are imported inside the functions that read them.
+"""
+
+import dataclasses
+import datetime
+
+from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from pydantic import ValidationError
+
+from journeys.definition import Definition, format_duration, render_definition
+from journeys.models import Journey, JourneyVersion
+
+# The parts of a definition that a version row stores; key, name and description live on
+# the journey, goals and conversions in their own journey-level rows.
+VERSION_PARTS = ("settings", "triggers", "exit_when", "steps")
+
+
+def conversion_definition(conversion) -> dict:
+    """A conversion row as the definition writes it (canonical field order and omissions)."""
+    data = {
+        "key": conversion.key,
+        "name": conversion.name,
+        "value": float(conversion.value),
+        "counting": conversion.counting,
+    }
+    if conversion.window:
+        data["window"] = format_duration(conversion.window)
+    if conversion.event_name:
+        event = {"event": conversion.event_name}
+        if conversion.event_where:
+            event["where"] = conversion.event_where
+        if conversion.value_property:
+            event["value_property"] = conversion.value_property
+        data["event"] = event
+    if conversion.description:
+        data["description"] = conversion.description
+    return data
+
+
+def goal_definition(goal) -> dict:
+    """A goal row as the definition writes it; needs `conversion` selected."""
+    data = {"key": goal.key, "name": goal.name, "criteria": goal.criteria}
+    if goal.conversion_id is not None:
+        data["conversion"] = goal.conversion.key
+    if goal.description:
+        data["description"] = goal.description
+    return data
+
+
+def version_references(*, journey_key: str, definition: dict) -> tuple[set[str], set[str]]:
+    """The keys of this journey's conversions and goals that a stored version definition
+    uses directly (convert and evaluate_goal steps, triggers and exit rules)."""
+    conversions: set[str] = set()
+    goals: set[str] = set()
+    for step in definition.get("steps") or []:
+        if step.get("type") == "convert":
+            conversions.add(step.get("conversion"))
+        elif step.get("type") == "evaluate_goal":
+            goals.add(step.get("goal"))
+    rules = [
+        *(definition.get("exit_when") or []),
+        *(rule for rule in definition.get("triggers") or [] if rule.get("journey") == journey_key),
+    ]
+    for rule in rules:
+        if rule.get("journey") not in (None, journey_key):
+            continue
+        if rule.get("type") == "conversion":
+            conversions.add(rule.get("conversion"))
+        elif rule.get("type") == "goal":
+            goals.add(rule.get("goal"))
+    return conversions, goals
+
+
+def _goals_and_conversions(journey: Journey, version: JourneyVersion) -> tuple[list, list]:
+    """The journey's current goals and conversions, plus any archived ones this version
+    still uses, so that an older version's definition stays complete."""
+    from conversions.models import Conversion, Goal
+
+    used_conversions, used_goals = version_references(
+        journey_key=journey.key, definition=version.definition
+    )
+    goals = list(
+        Goal.objects.filter(journey=journey)
+        .filter(Q(archived_at__isnull=True) | Q(key__in=used_goals))
+        .select_related("conversion")
+        .order_by("position", "key")
+    )
+    used_conversions |= {goal.conversion.key for goal in goals if goal.conversion_id}
+    conversions = list(
+        Conversion.objects.filter(journey=journey)
+        .filter(Q(archived_at__isnull=True) | Q(key__in=used_conversions))
+        .order_by("position", "key")
+    )
+    return goals, conversions
+
+
+def latest_version(*, journey: Journey) -> JourneyVersion | None:
+    return journey.versions.order_by("-number").first()
+
+
+def journey_definition(*, journey: Journey, version: JourneyVersion | None = None) -> dict:
+    """The full canonical definition of a version (default: the newest one), with the
+    journey's key, name, description, goals and conversions.
+
+    It round-trips: posting it as a new version and reading that back gives the same dict.
+    A draft saved with errors keeps its own goals and conversions in its row (they are not
+    synced to the journey until the draft is valid), and they are returned as saved.
+    """
+    if version is None:
+        version = latest_version(journey=journey)
+    data: dict = {"key": journey.key, "name": journey.name}
+    if journey.description:
+        data["description"] = journey.description
+    stored = version.definition if version is not None else {}
+    data.update({part: stored[part] for part in VERSION_PARTS if part in stored})
+    if "goals" in stored or "conversions" in stored:
+        data["goals"] = stored.get("goals", [])
+        data["conversions"] = stored.get("conversions", [])
+    elif version is not None:
+        goals, conversions = _goals_and_conversions(journey, version)
+        data["goals"] = [goal_definition(goal) for goal in goals]
+        data["conversions"] = [conversion_definition(conversion) for conversion in conversions]
+    try:
+        return render_definition(Definition.model_validate(data))
+    except ValidationError:
+        # Only an invalid draft gets here; it is returned as saved so nothing is lost.
+        return data
+
+
+def journey_list() -> QuerySet[Journey]:
+    """Every journey with its live versions and active conversions prefetched (3 queries)."""
+    from conversions.models import Conversion
+
+    return Journey.objects.order_by("key").prefetch_related(
+        Prefetch(
+            "versions",
+            queryset=JourneyVersion.objects.filter(state=JourneyVersion.State.LIVE).order_by(
+                "number"
+            ),
+            to_attr="live_versions",
+        ),
+        Prefetch(
+            "conversions",
+            queryset=Conversion.objects.filter(archived_at__isnull=True).order_by(
+                "position", "key"
+            ),
+            to_attr="active_conversions",
+        ),
+    )
+
+
+def journey_detail(*, key: str) -> Journey | None:
+    """One journey with its versions, active goals (with their conversion) and active
+    conversions prefetched (4 queries); None when there is no such journey."""
+    from conversions.models import Conversion, Goal
+
+    return (
+        Journey.objects.filter(key=key)
+        .prefetch_related(
+            Prefetch(
+                "versions",
+                queryset=JourneyVersion.objects.order_by("number").defer("definition"),
+                to_attr="all_versions",
+            ),
+            Prefetch(
+                "goals",
+                queryset=Goal.objects.filter(archived_at__isnull=True)
+                .select_related("conversion")
+                .order_by("position", "key"),
+                to_attr="active_goals",
+            ),
+            Prefetch(
+                "conversions",
+                queryset=Conversion.objects.filter(archived_at__isnull=True).order_by(
+                    "position", "key"
+                ),
+                to_attr="active_conversions",
+            ),
+        )
+        .first()
+    )
+
+
+# --- Pages: the journeys list, where goals and conversions are used, contacts ---------------
+
+
+@dataclasses.dataclass(frozen=True)
+class JourneyRow:
+    journey: Journey
+    live_versions: list
+    draft: JourneyVersion | None
+    enrolled: int
+    converted: int
+    headline_conversion: str | None
+    rate: float | None
+    last_change: datetime.datetime
+
+
+def journey_list_rows(*, search: str = "", status: str = "") -> list[JourneyRow]:
+    """The journeys list: each journey with its live and draft versions and its headline
+    numbers, in 2 queries whatever the number of journeys.
+
+    The headline conversion is the journey's first active conversion; `enrolled` counts the
+    journey's enrollments that were not held out and `converted` those of them with at
+    least one award of that conversion.
+    """
+    from conversions.models import Conversion, ConversionAward
+    from journeys.models import Enrollment
+
+    first_conversion = Conversion.objects.filter(
+        journey=OuterRef("pk"), archived_at__isnull=True
+    ).order_by("position", "key")
+    enrolled = (
+        Enrollment.objects.filter(journey=OuterRef("pk"), held_out=False)
+        .order_by()
+        .values("journey")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    converted = (
+        ConversionAward.objects.filter(
+            journey=OuterRef("pk"),
+            enrollment__held_out=False,
+            conversion=Subquery(
+                Conversion.objects.filter(
+                    journey=OuterRef(OuterRef("pk")), archived_at__isnull=True
+                )
+                .order_by("position", "key")
+                .values("pk")[:1]
+            ),
+        )
+        .order_by()
+        .values("journey")
+        .annotate(n=Count("enrollment", distinct=True))
+        .values("n")
+    )
+    last_version_change = (
+        JourneyVersion.objects.filter(journey=OuterRef("pk"))
+        .annotate(changed=Coalesce("published_at", "created_at"))
+        .order_by("-changed")
+        .values("changed")[:1]
+    )
+    journeys = Journey.objects.annotate(
+        enrolled_count=Coalesce(Subquery(enrolled), 0),
+        converted_count=Coalesce(Subquery(converted), 0),
+        headline_name=Subquery(first_conversion.values("name")[:1]),
+        last_version_change=Subquery(last_version_change),
+    ).prefetch_related(
+        Prefetch(
+            "versions",
+            queryset=JourneyVersion.objects.filter(
+                state__in=[JourneyVersion.State.LIVE, JourneyVersion.State.DRAFT]
+            )
+            .defer("definition")
+            .order_by("number"),
+            to_attr="current_versions",
+        )
+    )
+    if search:
+        journeys = journeys.filter(
+            Q(name__icontains=search) | Q(key__icontains=search) | Q(description__icontains=search)
+        )
+    if status:
+        journeys = journeys.filter(status=status)
+    rows = []
+    for journey in journeys.order_by("name", "key"):
+        versions = journey.current_versions
+        rows.append(
+            JourneyRow(
+                journey=journey,
+                live_versions=[v for v in versions if v.state == JourneyVersion.State.LIVE],
+                draft=next((v for v in versions if v.state == JourneyVersion.State.DRAFT), None),
+                enrolled=journey.enrolled_count,
+                converted=journey.converted_count,
+                headline_conversion=journey.headline_name,
+                rate=(
+                    journey.converted_count / journey.enrolled_count
+                    if journey.headline_name and journey.enrolled_count
+                    else None
+                ),
+                last_change=max(filter(None, [journey.updated_at, journey.last_version_change])),
+            )
+        )
+    return rows
+
+
+@dataclasses.dataclass(frozen=True)
+class Usage:
+    journey_key: str
+    journey_name: str
+    version: int
+    state: str
+    where: str
+    other_journey: bool
+
+
+def definition_usages(*, journey: Journey) -> dict[str, list[Usage]]:
+    """Where each goal and conversion of the journey is used, keyed "conversion:KEY" and
+    "goal:KEY": steps, triggers and exit rules of the draft and live versions of this
+    journey and of every other journey (1 query; definitions are scanned in Python)."""
+    usages: dict[str, list[Usage]] = {}
+    versions = (
+        JourneyVersion.objects.filter(
+            state__in=[JourneyVersion.State.LIVE, JourneyVersion.State.DRAFT]
+        )
+        .select_related("journey")
+        .only("number", "state", "definition", "journey__key", "journey__name")
+        .order_by("journey__name", "number")
+    )
+    for version in versions:
+        definition = version.definition if isinstance(version.definition, dict) else {}
+        own = version.journey_id == journey.pk
+
+        def add(kind, key, where, *, version=version, own=own):
+            usages.setdefault(f"{kind}:{key}", []).append(
+                Usage(
+                    journey_key=version.journey.key,
+                    journey_name=version.journey.name,
+                    version=version.number,
+                    state=version.state,
+                    where=where,
+                    other_journey=not own,
+                )
+            )
+
+        if own:
+            for step in definition.get("steps") or []:
+                if not isinstance(step, dict):
+                    continue
+                label = step.get("name") or step.get("key")
+                if step.get("type") == "convert":
+                    add("conversion", step.get("conversion"), f"Convert step '{label}'")
+                elif step.get("type") == "evaluate_goal":
+                    add("goal", step.get("goal"), f"Evaluate goal step '{label}'")
+        for section, label in (("triggers", "Trigger"), ("exit_when", "Exit rule")):
+            for rule in definition.get(section) or []:
+                if not isinstance(rule, dict) or rule.get("type") not in ("conversion", "goal"):
+                    continue
+                target = rule.get("journey") or (
+                    version.journey.key if section == "exit_when" else None
+                )
+                if target == journey.key:
+                    kind = rule["type"]
+                    add(kind, rule.get(kind), label)
+    return usages
+
+
+@dataclasses.dataclass(frozen=True)
+class TimelineEntry:
+    kind: str
+    at: datetime.datetime
+    title: str
+    detail: str
+    journey: Journey | None = None
+    path: list | None = None
+    state: str = ""
+
+
+def contact_search(*, query: str = "", limit: int = 50) -> list:
+    """Contacts whose email or external id contains the query, newest first, with their
+    enrollment and conversion counts (1 query)."""
+    from journeys.models import Contact
+
+    contacts = Contact.objects.annotate(
+        enrollment_count=Count("enrollments", distinct=True),
+        award_count=Count("awards", distinct=True),
+    )
+    if query:
+        contacts = contacts.filter(Q(email__icontains=query) | Q(external_id__icontains=query))
+    return list(contacts.order_by("-created_at", "-pk")[:limit])
+
+
+def contact_timeline(*, contact, limit: int = 200) -> list[TimelineEntry]:
+    """Everything that happened to a contact, newest first: events, enrollments (with the
+    path taken), messages, goals achieved and conversions awarded (5 queries)."""
+    from conversions.models import ConversionAward, GoalAchievement
+    from journeys.models import OutboxMessage
+
+    entries = [
+        TimelineEntry(
+            kind="event",
+            at=event.timestamp,
+            title=f"Event {event.name}",
+            detail=", ".join(f"{k}: {v}" for k, v in (event.properties or {}).items()),
+        )
+        for event in contact.events.order_by("-timestamp")[:limit]
+    ]
+    for enrollment in contact.enrollments.select_related("journey", "version").order_by(
+        "-started_at"
+    )[:limit]:
+        entries.append(
+            TimelineEntry(
+                kind="enrollment",
+                at=enrollment.started_at,
+                title=f"Entered {enrollment.journey.name} v{enrollment.version.number}",
+                detail=("held out; " if enrollment.held_out else "")
+                + (
+                    f"ended {enrollment.ended_at:%Y-%m-%d %H:%M}"
+                    if enrollment.ended_at
+                    else "running"
+                ),
+                journey=enrollment.journey,
+                path=enrollment.path,
+                state=enrollment.state,
+            )
+        )
+    for message in OutboxMessage.objects.filter(contact=contact).order_by("-created_at")[:limit]:
+        entries.append(
+            TimelineEntry(
+                kind="message",
+                at=message.sent_at or message.due_at,
+                title=f"{message.get_channel_display()} {message.get_status_display().lower()}"
+                + (f": {message.subject}" if message.subject else ""),
+                detail=f"step {message.step_key} to {message.recipient}",
+            )
+        )
+    for achievement in (
+        GoalAchievement.objects.filter(contact=contact)
+        .select_related("goal", "journey")
+        .order_by("-achieved_at")[:limit]
+    ):
+        entries.append(
+            TimelineEntry(
+                kind="goal",
+                at=achievement.achieved_at,
+                title=f"Goal achieved: {achievement.goal.name}",
+                detail=f"step {achievement.step_key}" if achievement.step_key else "",
+                journey=achievement.journey,
+            )
+        )
+    for award in (
+        ConversionAward.objects.filter(contact=contact)
+        .select_related("conversion", "journey")
+        .order_by("-awarded_at")[:limit]
+    ):
+        entries.append(
+            TimelineEntry(
+                kind="conversion",
+                at=award.awarded_at,
+                title=f"Converted: {award.conversion.name} ({award.value})",
+                detail=f"{award.get_source_display()}"
+                + (f", step {award.step_key}" if award.step_key else ""),
+                journey=award.journey,
+            )
+        )
+    entries.sort(key=lambda entry: entry.at, reverse=True)
+    return entries
