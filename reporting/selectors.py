@@ -1,0 +1,761 @@
+"""The report's reads: one aggregate query per panel over the facts the engine writes
+(enrollments, step visits, outbox messages, goal achievements, conversion awards).
+
+Each panel is a single SQL statement (CTEs and window functions both SQLite and PostgreSQL
+run) so that its cost does not grow with the number of versions, steps or days; the only
+vendor-specific parts are date arithmetic, in `_seconds_between` and `_day`.
+
+Definitions used throughout:
+- the report's enrollments: those of the chosen versions (published ones only) started in
+  the date range (UTC days, both ends included);
+- converted: an enrollment with at least one award of the chosen conversion; value: the sum
+  of those awards' values; held-out enrollments count in their version (intent to treat) and
+  are reported apart as the holdout;
+- percentiles are nearest-rank (the smallest duration with at least p% of the others at or
+  below it), which needs no interpolation and so is the same on every database.
+"""
+
+import datetime
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from django.db import connection
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+
+from conversions.models import Conversion, ConversionAward, Goal, GoalAchievement, Revision
+from journeys.models import Enrollment, Journey, JourneyVersion, OutboxMessage, StepVisit
+from reporting import stats
+
+MESSAGE_STEP_TYPES = ("send_email", "send_sms")
+PATH_LIMIT = 10
+
+ENROLLMENT = Enrollment._meta.db_table
+AWARD = ConversionAward._meta.db_table
+VISIT = StepVisit._meta.db_table
+OUTBOX = OutboxMessage._meta.db_table
+ACHIEVEMENT = GoalAchievement._meta.db_table
+
+
+class ReportInputError(Exception):
+    """A report asked for something that does not exist; `field` names the parameter."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    id: int
+    number: int
+    state: str
+    traffic: int | None
+    split_with_id: int | None
+    published_at: datetime.datetime | None
+    retired_at: datetime.datetime | None
+    steps: tuple[tuple[str, str], ...]  # (key, type) in definition order
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    journey: Journey
+    conversion: Conversion
+    conversions: tuple[Conversion, ...]
+    versions: tuple[VersionInfo, ...]  # in the report, by number
+    all_versions: tuple[VersionInfo, ...]  # every published version, for the filter form
+    baseline: int
+    start: datetime.date | None = None
+    end: datetime.date | None = None
+
+    @property
+    def version_ids(self) -> list[int]:
+        return [v.id for v in self.versions]
+
+    def by_id(self, version_id: int) -> VersionInfo:
+        return next(v for v in self.versions if v.id == version_id)
+
+    def by_number(self, number: int) -> VersionInfo:
+        return next(v for v in self.versions if v.number == number)
+
+
+def report_context(
+    *,
+    journey: Journey,
+    conversion_key: str | None = None,
+    start: datetime.date | None = None,
+    end: datetime.date | None = None,
+    versions: list[int] | None = None,
+    baseline: int | None = None,
+) -> ReportContext:
+    """Resolve what a report is about (two queries: versions, conversions); raises
+    ReportInputError naming the parameter when the conversion or a version does not exist."""
+    published = tuple(
+        VersionInfo(
+            id=v.id,
+            number=v.number,
+            state=v.state,
+            traffic=v.traffic,
+            split_with_id=v.split_with_id,
+            published_at=v.published_at,
+            retired_at=v.retired_at,
+            steps=tuple(
+                (s.get("key", ""), s.get("type", ""))
+                for s in (v.definition or {}).get("steps", [])
+                if isinstance(s, dict)
+            ),
+        )
+        for v in JourneyVersion.objects.filter(journey=journey, published_at__isnull=False)
+        .order_by("number")
+        .only(
+            "id",
+            "number",
+            "state",
+            "traffic",
+            "split_with_id",
+            "published_at",
+            "retired_at",
+            "definition",
+        )
+    )
+    conversions = tuple(
+        Conversion.objects.filter(journey=journey).order_by(
+            "archived_at", "position", "key"
+        )  # archived ones last: the default is the first one still in use
+    )
+    if conversion_key is None:
+        if not conversions:
+            raise ReportInputError("conversion", "This journey has no conversions to report on.")
+        conversion = conversions[0]
+    else:
+        conversion = next((c for c in conversions if c.key == conversion_key), None)
+        if conversion is None:
+            raise ReportInputError(
+                "conversion", f"Journey '{journey.key}' has no conversion '{conversion_key}'."
+            )
+    if start and end and end < start:
+        raise ReportInputError("end", "The end date is before the start date.")
+    chosen = published
+    if versions:
+        known = {v.number for v in published}
+        unknown = sorted(set(versions) - known)
+        if unknown:
+            raise ReportInputError(
+                "versions",
+                f"Journey '{journey.key}' has no published version {', '.join(map(str, unknown))}.",
+            )
+        chosen = tuple(v for v in published if v.number in set(versions))
+    if baseline is None:
+        baseline = chosen[0].number if chosen else 0
+    elif baseline not in {v.number for v in chosen}:
+        raise ReportInputError(
+            "baseline", f"Version {baseline} is not a published version in this report."
+        )
+    return ReportContext(
+        journey=journey,
+        conversion=conversion,
+        conversions=conversions,
+        versions=chosen,
+        all_versions=published,
+        baseline=baseline,
+        start=start,
+        end=end,
+    )
+
+
+# Split detection -------------------------------------------------------------------------
+
+
+def comparison_kind(a: VersionInfo, b: VersionInfo) -> str:
+    """Randomized when one version was published to share new enrollments with the other on
+    a random split and both were live at the same time; sequential otherwise."""
+    return stats.RANDOMIZED if split_window(a, b) else stats.SEQUENTIAL
+
+
+def split_window(
+    a: VersionInfo, b: VersionInfo
+) -> tuple[datetime.datetime, datetime.datetime | None] | None:
+    if not (a.split_with_id == b.id or b.split_with_id == a.id):
+        return None
+    if a.published_at is None or b.published_at is None:
+        return None
+    begin = max(a.published_at, b.published_at)
+    ends = [t for t in (a.retired_at, b.retired_at) if t is not None]
+    end = min(ends) if ends else None
+    if end is not None and end <= begin:
+        return None
+    return begin, end
+
+
+def expected_shares(base: VersionInfo, other: VersionInfo) -> list[float] | None:
+    """The configured split (baseline share, other share), from the version that joined."""
+    joiner, stayer = (other, base) if other.split_with_id == base.id else (base, other)
+    if joiner.traffic is None or not 0 < joiner.traffic < 100:
+        return None
+    shares = {joiner.id: joiner.traffic, stayer.id: 100 - joiner.traffic}
+    return [shares[base.id], shares[other.id]]
+
+
+# SQL building blocks ---------------------------------------------------------------------
+
+
+def _postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def _seconds_between(later: str, earlier: str) -> str:
+    if _postgres():
+        return f"EXTRACT(EPOCH FROM ({later} - {earlier}))"
+    return f"((julianday({later}) - julianday({earlier})) * 86400.0)"
+
+
+def _day(column: str) -> str:
+    if _postgres():
+        return f"CAST(({column} AT TIME ZONE 'UTC') AS date)"
+    return f"date({column})"
+
+
+def _db_datetime(value: datetime.datetime):
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def _day_start(day: datetime.date) -> datetime.datetime:
+    return datetime.datetime.combine(day, datetime.time.min, tzinfo=datetime.UTC)
+
+
+def _enrollment_where(ctx: ReportContext, alias: str = "e") -> tuple[str, list]:
+    ids = ctx.version_ids or [0]
+    clauses = [f"{alias}.version_id IN ({', '.join(['%s'] * len(ids))})"]
+    params: list = list(ids)
+    if ctx.start:
+        clauses.append(f"{alias}.started_at >= %s")
+        params.append(_db_datetime(_day_start(ctx.start)))
+    if ctx.end:
+        clauses.append(f"{alias}.started_at < %s")
+        params.append(_db_datetime(_day_start(ctx.end + datetime.timedelta(days=1))))
+    return " AND ".join(clauses), params
+
+
+def _fetch(sql: str, params: list) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _percentile_sql(keys: str, inner: str) -> str:
+    """Rows (keys..., n, rank, seconds) at the nearest ranks of the 50th and 90th percentile
+    of `inner`'s column s within each group of `keys`."""
+    return f"""
+        SELECT {keys}, n, rn, s FROM (
+            SELECT {keys}, s,
+                   ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY s) AS rn,
+                   COUNT(*) OVER (PARTITION BY {keys}) AS n
+            FROM ({inner}) d
+        ) r
+        WHERE rn = (50 * n + 99) / 100 OR rn = (90 * n + 99) / 100
+    """
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    count: int
+    median: float | None  # seconds
+    p90: float | None
+
+
+def _percentiles(rows: list[tuple], nkeys: int) -> dict[tuple, Percentiles]:
+    found: dict[tuple, dict] = defaultdict(dict)
+    for row in rows:
+        key, (n, rn, seconds) = tuple(row[:nkeys]), row[nkeys:]
+        found[key]["n"] = n
+        if rn == (50 * n + 99) // 100:
+            found[key]["median"] = float(seconds)
+        if rn == (90 * n + 99) // 100:
+            found[key]["p90"] = float(seconds)
+    return {
+        key: Percentiles(count=v["n"], median=v.get("median"), p90=v.get("p90"))
+        for key, v in found.items()
+    }
+
+
+def _money(value) -> float:
+    return round(float(value or 0), 2)
+
+
+# Panels ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Counts:
+    enrolled: int = 0
+    converted: int = 0
+    value: float = 0.0
+
+    @property
+    def rate(self) -> float | None:
+        return stats.rate(self.converted, self.enrolled)
+
+    def __add__(self, other: "Counts") -> "Counts":
+        return Counts(
+            self.enrolled + other.enrolled,
+            self.converted + other.converted,
+            round(self.value + other.value, 2),
+        )
+
+
+@dataclass(frozen=True)
+class VersionCounts:
+    version: int
+    treated: Counts
+    held_out: Counts
+    # Enrollments started while the version shared traffic with the baseline at random.
+    in_split: int | None = None
+
+    @property
+    def total(self) -> Counts:
+        return self.treated + self.held_out
+
+
+def version_counts(ctx: ReportContext) -> list[VersionCounts]:
+    """Per version: enrolled, converted and value, held-out apart; one query."""
+    where, params = _enrollment_where(ctx)
+    base = ctx.by_number(ctx.baseline) if ctx.versions else None
+    windows = {}
+    for v in ctx.versions:
+        window = split_window(base, v) if base and v.id != base.id else None
+        if window:
+            windows[v.number] = window
+    split_columns, split_params = [], []
+    for begin, end in windows.values():
+        split_columns.append(
+            "SUM(CASE WHEN e.started_at >= %s"
+            + (" AND e.started_at < %s" if end else "")
+            + " THEN 1 ELSE 0 END)"
+        )
+        split_params += [_db_datetime(begin)] + ([_db_datetime(end)] if end else [])
+    extra = "".join(f", {c}" for c in split_columns)
+    rows = _fetch(
+        f"""
+        WITH a AS (
+            SELECT enrollment_id, SUM(value) AS v FROM {AWARD}
+            WHERE conversion_id = %s GROUP BY enrollment_id
+        )
+        SELECT e.version_id, e.held_out, COUNT(*), COUNT(a.enrollment_id),
+               COALESCE(SUM(a.v), 0){extra}
+        FROM {ENROLLMENT} e LEFT JOIN a ON a.enrollment_id = e.id
+        WHERE {where}
+        GROUP BY e.version_id, e.held_out
+        """,
+        [ctx.conversion.id, *split_params, *params],
+    )
+    counts: dict[int, dict] = {
+        v.id: {"treated": Counts(), "held_out": Counts()} for v in ctx.versions
+    }
+    split_totals: dict[int, list] = defaultdict(lambda: [0] * len(windows))
+    for version_id, held_out, enrolled, converted, value, *in_split in rows:
+        counts[version_id]["held_out" if held_out else "treated"] = Counts(
+            enrolled, converted, _money(value)
+        )
+        for i, n in enumerate(in_split):
+            split_totals[version_id][i] += int(n or 0)
+    result = []
+    numbers = list(windows)
+    for v in ctx.versions:
+        in_split = None
+        if v.number in windows:
+            i = numbers.index(v.number)
+            in_split = (split_totals[v.id][i], split_totals[base.id][i])
+        result.append(VersionCounts(v.number, in_split=in_split, **counts[v.id]))
+    return result
+
+
+@dataclass(frozen=True)
+class DayCounts:
+    day: datetime.date
+    version: int
+    enrolled: int
+    converted: int
+
+
+def daily_counts(ctx: ReportContext) -> list[DayCounts]:
+    """Per version and UTC day: enrollments started, and enrollments whose first award of
+    the conversion came that day; one query."""
+    where, params = _enrollment_where(ctx)
+    rows = _fetch(
+        f"""
+        WITH a AS (
+            SELECT enrollment_id, MIN(awarded_at) AS first_at FROM {AWARD}
+            WHERE conversion_id = %s GROUP BY enrollment_id
+        )
+        SELECT 'e', e.version_id, {_day("e.started_at")}, COUNT(*)
+        FROM {ENROLLMENT} e WHERE {where}
+        GROUP BY e.version_id, {_day("e.started_at")}
+        UNION ALL
+        SELECT 'c', e.version_id, {_day("a.first_at")}, COUNT(*)
+        FROM {ENROLLMENT} e JOIN a ON a.enrollment_id = e.id WHERE {where}
+        GROUP BY e.version_id, {_day("a.first_at")}
+        """,
+        [ctx.conversion.id, *params, *params],
+    )
+    numbers = {v.id: v.number for v in ctx.versions}
+    merged: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+    for kind, version_id, day, n in rows:
+        if isinstance(day, str):
+            day = datetime.date.fromisoformat(day)
+        merged[(day, numbers[version_id])][0 if kind == "e" else 1] += n
+    return [
+        DayCounts(day, version, enrolled, converted)
+        for (day, version), (enrolled, converted) in sorted(merged.items())
+    ]
+
+
+@dataclass(frozen=True)
+class StepCounts:
+    version: int
+    step: str
+    type: str
+    entered: int
+    converted: int
+
+
+def step_funnel(ctx: ReportContext) -> list[StepCounts]:
+    """Per version and step of its definition: enrollments that entered the step, and those
+    of them that converted; steps line up across versions by key. One query."""
+    where, params = _enrollment_where(ctx)
+    rows = _fetch(
+        f"""
+        WITH a AS (SELECT DISTINCT enrollment_id FROM {AWARD} WHERE conversion_id = %s)
+        SELECT e.version_id, v.step_key, COUNT(DISTINCT v.enrollment_id),
+               COUNT(DISTINCT a.enrollment_id)
+        FROM {VISIT} v
+        JOIN {ENROLLMENT} e ON e.id = v.enrollment_id
+        LEFT JOIN a ON a.enrollment_id = v.enrollment_id
+        WHERE {where}
+        GROUP BY e.version_id, v.step_key
+        """,
+        [ctx.conversion.id, *params],
+    )
+    found = {
+        (version_id, key): (entered, converted) for version_id, key, entered, converted in rows
+    }
+    result = []
+    for v in ctx.versions:
+        keys = [key for key, _ in v.steps]
+        types = dict(v.steps)
+        # A step no longer in the definition but still visited (it should not happen, since
+        # versions are immutable) is listed last rather than dropped.
+        keys += sorted(k for vid, k in found if vid == v.id and k not in types)
+        for key in keys:
+            entered, converted = found.get((v.id, key), (0, 0))
+            result.append(StepCounts(v.number, key, types.get(key, ""), entered, converted))
+    return result
+
+
+def step_order(ctx: ReportContext) -> list[str]:
+    """Step keys in the order of the newest version, then any older-only steps."""
+    order: list[str] = []
+    for v in reversed(ctx.versions):
+        for key, _ in v.steps:
+            if key not in order:
+                order.append(key)
+    return order
+
+
+@dataclass(frozen=True)
+class PathCounts:
+    path: tuple[str, ...]
+    enrolled: int
+    converted: int
+
+    @property
+    def rate(self) -> float | None:
+        return stats.rate(self.converted, self.enrolled)
+
+
+def common_paths(ctx: ReportContext, *, limit: int = PATH_LIMIT) -> list[PathCounts]:
+    """The most common routes (Enrollment.path) of treated enrollments; one query."""
+    where, params = _enrollment_where(ctx)
+    rows = _fetch(
+        f"""
+        WITH a AS (SELECT DISTINCT enrollment_id FROM {AWARD} WHERE conversion_id = %s)
+        SELECT e.path, COUNT(*), COUNT(a.enrollment_id)
+        FROM {ENROLLMENT} e LEFT JOIN a ON a.enrollment_id = e.id
+        WHERE {where} AND e.held_out = %s
+        GROUP BY e.path
+        ORDER BY COUNT(*) DESC, COUNT(a.enrollment_id) DESC
+        LIMIT %s
+        """,
+        [ctx.conversion.id, *params, False, limit],
+    )
+    result = []
+    for path, enrolled, converted in rows:
+        if isinstance(path, (str, bytes)):
+            path = json.loads(path)
+        result.append(PathCounts(tuple(path or ()), enrolled, converted))
+    return result
+
+
+@dataclass(frozen=True)
+class MessageCounts:
+    version: int
+    step: str
+    channel: str
+    sent: int
+    conversions: int  # awards whose last preceding message (within the window) was this one
+    value: float
+
+
+def message_attribution(ctx: ReportContext) -> list[MessageCounts]:
+    """Per version and message step: messages sent, and the awards attributed to them (the
+    last message sent to the enrollment at or before the award, within the conversion's
+    window when it has one), with their value. One query."""
+    where, params = _enrollment_where(ctx)
+    window = ctx.conversion.window
+    within, window_params = "", []
+    if window is not None:
+        within = f" AND {_seconds_between('aw.awarded_at', 'm.sent_at')} <= %s"
+        window_params = [window.total_seconds()]
+    rows = _fetch(
+        f"""
+        WITH e AS (SELECT e.id, e.version_id FROM {ENROLLMENT} e WHERE {where}),
+        m AS (
+            SELECT o.id, o.enrollment_id, o.step_key, o.channel, o.sent_at, e.version_id
+            FROM {OUTBOX} o JOIN e ON e.id = o.enrollment_id
+            WHERE o.status = %s AND o.sent_at IS NOT NULL
+        ),
+        aw AS (
+            SELECT a.id, a.enrollment_id, a.awarded_at, a.value
+            FROM {AWARD} a JOIN e ON e.id = a.enrollment_id
+            WHERE a.conversion_id = %s
+        ),
+        ranked AS (
+            SELECT aw.id AS award_id, aw.value AS value, m.id AS message_id,
+                   ROW_NUMBER() OVER (
+                       PARTITION BY aw.id ORDER BY m.sent_at DESC, m.id DESC
+                   ) AS rn
+            FROM aw JOIN m ON m.enrollment_id = aw.enrollment_id
+                 AND m.sent_at <= aw.awarded_at{within}
+        )
+        SELECT m.version_id, m.step_key, m.channel, COUNT(DISTINCT m.id),
+               COUNT(r.award_id), COALESCE(SUM(r.value), 0)
+        FROM m LEFT JOIN ranked r ON r.message_id = m.id AND r.rn = 1
+        GROUP BY m.version_id, m.step_key, m.channel
+        """,
+        [*params, OutboxMessage.Status.SENT, ctx.conversion.id, *window_params],
+    )
+    found = {
+        (vid, key): (channel, sent, conv, value) for vid, key, channel, sent, conv, value in rows
+    }
+    channels = {"send_email": OutboxMessage.Channel.EMAIL, "send_sms": OutboxMessage.Channel.SMS}
+    result = []
+    for v in ctx.versions:
+        for key, step_type in v.steps:
+            if step_type not in MESSAGE_STEP_TYPES:
+                continue
+            channel, sent, conv, value = found.get((v.id, key), (channels[step_type], 0, 0, 0))
+            result.append(MessageCounts(v.number, key, channel, sent, conv, _money(value)))
+    return result
+
+
+@dataclass(frozen=True)
+class GoalCounts:
+    goal: str
+    name: str
+    version: int
+    achieved: int
+    median_seconds: float | None
+    p90_seconds: float | None
+
+
+def goal_achievements(ctx: ReportContext) -> list[GoalCounts]:
+    """Per goal and version: enrollments that achieved it and the time from the start of
+    the enrollment to the achievement (median, p90). Two queries: the goals, the figures."""
+    goals = list(Goal.objects.filter(journey=ctx.journey).order_by("position", "key"))
+    where, params = _enrollment_where(ctx)
+    inner = f"""
+        SELECT ga.goal_id AS goal_id, e.version_id AS version_id,
+               {_seconds_between("ga.achieved_at", "e.started_at")} AS s
+        FROM {ACHIEVEMENT} ga JOIN {ENROLLMENT} e ON e.id = ga.enrollment_id
+        WHERE {where}
+    """
+    found = _percentiles(_fetch(_percentile_sql("goal_id, version_id", inner), params), 2)
+    result = []
+    for goal in goals:
+        for v in ctx.versions:
+            p = found.get((goal.id, v.id), Percentiles(0, None, None))
+            result.append(GoalCounts(goal.key, goal.name, v.number, p.count, p.median, p.p90))
+    return result
+
+
+@dataclass(frozen=True)
+class ConvertTime:
+    version: int
+    converted: int
+    median_seconds: float | None
+    p90_seconds: float | None
+
+
+def time_to_convert(ctx: ReportContext) -> list[ConvertTime]:
+    """Per version: from the start of an enrollment to its first award of the conversion,
+    median and 90th percentile; one query."""
+    where, params = _enrollment_where(ctx)
+    inner = f"""
+        SELECT e.version_id AS version_id,
+               {_seconds_between("a.first_at", "e.started_at")} AS s
+        FROM {ENROLLMENT} e JOIN (
+            SELECT enrollment_id, MIN(awarded_at) AS first_at FROM {AWARD}
+            WHERE conversion_id = %s GROUP BY enrollment_id
+        ) a ON a.enrollment_id = e.id
+        WHERE {where}
+    """
+    found = _percentiles(
+        _fetch(_percentile_sql("version_id", inner), [ctx.conversion.id, *params]), 1
+    )
+    result = []
+    for v in ctx.versions:
+        p = found.get((v.id,), Percentiles(0, None, None))
+        result.append(ConvertTime(v.number, p.count, p.median, p.p90))
+    return result
+
+
+@dataclass(frozen=True)
+class RevisionMark:
+    at: datetime.datetime
+    kind: str
+    summary: str
+
+
+def conversion_revisions(ctx: ReportContext) -> list[RevisionMark]:
+    """Every dated change of the conversion's definition; one query."""
+    marks = []
+    for revision in Revision.objects.filter(conversion=ctx.conversion).order_by("created_at", "id"):
+        changed = ", ".join(sorted(revision.changes)) if revision.changes else ""
+        summary = revision.get_kind_display() + (f": {changed}" if changed else "")
+        marks.append(RevisionMark(revision.created_at, revision.kind, summary))
+    return marks
+
+
+def path_enrollments(ctx: ReportContext, *, path: list[str], limit: int = 200):
+    """The enrollments (with their contacts) of the report that took exactly `path`."""
+    qs = Enrollment.objects.filter(version_id__in=ctx.version_ids, held_out=False, path=path)
+    if ctx.start:
+        qs = qs.filter(started_at__gte=_day_start(ctx.start))
+    if ctx.end:
+        qs = qs.filter(started_at__lt=_day_start(ctx.end + datetime.timedelta(days=1)))
+    converted = ConversionAward.objects.filter(conversion=ctx.conversion, enrollment=OuterRef("pk"))
+    return (
+        qs.select_related("contact", "version")
+        .annotate(converted=Exists(converted))
+        .order_by("-started_at")[:limit]
+    )
+
+
+# The whole report ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    """A line of the version comparison, as the contract's report call defines it."""
+
+    version: int
+    counts: Counts
+    ci_low: float | None
+    ci_high: float | None
+    comparison: stats.Comparison | None  # None on the baseline row
+    held_out: Counts
+
+    @property
+    def enrolled(self) -> int:
+        return self.counts.enrolled
+
+    @property
+    def converted(self) -> int:
+        return self.counts.converted
+
+    @property
+    def rate(self) -> float | None:
+        return self.counts.rate
+
+
+def version_rows(ctx: ReportContext, counts: list[VersionCounts]) -> list[VersionRow]:
+    base_counts = next((c.total for c in counts if c.version == ctx.baseline), Counts())
+    base = ctx.by_number(ctx.baseline) if ctx.versions else None
+    rows = []
+    for c in counts:
+        total = c.total
+        low, high = stats.wilson_interval(total.converted, total.enrolled)
+        comparison = None
+        if c.version != ctx.baseline:
+            info = ctx.by_number(c.version)
+            ratio = None
+            shares = expected_shares(base, info) if c.in_split else None
+            if shares:
+                ratio = stats.sample_ratio([c.in_split[1], c.in_split[0]], shares)
+            comparison = stats.compare(
+                version=c.version,
+                converted=total.converted,
+                enrolled=total.enrolled,
+                baseline=ctx.baseline,
+                base_converted=base_counts.converted,
+                base_enrolled=base_counts.enrolled,
+                kind=comparison_kind(base, info),
+                sample_ratio=ratio,
+            )
+        rows.append(VersionRow(c.version, total, low, high, comparison, c.held_out))
+    return rows
+
+
+def holdout(counts: list[VersionCounts]) -> stats.Lift | None:
+    treated = sum((c.treated for c in counts), Counts())
+    held = sum((c.held_out for c in counts), Counts())
+    if not held.enrolled:
+        return None
+    return stats.holdout_lift(
+        treated_converted=treated.converted,
+        treated_enrolled=treated.enrolled,
+        held_out_converted=held.converted,
+        held_out_enrolled=held.enrolled,
+    )
+
+
+@dataclass(frozen=True)
+class Report:
+    ctx: ReportContext
+    versions: list[VersionRow]
+    steps: list[StepCounts]
+    holdout: stats.Lift | None
+    daily: list[DayCounts] = field(default_factory=list)
+    revisions: list[RevisionMark] = field(default_factory=list)
+    paths: list[PathCounts] = field(default_factory=list)
+    messages: list[MessageCounts] = field(default_factory=list)
+    goals: list[GoalCounts] = field(default_factory=list)
+    convert_times: list[ConvertTime] = field(default_factory=list)
+
+    @property
+    def generated_at(self) -> datetime.datetime:
+        return timezone.now()
+
+
+def version_report(ctx: ReportContext) -> Report:
+    """What the report call answers: the comparison and the step funnel (two queries)."""
+    counts = version_counts(ctx)
+    return Report(ctx, version_rows(ctx, counts), step_funnel(ctx), holdout(counts))
+
+
+def full_report(ctx: ReportContext) -> Report:
+    """Every panel of the report page: one query each, nine in all."""
+    counts = version_counts(ctx)
+    return Report(
+        ctx,
+        version_rows(ctx, counts),
+        step_funnel(ctx),
+        holdout(counts),
+        daily=daily_counts(ctx),
+        revisions=conversion_revisions(ctx),
+        paths=common_paths(ctx),
+        messages=message_attribution(ctx),
+        goals=goal_achievements(ctx),
+        convert_times=time_to_convert(ctx),
+    )
