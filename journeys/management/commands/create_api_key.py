@@ -1,0 +1,24 @@
+from django.core.management.base import BaseCommand
+
+from journeys.actions import create_api_key
+from journeys.models import ApiKey
+
+
+class Command(BaseCommand):
+    help = "Create an API key and print it; only its hash is stored, so copy it now."
+
+    def add_arguments(self, parser):
+        parser.add_argument("name", help="What the key is for, e.g. the integration's name.")
+        parser.add_argument(
+            "--scope",
+            choices=ApiKey.Scope.values,
+            default=ApiKey.Scope.ALL,
+            help="ingest: contacts and events; manage: journeys and reports; all: both.",
+        )
+
+    def handle(self, *args, name, scope, **options):
+        key, raw_key = create_api_key(name=name, scope=scope)
+        self.stdout.write(
+            f"Created API key '{key.name}' ({key.get_scope_display()}). It is shown only once:"
+        )
+        self.stdout.write(raw_key)
