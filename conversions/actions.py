@@ -185,6 +185,23 @@ def _existing(model, journey: Journey, key: str | None, data: object, kind: str)
     return row
 
 
+def _checked_conversion(journey: Journey, data: object, key: str | None):
+    row = _existing(Conversion, journey, key, data, "conversion")
+    if row is not None and isinstance(data, dict):
+        data = {**data, "key": key}
+    item = _validate_item(journey, "conversions", data)
+    _check_name_free(Conversion, journey, item.name, key=item.key, kind="conversion")
+    return row, item
+
+
+def check_conversion(
+    *, journey: Journey, data: dict, key: str | None = None
+) -> ConversionDefinition:
+    """The errors save_conversion would raise (DefinitionError), without writing: for forms
+    that show them beside their fields before saving."""
+    return _checked_conversion(journey, data, key)[1]
+
+
 @transaction.atomic
 def save_conversion(
     *, journey: Journey, data: dict, key: str | None = None, user=None
@@ -197,11 +214,7 @@ def save_conversion(
     reported the same way. Saving the same data twice records no second revision.
     """
     journey = _lock_journey(journey)
-    row = _existing(Conversion, journey, key, data, "conversion")
-    if row is not None and isinstance(data, dict):
-        data = {**data, "key": key}
-    item = _validate_item(journey, "conversions", data)
-    _check_name_free(Conversion, journey, item.name, key=item.key, kind="conversion")
+    row, item = _checked_conversion(journey, data, key)
     before = conversion_definition(row) if row is not None else None
     restored = row is not None and row.archived_at is not None
     if row is None:
@@ -222,12 +235,7 @@ def save_conversion(
     return row
 
 
-@transaction.atomic
-def save_goal(*, journey: Journey, data: dict, key: str | None = None, user=None) -> Goal:
-    """Create a goal (key None) or edit the one with `key`, with its revision; its
-    `conversion` must name an active conversion of the journey. Same locks, errors and
-    idempotence as save_conversion."""
-    journey = _lock_journey(journey)
+def _checked_goal(journey: Journey, data: object, key: str | None):
     row = _existing(Goal, journey, key, data, "goal")
     if row is not None and isinstance(data, dict):
         data = {**data, "key": key}
@@ -236,6 +244,21 @@ def save_goal(*, journey: Journey, data: dict, key: str | None = None, user=None
         journey, "goals", data, conversions=[conversion_definition(c) for c in active]
     )
     _check_name_free(Goal, journey, item.name, key=item.key, kind="goal")
+    return row, item, active
+
+
+def check_goal(*, journey: Journey, data: dict, key: str | None = None) -> GoalDefinition:
+    """The errors save_goal would raise (DefinitionError), without writing."""
+    return _checked_goal(journey, data, key)[1]
+
+
+@transaction.atomic
+def save_goal(*, journey: Journey, data: dict, key: str | None = None, user=None) -> Goal:
+    """Create a goal (key None) or edit the one with `key`, with its revision; its
+    `conversion` must name an active conversion of the journey. Same locks, errors and
+    idempotence as save_conversion."""
+    journey = _lock_journey(journey)
+    row, item, active = _checked_goal(journey, data, key)
     before = goal_definition(row) if row is not None else None
     restored = row is not None and row.archived_at is not None
     if row is None:

@@ -1,0 +1,261 @@
+"""Admin for the journeys app. History (events, published versions, steps, visits) is
+read-only here: it is what reports count, and editing it would rewrite the past."""
+
+from django.contrib import admin, messages
+from django.utils import timezone
+
+from journeys.models import (
+    ApiKey,
+    Contact,
+    Enrollment,
+    Event,
+    Journey,
+    JourneyVersion,
+    OutboxMessage,
+    Step,
+    StepVisit,
+)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Viewable and deletable by superusers, never added or changed by hand."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Contact)
+class ContactAdmin(admin.ModelAdmin):
+    list_display = ["external_id", "email", "created_at", "updated_at", "erased_at"]
+    list_filter = ["erased_at"]
+    search_fields = ["external_id", "email"]
+    date_hierarchy = "created_at"
+    readonly_fields = ["created_at", "updated_at"]
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyAdmin):
+    list_display = ["event_id", "name", "contact", "timestamp", "source", "status", "depth"]
+    list_filter = ["status", "source"]
+    search_fields = ["event_id", "name", "contact__external_id"]
+    date_hierarchy = "timestamp"
+    list_select_related = ["contact"]
+
+
+class JourneyVersionInline(admin.TabularInline):
+    model = JourneyVersion
+    fields = ["number", "state", "traffic", "published_at", "retired_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Journey)
+class JourneyAdmin(admin.ModelAdmin):
+    list_display = ["key", "name", "status", "created_at", "updated_at"]
+    list_filter = ["status"]
+    search_fields = ["key", "name", "description"]
+    date_hierarchy = "created_at"
+    readonly_fields = ["status", "created_at", "updated_at", "created_by"]
+    inlines = [JourneyVersionInline]
+
+    def get_readonly_fields(self, request, obj=None):
+        # The key names the journey in every definition and API path: fixed once created.
+        if obj is not None:
+            return ["key", *self.readonly_fields]
+        return self.readonly_fields
+
+
+class StepInline(admin.TabularInline):
+    model = Step
+    fields = ["position", "key", "type", "config"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(JourneyVersion)
+class JourneyVersionAdmin(admin.ModelAdmin):
+    list_display = [
+        "__str__",
+        "journey",
+        "number",
+        "state",
+        "traffic",
+        "split_with",
+        "published_at",
+        "retired_at",
+        "created_at",
+    ]
+    list_filter = ["state"]
+    search_fields = ["journey__key", "journey__name", "change_summary"]
+    date_hierarchy = "created_at"
+    list_select_related = ["journey", "split_with__journey"]
+    # The definition is edited through the editor, the API or import_journey, which validate
+    # it and keep the step rows in step; here only the summary of a draft can change.
+    readonly_fields = [
+        "journey",
+        "number",
+        "state",
+        "definition",
+        "traffic",
+        "split_with",
+        "created_at",
+        "created_by",
+        "published_at",
+        "published_by",
+        "retired_at",
+    ]
+    inlines = [StepInline]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        if obj is not None and obj.state != JourneyVersion.State.DRAFT:
+            return False
+        return super().has_change_permission(request, obj)
+
+
+@admin.register(Step)
+class StepAdmin(ReadOnlyAdmin):
+    list_display = ["key", "type", "version", "position"]
+    list_filter = ["type"]
+    search_fields = ["key", "version__journey__key"]
+    list_select_related = ["version__journey"]
+
+
+@admin.action(description="Retry failed enrollments")
+def retry_failed_enrollments(modeladmin, request, queryset):
+    retried = queryset.filter(state=Enrollment.State.FAILED).update(
+        state=Enrollment.State.ACTIVE,
+        due_at=timezone.now(),
+        attempts=0,
+        last_error="",
+        leased_until=None,
+    )
+    modeladmin.message_user(request, f"{retried} failed enrollment(s) will be retried.")
+
+
+@admin.register(Enrollment)
+class EnrollmentAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "contact",
+        "journey",
+        "version",
+        "state",
+        "held_out",
+        "current_step",
+        "due_at",
+        "started_at",
+        "ended_at",
+        "attempts",
+        "last_error",
+    ]
+    list_filter = ["state", "held_out", "journey"]
+    search_fields = ["contact__external_id", "contact__email", "journey__key", "last_error"]
+    date_hierarchy = "started_at"
+    list_select_related = ["contact", "journey", "version__journey"]
+    raw_id_fields = ["contact", "journey", "version", "trigger_event"]
+    actions = [retry_failed_enrollments]
+
+
+@admin.register(StepVisit)
+class StepVisitAdmin(ReadOnlyAdmin):
+    list_display = ["enrollment", "version", "step_key", "outcome", "seq", "entered_at"]
+    list_filter = ["outcome"]
+    search_fields = ["step_key", "enrollment__contact__external_id"]
+    date_hierarchy = "entered_at"
+    list_select_related = ["enrollment", "version__journey"]
+
+
+@admin.register(OutboxMessage)
+class OutboxMessageAdmin(admin.ModelAdmin):
+    list_display = [
+        "channel",
+        "recipient",
+        "subject",
+        "status",
+        "attempts",
+        "due_at",
+        "sent_at",
+        "created_at",
+    ]
+    list_filter = ["channel", "status"]
+    search_fields = ["recipient", "subject", "contact__external_id", "step_key"]
+    date_hierarchy = "created_at"
+    list_select_related = ["contact"]
+    raw_id_fields = ["visit", "enrollment", "contact"]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.action(description="Revoke selected keys")
+def revoke_keys(modeladmin, request, queryset):
+    from journeys.actions import revoke_api_key
+
+    for key in queryset:
+        revoke_api_key(key=key)
+    modeladmin.message_user(request, f"{queryset.count()} key(s) revoked.")
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "prefix",
+        "scope",
+        "is_active",
+        "created_at",
+        "created_by",
+        "last_used_at",
+    ]
+    list_filter = ["scope", ("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "prefix"]
+    date_hierarchy = "created_at"
+    list_select_related = ["created_by"]
+    actions = [revoke_keys]
+    readonly_fields = ["prefix", "created_at", "created_by", "last_used_at", "revoked_at"]
+
+    @admin.display(boolean=True, description="Active")
+    def is_active(self, obj):
+        return obj.is_active
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["name", "scope"]
+        return ["name", "scope", *self.readonly_fields]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        from journeys.actions import create_api_key
+
+        created, raw_key = create_api_key(name=obj.name, scope=obj.scope, created_by=request.user)
+        # The admin's response needs the saved row; the raw key is shown once and never stored.
+        obj.pk = created.pk
+        obj.prefix, obj.key_hash, obj.created_at = (
+            created.prefix,
+            created.key_hash,
+            created.created_at,
+        )
+        obj.created_by = created.created_by
+        obj._state.adding = False
+        messages.success(
+            request,
+            f"The new API key is {raw_key} — copy it now: it is stored only as a hash and "
+            "cannot be shown again.",
+        )

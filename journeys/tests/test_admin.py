@@ -1,0 +1,204 @@
+"""Every admin page of the journeys app loads; history is read-only; API keys and failed
+enrollments are handled from the admin."""
+
+import pytest
+from django.contrib import admin
+from django.contrib.messages import get_messages
+from django.urls import reverse
+from django.utils import timezone
+
+from journeys.actions import authenticate_api_key, create_api_key, hash_api_key
+from journeys.models import ApiKey, Enrollment, JourneyVersion, OutboxMessage, Step, StepVisit
+from journeys.tests.factories import (
+    ContactFactory,
+    EnrollmentFactory,
+    EventFactory,
+    JourneyVersionFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+JOURNEY_MODELS = [model for model in admin.site._registry if model._meta.app_label == "journeys"]
+
+
+@pytest.fixture
+def one_of_each(db):
+    version = JourneyVersionFactory()
+    enrollment = EnrollmentFactory(version=version, last_error="boom", state="failed")
+    visit = StepVisit.objects.create(
+        enrollment=enrollment, version=version, step_key="welcome", seq=1, entered_at=timezone.now()
+    )
+    OutboxMessage.objects.create(
+        visit=visit,
+        enrollment=enrollment,
+        contact=enrollment.contact,
+        step_key="welcome",
+        channel="email",
+        recipient="a@example.com",
+        due_at=timezone.now(),
+    )
+    Step.objects.create(version=version, key="welcome", type="send_email", position=0)
+    EventFactory(contact=enrollment.contact)
+    create_api_key(name="crm")
+    JourneyVersionFactory(journey=version.journey, number=version.number + 1, state="draft")
+
+
+def test_every_journeys_model_is_registered():
+    assert {model.__name__ for model in JOURNEY_MODELS} == {
+        "Contact",
+        "Event",
+        "Journey",
+        "JourneyVersion",
+        "Step",
+        "Enrollment",
+        "StepVisit",
+        "OutboxMessage",
+        "ApiKey",
+    }
+
+
+@pytest.mark.parametrize("model", JOURNEY_MODELS, ids=lambda model: model.__name__)
+def test_admin_pages_load_for_every_model(client, superuser, one_of_each, model):
+    client.force_login(superuser)
+    opts = model._meta
+    changelist = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
+
+    assert client.get(changelist).status_code == 200
+    assert client.get(changelist, {"q": "x"}).status_code == 200
+    for obj in model.objects.all():
+        change = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+        assert client.get(change).status_code == 200
+    add = client.get(reverse(f"admin:{opts.app_label}_{opts.model_name}_add"))
+    model_admin = admin.site._registry[model]
+    expected = 200 if model_admin.has_add_permission(_request(superuser)) else 403
+    assert add.status_code == expected
+
+
+def _request(user):
+    from django.test import RequestFactory
+
+    request = RequestFactory().get("/")
+    request.user = user
+    return request
+
+
+@pytest.mark.parametrize(
+    ("model", "addable"),
+    [
+        ("event", False),
+        ("stepvisit", False),
+        ("step", False),
+        ("journeyversion", False),
+        ("contact", True),
+        ("apikey", True),
+    ],
+)
+def test_history_cannot_be_added_by_hand(client, superuser, model, addable):
+    client.force_login(superuser)
+
+    response = client.get(reverse(f"admin:journeys_{model}_add"))
+
+    assert response.status_code == (200 if addable else 403)
+
+
+def test_a_published_version_is_read_only_and_a_draft_is_not(client, superuser):
+    client.force_login(superuser)
+    live = JourneyVersionFactory(state="live")
+    draft = JourneyVersionFactory(journey=live.journey, number=live.number + 1, state="draft")
+
+    live_page = client.post(
+        reverse("admin:journeys_journeyversion_change", args=[live.pk]),
+        {"change_summary": "sneaky"},
+    )
+    draft_page = client.post(
+        reverse("admin:journeys_journeyversion_change", args=[draft.pk]),
+        {"change_summary": "Shorter wait", "steps-TOTAL_FORMS": 0, "steps-INITIAL_FORMS": 0},
+    )
+
+    assert live_page.status_code == 403
+    assert draft_page.status_code == 302
+    live.refresh_from_db()
+    draft.refresh_from_db()
+    assert (live.change_summary, draft.change_summary) == ("", "Shorter wait")
+
+
+def test_an_event_cannot_be_changed(client, superuser):
+    client.force_login(superuser)
+    event = EventFactory()
+
+    response = client.post(reverse("admin:journeys_event_change", args=[event.pk]), {"name": "x"})
+
+    assert response.status_code == 403
+
+
+def test_adding_an_api_key_shows_the_raw_key_once_and_stores_only_its_hash(client, superuser):
+    client.force_login(superuser)
+
+    response = client.post(
+        reverse("admin:journeys_apikey_add"), {"name": "zapier", "scope": "ingest"}, follow=True
+    )
+
+    assert response.status_code == 200
+    key = ApiKey.objects.get(name="zapier")
+    (message,) = [str(m) for m in get_messages(response.wsgi_request) if "copy it now" in str(m)]
+    raw_key = next(word for word in message.split() if word.startswith("wp_"))
+    assert key.key_hash == hash_api_key(raw_key)
+    assert raw_key not in {key.prefix, key.key_hash}
+    assert (key.scope, key.created_by) == ("ingest", superuser)
+    assert authenticate_api_key(raw_key=raw_key) == key
+
+
+def test_revoke_selected_keys(client, superuser):
+    client.force_login(superuser)
+    key, raw_key = create_api_key(name="old")
+    other, other_raw = create_api_key(name="keep")
+
+    response = client.post(
+        reverse("admin:journeys_apikey_changelist"),
+        {"action": "revoke_keys", "_selected_action": [key.pk]},
+    )
+
+    assert response.status_code == 302
+    assert authenticate_api_key(raw_key=raw_key) is None
+    assert authenticate_api_key(raw_key=other_raw) == other
+
+
+def test_retry_failed_enrollments(client, superuser):
+    client.force_login(superuser)
+    failed = EnrollmentFactory(state="failed", attempts=5, last_error="SMTP down")
+    completed = EnrollmentFactory(state="completed")
+
+    client.post(
+        reverse("admin:journeys_enrollment_changelist"),
+        {"action": "retry_failed_enrollments", "_selected_action": [failed.pk, completed.pk]},
+    )
+
+    failed.refresh_from_db()
+    completed.refresh_from_db()
+    assert (failed.state, failed.attempts, failed.last_error) == ("active", 0, "")
+    assert failed.due_at is not None
+    assert completed.state == "completed"
+
+
+def test_enrollments_filter_by_state_and_show_the_last_error(client, superuser):
+    client.force_login(superuser)
+    EnrollmentFactory(state=Enrollment.State.FAILED, last_error="Template broke")
+    EnrollmentFactory(state=Enrollment.State.ACTIVE, contact=ContactFactory(external_id="ok-1"))
+
+    response = client.get(reverse("admin:journeys_enrollment_changelist"), {"state": "failed"})
+
+    assert response.status_code == 200
+    assert "Template broke" in response.content.decode()
+    assert "ok-1" not in response.content.decode()
+
+
+def test_version_list_takes_a_fixed_number_of_queries(
+    client, superuser, django_assert_max_num_queries
+):
+    client.force_login(superuser)
+    for number in range(1, 6):
+        JourneyVersionFactory(number=number, state=JourneyVersion.State.RETIRED)
+    client.get(reverse("admin:journeys_journeyversion_changelist"))
+
+    with django_assert_max_num_queries(12):
+        assert client.get(reverse("admin:journeys_journeyversion_changelist")).status_code == 200
