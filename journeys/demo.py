@@ -1,0 +1,559 @@
+"""The demo a newcomer sees: the product's four use cases, run by the real engine.
+
+`seed_demo` creates each journey through the same actions the API uses, publishes two
+versions of each (one pair as a randomized split), then plays eight weeks of contacts and
+their events day by day, moving `now` forward in-process and letting `run_due` do the
+work. Nothing is written into report tables by hand: every figure a report shows comes from
+enrollments, visits, messages and awards the engine produced.
+
+Contact behaviour is drawn from a seeded random source with per-version odds, so version
+comparisons have something real to find and every run of the demo looks the same.
+"""
+
+import copy
+import dataclasses
+import heapq
+import itertools
+import random
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+
+EMAIL_FOOTER = "\n\n— The Waypoint team\nUnsubscribe: reply STOP."
+
+
+def _email(key, subject, body, next_key, name=""):
+    step = {"key": key, "type": "send_email", "subject": subject, "body": body + EMAIL_FOOTER}
+    if name:
+        step["name"] = name
+    step["next"] = next_key
+    return step
+
+
+LEAD_TO_CUSTOMER = {
+    "key": "lead-to-customer",
+    "name": "Lead to customer",
+    "description": "Nurture new leads from the website until they become paying customers.",
+    "settings": {"reentry": "once", "holdout_percent": 10},
+    "triggers": [{"type": "event", "event": "lead_created"}],
+    "exit_when": [
+        {"type": "event", "event": "unsubscribed"},
+        {"type": "conversion", "conversion": "became-customer"},
+    ],
+    "goals": [
+        {
+            "key": "engaged",
+            "name": "Engaged with content",
+            "criteria": {"event": "content_clicked"},
+            "conversion": "engaged-lead",
+        }
+    ],
+    "conversions": [
+        {
+            "key": "became-customer",
+            "name": "Became customer",
+            "value": 1200,
+            "counting": "once_per_contact",
+            "window": "P45D",
+            "event": {"event": "deal_won", "value_property": "amount"},
+        },
+        {
+            "key": "booked-meeting",
+            "name": "Booked meeting",
+            "value": 0,
+            "event": {"event": "meeting_booked"},
+        },
+        {"key": "engaged-lead", "name": "Engaged lead", "value": 0},
+    ],
+    "steps": [
+        _email(
+            "welcome",
+            "Thanks for your interest, {{ contact.attributes.first_name }}",
+            "Here is the guide you asked for.",
+            "wait-2d",
+            name="Welcome",
+        ),
+        {"key": "wait-2d", "type": "wait", "duration": "P2D", "next": "case-study"},
+        _email(
+            "case-study",
+            "How teams like {{ contact.attributes.company }} grow with us",
+            "A five-minute read on what our customers changed.",
+            "engaged-check",
+            name="Case study",
+        ),
+        {
+            "key": "engaged-check",
+            "type": "evaluate_goal",
+            "goal": "engaged",
+            "wait": "P5D",
+            "achieved": "is-large",
+            "not_achieved": "last-nudge",
+        },
+        {
+            "key": "is-large",
+            "type": "condition",
+            "if": {"attribute": "company_size", "op": "gte", "value": 50},
+            "then": "sales-call",
+            "else": "self-serve",
+        },
+        _email(
+            "sales-call",
+            "Shall we talk, {{ contact.attributes.first_name }}?",
+            "Book 20 minutes with our team: we will tailor a plan to you.",
+            None,
+            name="Book a call",
+        ),
+        _email(
+            "self-serve",
+            "Start in minutes",
+            "Pick a plan and start today.",
+            None,
+            name="Self-serve offer",
+        ),
+        _email(
+            "last-nudge",
+            "Still looking?",
+            "Reply to this email and a person answers.",
+            None,
+            name="Last nudge",
+        ),
+    ],
+}
+
+TRIAL_TO_PAID = {
+    "key": "trial-to-paid",
+    "name": "Trial to paid",
+    "description": "Turn trials into paid plans.",
+    "settings": {"reentry": "once", "holdout_percent": 0},
+    "triggers": [{"type": "event", "event": "trial_started"}],
+    "exit_when": [
+        {"type": "event", "event": "unsubscribed"},
+        {"type": "conversion", "conversion": "paid"},
+    ],
+    "goals": [
+        {
+            "key": "activated",
+            "name": "Activated",
+            "criteria": {"event": "project_created"},
+            "conversion": "activation",
+        }
+    ],
+    "conversions": [
+        {
+            "key": "paid",
+            "name": "Started paid plan",
+            "value": 49,
+            "counting": "once_per_enrollment",
+            "window": "P30D",
+            "event": {"event": "subscription_started", "value_property": "amount"},
+        },
+        {"key": "activation", "name": "Activated account", "value": 0},
+    ],
+    "steps": [
+        _email(
+            "welcome",
+            "Welcome {{ contact.attributes.first_name }}",
+            "Your trial is ready. Create your first project to see it work.",
+            "wait-2d",
+            name="Welcome",
+        ),
+        {"key": "wait-2d", "type": "wait", "duration": "P2D", "next": "check"},
+        {
+            "key": "check",
+            "type": "evaluate_goal",
+            "goal": "activated",
+            "wait": "P5D",
+            "achieved": "upgrade-offer",
+            "not_achieved": "nudge",
+        },
+        {
+            "key": "nudge",
+            "type": "send_sms",
+            "text": "Need a hand with your trial? Reply HELP.",
+            "next": None,
+        },
+        _email(
+            "upgrade-offer",
+            "Keep your projects: upgrade",
+            "Your trial ends soon. Upgrade to keep everything.",
+            None,
+            name="Upgrade offer",
+        ),
+    ],
+}
+
+SALES_FOLLOW_UP = {
+    "key": "sales-follow-up",
+    "name": "Sales follow-up",
+    "description": "Follow up after a product demo until the proposal is accepted.",
+    "settings": {"reentry": "after_exit", "holdout_percent": 0},
+    "triggers": [{"type": "event", "event": "demo_completed"}],
+    "exit_when": [{"type": "event", "event": "deal_lost"}],
+    "goals": [
+        {"key": "replied", "name": "Replied", "criteria": {"event": "email_replied"}},
+    ],
+    "conversions": [
+        {
+            "key": "proposal-accepted",
+            "name": "Proposal accepted",
+            "value": 2500,
+            "counting": "once_per_enrollment",
+            "window": "P30D",
+            "event": {"event": "proposal_signed", "value_property": "amount"},
+        },
+        {"key": "second-meeting", "name": "Second meeting", "value": 0},
+    ],
+    "steps": [
+        _email(
+            "recap",
+            "Your demo recap",
+            "Thanks for your time, {{ contact.attributes.first_name }}. The recording and "
+            "slides are attached.",
+            "wait-3d",
+            name="Demo recap",
+        ),
+        {"key": "wait-3d", "type": "wait", "duration": "P3D", "next": "replied-check"},
+        {
+            "key": "replied-check",
+            "type": "evaluate_goal",
+            "goal": "replied",
+            "wait": "P4D",
+            "achieved": "meeting",
+            "not_achieved": "proposal",
+        },
+        {"key": "meeting", "type": "convert", "conversion": "second-meeting", "next": "proposal"},
+        _email(
+            "proposal",
+            "Your proposal",
+            "Here is the proposal we discussed.",
+            "wait-5d",
+            name="Proposal",
+        ),
+        {"key": "wait-5d", "type": "wait", "duration": "P5D", "next": "reminder"},
+        {
+            "key": "reminder",
+            "type": "send_sms",
+            "text": "Any questions on the proposal?",
+            "next": None,
+        },
+    ],
+}
+
+RENEWAL = {
+    "key": "renewal",
+    "name": "Renewal",
+    "description": "Remind customers before their subscription renews.",
+    "settings": {"reentry": "after_exit", "holdout_percent": 0},
+    "triggers": [{"type": "event", "event": "renewal_due"}],
+    "exit_when": [{"type": "conversion", "conversion": "renewed"}],
+    "goals": [],
+    "conversions": [
+        {
+            "key": "renewed",
+            "name": "Renewed",
+            "value": 600,
+            "counting": "once_per_enrollment",
+            "window": "P30D",
+            "event": {"event": "subscription_renewed", "value_property": "amount"},
+        },
+    ],
+    "steps": [
+        {
+            "key": "auto-renew",
+            "type": "condition",
+            "if": {"attribute": "auto_renew", "op": "eq", "value": True},
+            "then": "heads-up",
+            "else": "reminder",
+        },
+        _email(
+            "heads-up",
+            "Your plan renews soon",
+            "Nothing to do: it renews by itself.",
+            None,
+            name="Heads-up",
+        ),
+        _email(
+            "reminder",
+            "Time to renew, {{ contact.attributes.first_name }}",
+            "Renew now to keep your plan and your price.",
+            "wait-7d",
+            name="Reminder",
+        ),
+        {"key": "wait-7d", "type": "wait", "duration": "P7D", "next": "last-call"},
+        {
+            "key": "last-call",
+            "type": "send_sms",
+            "text": "Your plan ends in a week. Renew now.",
+            "next": "tag",
+        },
+        {
+            "key": "tag",
+            "type": "update_contact",
+            "attributes": {"renewal_risk": "high"},
+            "next": None,
+        },
+    ],
+}
+
+
+def _second_version(definition: dict, changes) -> dict:
+    second = copy.deepcopy(definition)
+    changes(second)
+    return second
+
+
+def _lead_v2(d):
+    # Version 2 asks for the meeting straight away instead of waiting for engagement.
+    steps = {s["key"]: s for s in d["steps"]}
+    steps["welcome"]["subject"] = "{{ contact.attributes.first_name }}, your guide + a call?"
+    steps["wait-2d"]["duration"] = "P1D"
+
+
+def _trial_v2(d):
+    steps = {s["key"]: s for s in d["steps"]}
+    steps["welcome"]["body"] = "Your trial is ready. Here is a 3-minute video to start."
+    steps["check"]["wait"] = "P7D"
+
+
+def _sales_v2(d):
+    steps = {s["key"]: s for s in d["steps"]}
+    steps["wait-3d"]["duration"] = "P2D"
+
+
+def _renewal_v2(d):
+    steps = {s["key"]: s for s in d["steps"]}
+    steps["reminder"]["subject"] = "Keep your price: renew today"
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    """One use case: its two versions and how its contacts behave on each."""
+
+    definition: dict
+    second: dict
+    trigger: str
+    # Share of new enrollments for version 2 when it runs as a split test; None = replaces v1.
+    split_traffic: int | None
+    # Per version: [(event name, probability, delay in days, properties)] after entry.
+    behaviour: dict
+
+
+SCENARIOS = [
+    Scenario(
+        LEAD_TO_CUSTOMER,
+        _second_version(LEAD_TO_CUSTOMER, _lead_v2),
+        "lead_created",
+        None,
+        {
+            1: [
+                ("content_clicked", 0.45, 3, {}),
+                ("meeting_booked", 0.20, 6, {}),
+                ("deal_won", 0.09, 12, {"amount": 1200}),
+            ],
+            2: [
+                ("content_clicked", 0.50, 2, {}),
+                ("meeting_booked", 0.28, 4, {}),
+                ("deal_won", 0.12, 10, {"amount": 1400}),
+            ],
+        },
+    ),
+    Scenario(
+        TRIAL_TO_PAID,
+        _second_version(TRIAL_TO_PAID, _trial_v2),
+        "trial_started",
+        50,
+        {
+            1: [
+                ("project_created", 0.55, 1, {}),
+                ("subscription_started", 0.16, 9, {"amount": 49}),
+            ],
+            2: [
+                ("project_created", 0.65, 1, {}),
+                ("subscription_started", 0.24, 8, {"amount": 49}),
+            ],
+        },
+    ),
+    Scenario(
+        SALES_FOLLOW_UP,
+        _second_version(SALES_FOLLOW_UP, _sales_v2),
+        "demo_completed",
+        None,
+        {
+            1: [("email_replied", 0.40, 4, {}), ("proposal_signed", 0.18, 14, {"amount": 2500})],
+            2: [("email_replied", 0.42, 3, {}), ("proposal_signed", 0.21, 12, {"amount": 2800})],
+        },
+    ),
+    Scenario(
+        RENEWAL,
+        _second_version(RENEWAL, _renewal_v2),
+        "renewal_due",
+        None,
+        {
+            1: [("subscription_renewed", 0.62, 6, {"amount": 600})],
+            2: [("subscription_renewed", 0.70, 5, {"amount": 600})],
+        },
+    ),
+]
+
+FIRST_NAMES = [
+    "Ada",
+    "Grace",
+    "Alan",
+    "Edsger",
+    "Barbara",
+    "Ken",
+    "Radia",
+    "Linus",
+    "Frances",
+    "Donald",
+    "Margaret",
+    "Tim",
+    "Katherine",
+    "Guido",
+    "Anita",
+    "Dennis",
+]
+COMPANIES = [
+    "Acme",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Hooli",
+    "Stark",
+    "Wayne",
+    "Soylent",
+    "Tyrell",
+    "Cyberdyne",
+    "Aperture",
+    "Wonka",
+]
+
+
+def _contact_attributes(rng: random.Random) -> dict:
+    return {
+        "first_name": rng.choice(FIRST_NAMES),
+        "company": rng.choice(COMPANIES),
+        "company_size": rng.choice([5, 12, 30, 60, 150, 800]),
+        "plan": rng.choice(["free", "pro", "pro", "team"]),
+        "auto_renew": rng.random() < 0.35,
+        # Most, not all: a contact without a number shows how a failed SMS looks.
+        **({"phone": f"+1555{rng.randint(0, 9999999):07d}"} if rng.random() < 0.95 else {}),
+    }
+
+
+def demo_definitions() -> list[dict]:
+    """Both versions of every use case, for tests and the editor's examples."""
+    return [d for s in SCENARIOS for d in (s.definition, s.second)]
+
+
+def seed_demo(*, contacts_per_day: int = 14, days: int = 56, seed: int = 7, out=None) -> dict:
+    """Create the four journeys and play `days` days of contacts through them, ending now.
+
+    Version 1 of each journey runs for the first half; then version 2 is published, alone
+    or as a split test (`split_traffic`). Messages are delivered to a dummy backend, not to
+    the example addresses. Refuses (ValueError) when the demo journeys exist already.
+    """
+    from django.test import override_settings
+
+    from journeys.models import Journey
+
+    if Journey.objects.filter(key__in=[s.definition["key"] for s in SCENARIOS]).exists():
+        raise ValueError("The demo journeys already exist; seed_demo runs once per database.")
+    with override_settings(
+        EMAIL_BACKEND="django.core.mail.backends.dummy.EmailBackend",
+        SMS_BACKEND="journeys.sms.LocmemSMSBackend",
+        # The demo runs the engine in this process: no worker needs waking up.
+        ENGINE_WAKEUPS=False,
+    ):
+        return _play(contacts_per_day=contacts_per_day, days=days, rng=random.Random(seed), out=out)
+
+
+def _play(*, contacts_per_day: int, days: int, rng: random.Random, out) -> dict:
+    from journeys.actions import (
+        create_journey,
+        ingest_events,
+        publish_version,
+        run_due,
+        save_draft_version,
+    )
+    from journeys.models import Contact, Enrollment, JourneyVersion
+
+    end = timezone.now().replace(microsecond=0)
+    start = end - timedelta(days=days)
+    journeys = {}
+    for scenario in SCENARIOS:
+        journey, first, _ = create_journey(definition=scenario.definition)
+        publish_version(version=first)
+        JourneyVersion.objects.filter(pk=first.pk).update(published_at=start, created_at=start)
+        journeys[journey.key] = (journey, scenario)
+
+    # Behaviour events not yet sent, as (time, tie-breaker, event) in a heap.
+    upcoming: list[tuple[datetime, int, dict]] = []
+    tie = itertools.count()
+    contacts = 0
+    events = 0
+    for day in range(days + 1):
+        today = start + timedelta(days=day)
+        day_end = min(today + timedelta(days=1), end)
+        if day == days // 2:
+            for journey, scenario in journeys.values():
+                draft = save_draft_version(journey=journey, definition=scenario.second).version
+                publish_version(version=draft, traffic=scenario.split_traffic)
+                JourneyVersion.objects.filter(pk=draft.pk).update(
+                    published_at=today, created_at=today
+                )
+
+        new_contacts = []
+        batch = []
+        for _journey, scenario in journeys.values():
+            for _ in range(rng.randint(contacts_per_day // 2, contacts_per_day)):
+                contacts += 1
+                external_id = f"demo-{contacts:05d}"
+                new_contacts.append(
+                    Contact(
+                        external_id=external_id,
+                        email=f"{external_id}@example.com",
+                        attributes=_contact_attributes(rng),
+                    )
+                )
+                at = today + timedelta(minutes=rng.randint(0, 600))
+                batch.append(_event(external_id, scenario.trigger, at, {}))
+        Contact.objects.bulk_create(new_contacts)
+        while upcoming and upcoming[0][0] < day_end:
+            batch.append(heapq.heappop(upcoming)[2])
+        batch.sort(key=lambda event: event["timestamp"])
+        events += len(batch)
+        for chunk in range(0, len(batch), 1000):
+            ingest_events(events=batch[chunk : chunk + 1000], source="demo", now=day_end)
+        run_due(now=day_end)
+
+        # Each new contact now behaves according to the version the engine put it on.
+        entered = Enrollment.objects.filter(
+            contact__external_id__in=[c.external_id for c in new_contacts]
+        ).values_list("contact__external_id", "journey__key", "version__number", "held_out")
+        for external_id, journey_key, number, held_out in entered:
+            scenario = journeys[journey_key][1]
+            # Held-out contacts get no messages; they convert at the first version's odds,
+            # a little lower, which is what the holdout is there to measure.
+            odds = scenario.behaviour[1 if held_out else min(number, 2)]
+            for name, probability, delay, properties in odds:
+                if rng.random() < probability * (0.6 if held_out else 1):
+                    when = today + timedelta(days=delay, hours=rng.randint(0, 40))
+                    if when < end:
+                        event = _event(external_id, name, when, properties)
+                        heapq.heappush(upcoming, (when, next(tie), event))
+        if out and day % 7 == 0:
+            out.write(f"  day {day:2d} of {days}: {contacts} contacts, {events} events\n")
+    run_due(now=end)
+    return {"journeys": len(journeys), "contacts": contacts, "events": events}
+
+
+def _event(contact: str, name: str, at: datetime, properties: dict) -> dict:
+    # A contact enters each journey once and does each thing once: the pair is unique.
+    return {
+        "id": f"{contact}-{name}",
+        "contact": contact,
+        "name": name,
+        "properties": properties,
+        "timestamp": at.isoformat(),
+    }
