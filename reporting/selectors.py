@@ -30,6 +30,7 @@ from reporting import stats
 
 MESSAGE_STEP_TYPES = ("send_email", "send_sms")
 PATH_LIMIT = 10
+PATH_CONTACTS_LIMIT = 200
 
 ENROLLMENT = Enrollment._meta.db_table
 AWARD = ConversionAward._meta.db_table
@@ -637,7 +638,7 @@ def conversion_revisions(ctx: ReportContext) -> list[RevisionMark]:
     return marks
 
 
-def path_enrollments(ctx: ReportContext, *, path: list[str], limit: int = 200):
+def path_enrollments(ctx: ReportContext, *, path: list[str], limit: int = PATH_CONTACTS_LIMIT):
     """The enrollments (with their contacts) of the report that took exactly `path`."""
     qs = Enrollment.objects.filter(version_id__in=ctx.version_ids, held_out=False, path=path)
     if ctx.start:

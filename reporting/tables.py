@@ -1,0 +1,317 @@
+"""The report's tables, built once from a Report: the page shows their formatted cells and
+the CSV download writes their raw values, so the two can never disagree."""
+
+import datetime
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+from django.urls import reverse
+
+from reporting import selectors, stats
+
+
+@dataclass(frozen=True)
+class Column:
+    label: str
+    kind: str = "text"  # text, int, pct, pts, money, p, duration, date
+
+    @property
+    def numeric(self) -> bool:
+        return self.kind != "text"
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    numeric: bool = False
+    href: str | None = None
+
+
+@dataclass
+class Table:
+    key: str
+    title: str
+    columns: list[Column]
+    rows: list[list] = field(default_factory=list)
+    links: list[str | None] = field(default_factory=list)  # one per row, for its first cell
+    empty: str = "Nothing yet."
+
+    def add(self, *values, link: str | None = None) -> None:
+        self.rows.append(list(values))
+        self.links.append(link)
+
+    @property
+    def display_rows(self) -> list[list[Cell]]:
+        return [
+            [
+                Cell(
+                    FORMATS[column.kind](value) if value is not None else "–",
+                    column.numeric,
+                    link if i == 0 else None,
+                )
+                for i, (column, value) in enumerate(zip(self.columns, row, strict=True))
+            ]
+            for row, link in zip(self.rows, self.links, strict=True)
+        ]
+
+    def csv_rows(self) -> list[list]:
+        header = [column.label for column in self.columns]
+        return [header] + [[csv_value(v) for v in row] for row in self.rows]
+
+
+def format_duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    days, rest = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m"
+
+
+FORMATS: dict[str, Callable] = {
+    "text": str,
+    "int": lambda v: f"{v:,}",
+    "pct": lambda v: f"{v * 100:.1f}%",
+    "pts": lambda v: stats.format_points(v, sign=True),
+    "money": lambda v: f"{v:,.2f}",
+    "p": lambda v: "< 0.001" if v < 0.001 else f"{v:.3f}",
+    "duration": format_duration,
+    "date": lambda v: v.isoformat() if hasattr(v, "isoformat") else str(v),
+}
+
+
+def csv_value(value):
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    return value
+
+
+def path_label(path: tuple[str, ...]) -> str:
+    return " → ".join(path) if path else "(no steps yet)"
+
+
+def contacts_url(report: selectors.Report, path: tuple[str, ...], query: dict) -> str:
+    url = reverse("reporting:path_contacts", args=[report.ctx.journey.key])
+    return f"{url}?{urlencode({**query, 'path': ','.join(path)})}"
+
+
+def report_tables(report: selectors.Report, *, query: dict | None = None) -> dict[str, Table]:
+    """Every table of the page, by the key `?table=` uses in the CSV download."""
+    query = query or {}
+    tables = [
+        versions_table(report),
+        holdout_table(report),
+        daily_table(report),
+        revisions_table(report),
+        steps_table(report),
+        paths_table(report, query),
+        messages_table(report),
+        goals_table(report),
+        time_to_convert_table(report),
+    ]
+    return {t.key: t for t in tables}
+
+
+TABLE_KEYS = (
+    "versions", "holdout", "daily", "revisions", "steps", "paths", "messages", "goals",
+    "time_to_convert",
+)  # fmt: skip
+
+
+def versions_table(report: selectors.Report) -> Table:
+    table = Table(
+        "versions",
+        f"Version comparison: {report.ctx.conversion.name}",
+        [
+            Column("Version"),
+            Column("Enrolled", "int"),
+            Column("Held out", "int"),
+            Column("Converted", "int"),
+            Column("Rate", "pct"),
+            Column("95% CI low", "pct"),
+            Column("95% CI high", "pct"),
+            Column("Value", "money"),
+            Column("Diff (pts)", "pts"),
+            Column("Diff CI low (pts)", "pts"),
+            Column("Diff CI high (pts)", "pts"),
+            Column("p-value", "p"),
+            Column("Comparison"),
+        ],  # fmt: skip
+        empty="No published version in this report.",
+    )
+    for row in report.versions:
+        c = row.comparison
+        table.add(
+            f"v{row.version}" + (" (baseline)" if c is None else ""),
+            row.enrolled,
+            row.held_out.enrolled,
+            row.converted,
+            row.rate,
+            row.ci_low,
+            row.ci_high,
+            row.counts.value,
+            c.diff if c else None,
+            c.diff_ci_low if c else None,
+            c.diff_ci_high if c else None,
+            c.p_value if c else None,
+            (c.kind if c.kind == stats.RANDOMIZED else "sequential (before/after)")
+            if c
+            else "baseline",
+        )
+    return table
+
+
+def holdout_table(report: selectors.Report) -> Table:
+    table = Table(
+        "holdout",
+        "Holdout",
+        [
+            Column("Group"),
+            Column("Enrolled", "int"),
+            Column("Converted", "int"),
+            Column("Rate", "pct"),
+        ],
+        empty="Nobody was held out: set holdout_percent in the journey's settings to measure lift.",
+    )
+    lift = report.holdout
+    if lift is not None:
+        table.add(
+            "Received the journey", lift.treated_enrolled, lift.treated_converted, lift.treated_rate
+        )
+        table.add("Held out", lift.held_out_enrolled, lift.held_out_converted, lift.held_out_rate)
+    return table
+
+
+def daily_table(report: selectors.Report) -> Table:
+    table = Table(
+        "daily",
+        "Conversions over time",
+        [
+            Column("Day", "date"),
+            Column("Version"),
+            Column("Enrolled", "int"),
+            Column("Converted", "int"),
+        ],
+        empty="No enrollments in this period.",
+    )
+    for d in report.daily:
+        table.add(d.day, f"v{d.version}", d.enrolled, d.converted)
+    return table
+
+
+def revisions_table(report: selectors.Report) -> Table:
+    table = Table(
+        "revisions",
+        "Changes to the conversion",
+        [Column("Changed at", "date"), Column("Change")],
+        empty="The conversion has not changed.",
+    )
+    for mark in report.revisions:
+        table.add(mark.at.strftime("%Y-%m-%d %H:%M UTC"), mark.summary)
+    return table
+
+
+def steps_table(report: selectors.Report) -> Table:
+    numbers = [v.number for v in report.ctx.versions]
+    columns = [Column("Step")]
+    for n in numbers:
+        columns += [Column(f"v{n} entered", "int"), Column(f"v{n} converted", "int"),
+                    Column(f"v{n} converted of entered", "pct")]  # fmt: skip
+    table = Table("steps", "Step funnel", columns, empty="No steps.")
+    found = {(s.version, s.step): s for s in report.steps}
+    for key in selectors.step_order(report.ctx):
+        cells: list = [key]
+        for n in numbers:
+            s = found.get((n, key))
+            cells += (
+                [s.entered, s.converted, stats.rate(s.converted, s.entered)] if s else [None] * 3
+            )
+        table.add(*cells)
+    return table
+
+
+def paths_table(report: selectors.Report, query: dict) -> Table:
+    table = Table(
+        "paths",
+        "Most common paths",
+        [
+            Column("Path"),
+            Column("Enrolled", "int"),
+            Column("Converted", "int"),
+            Column("Rate", "pct"),
+        ],
+        empty="No enrollment has taken a step yet.",
+    )
+    for p in report.paths:
+        table.add(
+            path_label(p.path), p.enrolled, p.converted, p.rate,
+            link=contacts_url(report, p.path, query),
+        )  # fmt: skip
+    return table
+
+
+def messages_table(report: selectors.Report) -> Table:
+    table = Table(
+        "messages",
+        "Messages",
+        [
+            Column("Step"),
+            Column("Channel"),
+            Column("Version"),
+            Column("Sent", "int"),
+            Column("Conversions attributed", "int"),
+            Column("Value attributed", "money"),
+            Column("Conversions per 100 sent", "money"),
+        ],  # fmt: skip
+        empty="This journey sends no messages.",
+    )
+    for m in report.messages:
+        per_100 = m.conversions * 100 / m.sent if m.sent else None
+        table.add(m.step, m.channel, f"v{m.version}", m.sent, m.conversions, m.value, per_100)
+    return table
+
+
+def goals_table(report: selectors.Report) -> Table:
+    enrolled = {row.version: row.enrolled for row in report.versions}
+    table = Table(
+        "goals",
+        "Goals",
+        [
+            Column("Goal"),
+            Column("Version"),
+            Column("Achieved", "int"),
+            Column("Of enrolled", "pct"),
+            Column("Median time to achieve", "duration"),
+            Column("90th percentile", "duration"),
+        ],  # fmt: skip
+        empty="This journey has no goals.",
+    )
+    for g in report.goals:
+        table.add(
+            g.name, f"v{g.version}", g.achieved, stats.rate(g.achieved, enrolled.get(g.version, 0)),
+            g.median_seconds, g.p90_seconds,
+        )  # fmt: skip
+    return table
+
+
+def time_to_convert_table(report: selectors.Report) -> Table:
+    table = Table(
+        "time_to_convert",
+        "Time to convert",
+        [
+            Column("Version"),
+            Column("Converted", "int"),
+            Column("Median", "duration"),
+            Column("90th percentile", "duration"),
+        ],  # fmt: skip
+    )
+    for t in report.convert_times:
+        table.add(f"v{t.version}", t.converted, t.median_seconds, t.p90_seconds)
+    return table

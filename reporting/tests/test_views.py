@@ -1,0 +1,270 @@
+import csv
+import datetime
+import io
+import re
+from decimal import Decimal
+from html.parser import HTMLParser
+
+import pytest
+
+from conversions.models import Revision
+from conversions.tests.factories import ConversionFactory, GoalFactory
+from journeys.models import JourneyVersion
+from journeys.tests.factories import JourneyFactory, JourneyVersionFactory, UserFactory
+from reporting.tests.factories import enroll
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime.datetime(2026, 6, 1, 8, 0, tzinfo=datetime.UTC)
+D = datetime.timedelta(days=1)
+H = datetime.timedelta(hours=1)
+URL = "/journeys/trial-nurture/report/"
+DEFINITION = {
+    "settings": {"reentry": "once", "holdout_percent": 10},
+    "triggers": [],
+    "exit_when": [],
+    "steps": [
+        {"key": "welcome", "type": "send_email", "next": "wait"},
+        {"key": "wait", "type": "wait", "next": "nudge"},
+        {"key": "nudge", "type": "send_sms", "next": "convert"},
+        {"key": "convert", "type": "convert", "next": None},
+    ],
+}
+
+
+@pytest.fixture
+def journey():
+    journey = JourneyFactory(key="trial-nurture", name="Trial nurture")
+    paid = ConversionFactory(
+        journey=journey, key="paid", name="Started paid plan", value=Decimal("49")
+    )
+    goal = GoalFactory(journey=journey, key="activated", name="Activated")
+    v1 = JourneyVersionFactory(
+        journey=journey, number=1, definition=DEFINITION, published_at=T0,
+        retired_at=T0 + 5 * D, state=JourneyVersion.State.RETIRED,
+    )  # fmt: skip
+    v2 = JourneyVersionFactory(
+        journey=journey, number=2, definition=DEFINITION, published_at=T0 + 5 * D,
+        state=JourneyVersion.State.LIVE,
+    )  # fmt: skip
+    full = ("welcome", "wait", "nudge", "convert")
+    for i in range(12):
+        enroll(v1, T0 + (i % 5) * D, path=full if i < 5 else full[:2],
+               awards=((paid, 30 * H),) if i < 5 else (), goals=((goal, 5 * H),) if i < 3 else ())  # fmt: skip
+    for i in range(9):
+        enroll(v2, T0 + (5 + i % 3) * D, path=full if i < 6 else full[:3],
+               awards=((paid, 20 * H),) if i < 6 else ())  # fmt: skip
+    enroll(v2, T0 + 6 * D, held_out=True, awards=((paid, 10 * H),))
+    Revision.objects.create(
+        journey=journey, conversion=paid, kind=Revision.Kind.CHANGED, snapshot={},
+        changes={"value": [39, 49]}, created_at=T0 + 3 * D,
+    )  # fmt: skip
+    return journey
+
+
+class Tables(HTMLParser):
+    """Rows of cell texts of every table, by caption."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.current, self.row, self.cell, self.in_caption = (
+            {},
+            None,
+            None,
+            None,
+            False,
+        )
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.current = []
+        elif tag == "caption":
+            self.in_caption, self.caption = True, ""
+        elif tag == "tr":
+            self.row = []
+        elif tag in ("td", "th"):
+            self.cell = ""
+
+    def handle_endtag(self, tag):
+        if tag == "caption":
+            self.in_caption = False
+            self.tables[self.caption.strip()] = self.current
+        elif tag in ("td", "th") and self.row is not None:
+            self.row.append(self.cell.strip())
+            self.cell = None
+        elif tag == "tr":
+            self.current.append(self.row)
+
+    def handle_data(self, data):
+        if self.in_caption:
+            self.caption += data
+        elif self.cell is not None:
+            self.cell += data
+
+
+def tables_of(html):
+    parser = Tables()
+    parser.feed(html)
+    return parser.tables
+
+
+def test_anonymous_visitor_is_sent_to_login(client, journey):
+    response = client.get(URL)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
+
+
+@pytest.mark.parametrize("role", ["viewer", "editor", "publisher", "superuser"])
+def test_every_role_can_read_the_report(client, journey, role, request):
+    client.force_login(request.getfixturevalue(role))
+    response = client.get(URL)
+    assert response.status_code == 200
+    assert b"Version comparison" in response.content
+
+
+def test_a_user_without_a_role_is_refused(client, journey):
+    client.force_login(UserFactory(username="nobody"))
+    assert client.get(URL).status_code == 403
+
+
+def test_charts_are_inline_svg_with_no_script(client, viewer, journey):
+    client.force_login(viewer)
+    html = client.get(URL).content.decode()
+    svgs = re.findall(r"<svg.*?</svg>", html, flags=re.S)
+    assert len(svgs) == 3
+    for svg in svgs:
+        assert "<script" not in svg.lower()
+        assert 'role="img"' in svg
+    for src in re.findall(r"<script[^>]*src=\"([^\"]+)\"", html):
+        assert src.startswith("/static/"), src
+    assert "kozea.github.io" not in html and "cdn" not in html.lower()
+
+
+def test_table_numbers_equal_the_api(client, viewer, api, journey):
+    client.force_login(viewer)
+    tables = tables_of(client.get(URL).content.decode())
+    rows = tables["Version comparison: Started paid plan"]
+    header, v1, v2 = rows
+    assert header[:5] == ["Version", "Enrolled", "Held out", "Converted", "Rate"]
+    body = api.get("/api/v1/journeys/trial-nurture/report").json()
+    for row, version in zip((v1, v2), body["versions"], strict=True):
+        assert row[1] == str(version["enrolled"])
+        assert row[3] == str(version["converted"])
+        assert row[4] == f"{version['rate'] * 100:.1f}%"
+        assert row[5] == f"{version['ci_low'] * 100:.1f}%"
+        assert row[6] == f"{version['ci_high'] * 100:.1f}%"
+        assert row[7] == f"{version['value']:,.2f}"
+    assert v2[8] == f"{body['versions'][1]['diff'] * 100:+.1f}"
+    assert v2[-1] == "sequential (before/after)"
+    steps = {r[0]: r for r in tables["Step funnel"][1:]}
+    for step in body["steps"]:
+        column = 1 + 3 * (step["version"] - 1)
+        assert steps[step["step"]][column] == str(step["entered"])
+        assert steps[step["step"]][column + 1] == str(step["converted"])
+
+
+def test_page_shows_before_after_verdict_revisions_and_holdout(client, viewer, journey):
+    client.force_login(viewer)
+    html = client.get(URL).content.decode()
+    assert "Not enough data yet to compare v2 with v1" in html
+    assert "Before/after comparisons are weaker than a split" in html
+    assert "Changed: value" in html
+    assert "Lift over the holdout" in html
+    assert "Received the journey" in html
+
+
+def test_htmx_filter_request_swaps_only_the_report(client, viewer, journey):
+    client.force_login(viewer)
+    response = client.get(URL + "?versions=2", headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "<html" not in html
+    assert html.lstrip().startswith('<div id="report"')
+    assert tables_of(html)["Version comparison: Started paid plan"][1][0] == "v2 (baseline)"
+
+
+def test_invalid_filters_show_inline_errors(client, viewer, journey):
+    client.force_login(viewer)
+    response = client.get(URL + "?start=2026-06-10&end=2026-06-01")
+    assert response.status_code == 200
+    assert "The end date is before the start date." in response.content.decode()
+    response = client.get(URL + "?versions=1&baseline=2")
+    assert "The baseline must be one of the versions shown." in response.content.decode()
+
+
+def test_filter_form_is_shareable_and_pushes_its_url(client, viewer, journey):
+    client.force_login(viewer)
+    html = client.get(URL + "?start=2026-06-02&versions=1").content.decode()
+    assert 'hx-push-url="true"' in html
+    assert 'value="2026-06-02"' in html
+    assert "report.csv?start=2026-06-02&amp;versions=1" in html
+
+
+def test_journey_without_conversions_explains_what_to_do(client, viewer):
+    JourneyFactory(key="empty")
+    client.force_login(viewer)
+    response = client.get("/journeys/empty/report/")
+    assert response.status_code == 200
+    assert "has no conversions to report on" in response.content.decode()
+
+
+def test_unknown_journey_is_404(client, viewer, db):
+    client.force_login(viewer)
+    assert client.get("/journeys/nope/report/").status_code == 404
+
+
+def read_csv(response):
+    return list(csv.reader(io.StringIO(response.content.decode())))
+
+
+def test_csv_defaults_to_the_version_comparison(client, viewer, api, journey):
+    client.force_login(viewer)
+    response = client.get("/journeys/trial-nurture/report.csv")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv")
+    assert "trial-nurture-paid-versions.csv" in response["Content-Disposition"]
+    header, v1, v2 = read_csv(response)
+    assert header[0] == "Version" and header[4] == "Rate"
+    body = api.get("/api/v1/journeys/trial-nurture/report").json()
+    assert [int(v1[1]), int(v1[3])] == [
+        body["versions"][0]["enrolled"],
+        body["versions"][0]["converted"],
+    ]
+    assert float(v2[4]) == pytest.approx(body["versions"][1]["rate"], abs=1e-6)
+    assert float(v2[11]) == pytest.approx(body["versions"][1]["p_value"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "table,first",
+    [("steps", ["welcome", "12", "5"]), ("daily", ["2026-06-01", "v1", "3", "0"]),
+     ("paths", ["welcome → wait → nudge → convert", "11", "11"]),
+     ("messages", ["welcome", "email", "v1", "12", "0"]), ("goals", ["Activated", "v1", "3"]),
+     ("time_to_convert", ["v1", "5", "108000.0", "108000.0"]), ("revisions", [])],
+)  # fmt: skip
+def test_csv_of_every_table(client, viewer, journey, table, first):
+    client.force_login(viewer)
+    response = client.get(f"/journeys/trial-nurture/report.csv?table={table}")
+    assert response.status_code == 200
+    rows = read_csv(response)
+    if first:
+        assert rows[1][: len(first)] == first
+
+
+def test_csv_refuses_an_unknown_table_or_bad_filter(client, viewer, journey):
+    client.force_login(viewer)
+    assert client.get("/journeys/trial-nurture/report.csv?table=nope").status_code == 400
+    response = client.get("/journeys/trial-nurture/report.csv?conversion=nope")
+    assert response.status_code == 400
+
+
+def test_path_link_lists_the_contacts_who_took_it(client, viewer, journey):
+    client.force_login(viewer)
+    html = client.get(URL).content.decode()
+    link = re.search(
+        r'href="(/journeys/trial-nurture/report/contacts/\?path=welcome%2Cwait)"', html
+    )
+    assert link
+    response = client.get(link.group(1).replace("&amp;", "&"))
+    assert response.status_code == 200
+    rows = tables_of(response.content.decode())["Contacts who took this path"]
+    assert len(rows) == 1 + 7  # header + the seven v1 enrollments that stopped at wait

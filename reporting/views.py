@@ -1,0 +1,174 @@
+"""The report page (and its HTMX fragment), its CSV download and the contacts behind a path."""
+
+import csv
+
+from django.contrib.auth.decorators import login_required, permission_required
+from django.http import HttpResponse, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, render
+
+from conversions.models import Conversion
+from journeys.models import Journey, JourneyVersion
+from reporting import charts, selectors, stats
+from reporting.forms import CsvForm, ReportFilterForm
+from reporting.tables import report_tables
+
+VIEW = "journeys.view_journey"
+FILTER_FIELDS = ("conversion", "start", "end", "versions", "baseline")
+
+
+def _filters(request, journey: Journey):
+    """The bound filter form and, when it is valid, the report context (or the error that
+    stopped it, attached to the field it concerns)."""
+    conversions = Conversion.objects.filter(journey=journey).order_by(
+        "archived_at", "position", "key"
+    )
+    numbers = (
+        JourneyVersion.objects.filter(journey=journey, published_at__isnull=False)
+        .order_by("number")
+        .values_list("number", flat=True)
+    )
+    data = request.GET if any(f in request.GET for f in FILTER_FIELDS) else None
+    form = ReportFilterForm(data, conversions=conversions, version_numbers=list(numbers))
+    if data is not None and not form.is_valid():
+        return form, None, None
+    cleaned = form.cleaned_data if data is not None else {}
+    try:
+        ctx = selectors.report_context(
+            journey=journey,
+            conversion_key=cleaned.get("conversion") or None,
+            start=cleaned.get("start"),
+            end=cleaned.get("end"),
+            versions=cleaned.get("versions") or None,
+            baseline=cleaned.get("baseline"),
+        )
+    except selectors.ReportInputError as error:
+        if data is not None and error.field in form.fields:
+            form.add_error(error.field, error.message)
+        return form, None, error.message
+    return form, ctx, None
+
+
+def _kpis(report: selectors.Report) -> list[tuple[str, str]]:
+    totals = sum((row.counts for row in report.versions), selectors.Counts())
+    return [
+        ("Enrolled", f"{totals.enrolled:,}"),
+        ("Converted", f"{totals.converted:,}"),
+        ("Conversion rate", "–" if totals.rate is None else f"{totals.rate * 100:.1f}%"),
+        ("Value", f"{totals.value:,.2f}"),
+    ]
+
+
+def _holdout_text(lift) -> str:
+    if lift is None:
+        return ""
+    if lift.diff is None:
+        return "No lift can be computed yet."
+    text = (
+        f"Enrollments that received the journey converted at {lift.treated_rate * 100:.1f}% "
+        f"against {lift.held_out_rate * 100:.1f}% for those held out: "
+        f"{stats.format_points(lift.diff, sign=True)} pts"
+    )
+    if lift.diff_ci_low is not None:
+        text += (
+            f" (95% CI {stats.format_points(lift.diff_ci_low)} to "
+            f"{stats.format_points(lift.diff_ci_high)})"
+        )
+    if lift.lift is not None:
+        text += f", a relative lift of {lift.lift * 100:+.0f}%"
+        if lift.lift_ci_low is not None:
+            text += f" (95% CI {lift.lift_ci_low * 100:+.0f}% to {lift.lift_ci_high * 100:+.0f}%)"
+    text += "."
+    if not lift.enough_data:
+        text += " Not enough data yet to rely on it."
+    return text
+
+
+def _query(request) -> dict:
+    return {key: request.GET.getlist(key) for key in FILTER_FIELDS if request.GET.get(key)}
+
+
+@login_required
+@permission_required(VIEW, raise_exception=True)
+def report(request, key: str):
+    journey = get_object_or_404(Journey, key=key)
+    form, ctx, problem = _filters(request, journey)
+    context = {"journey": journey, "form": form, "problem": problem, "nav": "journeys"}
+    if ctx is not None:
+        full = selectors.full_report(ctx)
+        tables = report_tables(full, query=_query(request))
+        comparisons = [row.comparison for row in full.versions if row.comparison]
+        context.update(
+            report=full,
+            tables=tables,
+            comparisons=comparisons,
+            sequential=any(c.kind == "sequential" for c in comparisons),
+            mismatches=[c for c in comparisons if c.sample_ratio and c.sample_ratio.mismatch],
+            kpis=_kpis(full),
+            holdout_text=_holdout_text(full.holdout),
+            rates_chart=charts.rates_chart(full),
+            over_time_chart=charts.over_time_chart(full),
+            funnel_chart=charts.funnel_chart(full),
+            csv_query=request.GET.urlencode(),
+        )
+    template = "reporting/report.html"
+    if request.htmx:
+        template += "#report"
+    return render(request, template, context)
+
+
+@login_required
+@permission_required(VIEW, raise_exception=True)
+def report_csv(request, key: str):
+    journey = get_object_or_404(Journey, key=key)
+    choice = CsvForm(request.GET)
+    if not choice.is_valid():
+        return HttpResponseBadRequest(
+            "Unknown table: choose one of "
+            + ", ".join(k for k, _ in choice.fields["table"].choices),
+            content_type="text/plain",
+        )
+    form, ctx, problem = _filters(request, journey)
+    if ctx is None:
+        errors = "; ".join(f"{field}: {' '.join(e)}" for field, e in form.errors.items())
+        return HttpResponseBadRequest(problem or errors, content_type="text/plain")
+    name = choice.cleaned_data["table"] or "versions"
+    table = report_tables(selectors.full_report(ctx))[name]
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = (
+        f'attachment; filename="{journey.key}-{ctx.conversion.key}-{name}.csv"'
+    )
+    csv.writer(response).writerows(table.csv_rows())
+    return response
+
+
+@login_required
+@permission_required(VIEW, raise_exception=True)
+def path_contacts(request, key: str):
+    journey = get_object_or_404(Journey, key=key)
+    form, ctx, problem = _filters(request, journey)
+    if "path" not in request.GET:
+        return HttpResponseBadRequest(
+            "Give the path as ?path=step,step,...", content_type="text/plain"
+        )
+    path = [part for part in request.GET["path"].split(",") if part]
+    enrollments = list(selectors.path_enrollments(ctx, path=path)) if ctx else []
+    return render(
+        request,
+        "reporting/path_contacts.html",
+        {
+            "journey": journey,
+            "ctx": ctx,
+            "problem": problem,
+            "path": path,
+            "enrollments": enrollments,
+            "limit": selectors.PATH_CONTACTS_LIMIT,
+            "back_query": _back_query(request),
+            "nav": "journeys",
+        },
+    )
+
+
+def _back_query(request) -> str:
+    query = request.GET.copy()
+    query.pop("path", None)
+    return query.urlencode()
