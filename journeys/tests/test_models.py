@@ -1,0 +1,54 @@
+"""The journeys data model's invariants are database constraints: a direct ORM write that
+breaks one is refused by the database itself."""
+
+import pytest
+from django.db import IntegrityError, transaction
+
+from journeys.models import Step
+from journeys.tests.factories import EventFactory, JourneyFactory, JourneyVersionFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def refused(factory, **kwargs):
+    with pytest.raises(IntegrityError), transaction.atomic():
+        factory(**kwargs)
+
+
+def test_journey_keys_are_unique():
+    JourneyFactory(key="trial")
+
+    refused(JourneyFactory, key="trial")
+
+
+def test_a_version_number_is_used_once_per_journey():
+    version = JourneyVersionFactory(number=1)
+
+    refused(JourneyVersionFactory, journey=version.journey, number=1)
+    JourneyVersionFactory(number=1)  # another journey
+
+
+def test_a_journey_has_at_most_one_draft():
+    draft = JourneyVersionFactory(number=1, state="draft")
+
+    refused(JourneyVersionFactory, journey=draft.journey, number=2, state="draft")
+    JourneyVersionFactory(journey=draft.journey, number=2, state="live")
+
+
+@pytest.mark.parametrize("traffic", [0, 101])
+def test_traffic_is_a_share_of_1_to_100(traffic):
+    refused(JourneyVersionFactory, traffic=traffic)
+
+
+def test_step_keys_are_unique_per_version():
+    version = JourneyVersionFactory()
+    Step.objects.create(version=version, key="welcome", type="send_email", position=0)
+
+    refused(Step.objects.create, version=version, key="welcome", type="wait", position=1)
+    Step.objects.create(version=JourneyVersionFactory(), key="welcome", type="wait", position=0)
+
+
+def test_event_ids_are_unique():
+    EventFactory(event_id="evt-1")
+
+    refused(EventFactory, event_id="evt-1")
