@@ -2,12 +2,19 @@
 
 import dataclasses
 import hashlib
+import logging
+import random
 import secrets
 from datetime import timedelta
+from decimal import Decimal, InvalidOperation
 
-from django.db import IntegrityError, transaction
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Case, F, Q, Value, When
+from django.template import Context as TemplateContext
 from django.utils import timezone
 
+from journeys import engine
 from journeys.definition import (
     Definition,
     DefinitionError,
@@ -15,7 +22,17 @@ from journeys.definition import (
     parse_definition,
     render_definition,
 )
-from journeys.models import ApiKey, Journey, JourneyVersion, Step
+from journeys.models import (
+    ApiKey,
+    Contact,
+    Enrollment,
+    Event,
+    Journey,
+    JourneyVersion,
+    OutboxMessage,
+    Step,
+    StepVisit,
+)
 from journeys.selectors import VERSION_PARTS
 
 API_KEY_PREFIX = "wp_"
@@ -330,3 +347,1033 @@ def publish_version(
         journey.status = Journey.Status.LIVE
         journey.save(update_fields=["status", "updated_at"])
     return version
+
+
+# --- The engine: events in, enrollments advanced, messages out -------------------------------
+#
+# The database is the queue of record (DESIGN.md): events carry `status`, enrollments
+# `state`/`due_at`/`leased_until`, outbox messages `status`/`due_at`. Workers claim bounded
+# batches with SELECT ... FOR UPDATE SKIP LOCKED (on SQLite the IMMEDIATE transaction
+# serialises writers instead), and Celery messages only say that there is work.
+
+logger = logging.getLogger(__name__)
+
+# Random choices of the engine (splits, holdouts, traffic); only the engine's inputs.
+_rng = random.Random()
+
+MESSAGE_MAX_ATTEMPTS = 5
+
+
+class EnrollmentRefused(Exception):
+    """A contact cannot be enrolled now: re-entry forbids it or nothing is live (409)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+def _enqueue(task_name: str) -> None:
+    """Wake a worker once the current transaction commits. A broker that is down only
+    delays the work: the periodic sweep finds it in the database."""
+    if not settings.ENGINE_WAKEUPS:
+        return
+
+    def send():
+        from journeys import tasks
+
+        try:
+            getattr(tasks, task_name).delay()
+        except Exception:
+            logger.warning("Could not enqueue %s; the sweep will pick the work up", task_name)
+
+    transaction.on_commit(send)
+
+
+# --- Flows: a version's parsed definition with the journey's goals and conversions ----------
+
+
+@dataclasses.dataclass
+class Flow:
+    version: JourneyVersion
+    definition: Definition
+    steps: dict
+    conversions: dict  # key -> Conversion row
+    goals: dict  # key -> Goal row
+    event_names: set[str]
+    lookback: timedelta | None
+    holdout_horizon: timedelta
+
+
+# Parsed definitions per (version id, signature of the journey's goals and conversions): a
+# published version never changes, and an edited goal or conversion changes the signature.
+_definition_cache: dict[tuple, tuple] = {}
+_DEFINITION_CACHE_SIZE = 256
+
+
+def _parsed_definition(version: JourneyVersion, goals: list, conversions: list) -> tuple:
+    from journeys.selectors import conversion_definition, goal_definition
+
+    # The stored definition is part of the key too: a draft's changes, or (in tests) ids
+    # reused after a rollback, never serve a stale flow.
+    signature = tuple((row._meta.model_name, row.pk, row.updated_at) for row in goals + conversions)
+    cache_key = (version.pk, repr(version.definition), version.journey.key, signature)
+    cached = _definition_cache.get(cache_key)
+    if cached is None:
+        stored = version.definition
+        data = {
+            "key": version.journey.key,
+            "name": version.journey.name,
+            **{part: stored[part] for part in VERSION_PARTS if part in stored},
+            "goals": [goal_definition(goal) for goal in goals],
+            "conversions": [conversion_definition(conversion) for conversion in conversions],
+        }
+        definition = Definition.model_validate(data)
+        names, lookback = engine.definition_event_needs(definition)
+        cached = (definition, names, lookback, engine.holdout_horizon(definition))
+        if len(_definition_cache) >= _DEFINITION_CACHE_SIZE:
+            _definition_cache.clear()
+        _definition_cache[cache_key] = cached
+    return cached
+
+
+def load_flows(*, versions: list[JourneyVersion]) -> dict[int, Flow]:
+    """The flows of versions (with `journey` loaded), keyed by version id: two queries for
+    the goals and conversions of their journeys, definitions parsed once per process."""
+    from conversions.models import Conversion, Goal
+
+    journey_ids = {version.journey_id for version in versions}
+    goals_by_journey: dict[int, list] = {}
+    conversions_by_journey: dict[int, list] = {}
+    for goal in Goal.objects.filter(journey_id__in=journey_ids).select_related("conversion"):
+        goals_by_journey.setdefault(goal.journey_id, []).append(goal)
+    for conversion in Conversion.objects.filter(journey_id__in=journey_ids):
+        conversions_by_journey.setdefault(conversion.journey_id, []).append(conversion)
+    flows = {}
+    for version in versions:
+        goals = goals_by_journey.get(version.journey_id, [])
+        conversions = conversions_by_journey.get(version.journey_id, [])
+        definition, names, lookback, horizon = _parsed_definition(version, goals, conversions)
+        flows[version.pk] = Flow(
+            version=version,
+            definition=definition,
+            steps=definition.step_map(),
+            conversions={conversion.key: conversion for conversion in conversions},
+            goals={goal.key: goal for goal in goals},
+            event_names=names,
+            lookback=lookback,
+            holdout_horizon=horizon,
+        )
+    return flows
+
+
+def _contact_dict(contact: Contact) -> dict:
+    """The contact as templates and criteria see it: plain data, never a model object."""
+    return {
+        "external_id": contact.external_id,
+        "email": contact.email,
+        "attributes": dict(contact.attributes or {}),
+    }
+
+
+# --- Events in --------------------------------------------------------------------------------
+
+_EVENT_COLUMNS = (
+    "event_id",
+    "contact",
+    "name",
+    "properties",
+    "timestamp",
+    "received_at",
+    "source",
+    "depth",
+    "status",
+    "attempts",
+    "error",
+)
+
+
+def _contact_ids(external_ids: set[str]) -> dict[str, int]:
+    """Contact ids by external id, creating the contacts not seen before."""
+    found = dict(
+        Contact.objects.filter(external_id__in=external_ids).values_list("external_id", "pk")
+    )
+    missing = external_ids - found.keys()
+    if missing:
+        # A concurrent request may create the same contact: the conflict is ignored and the
+        # row read back.
+        Contact.objects.bulk_create(
+            [Contact(external_id=external_id) for external_id in sorted(missing)],
+            ignore_conflicts=True,
+        )
+        found.update(
+            Contact.objects.filter(external_id__in=missing).values_list("external_id", "pk")
+        )
+    return found
+
+
+def _insert_events(rows: list[dict]) -> int:
+    """INSERT ... ON CONFLICT (event_id) DO NOTHING RETURNING, in one statement: the number
+    of rows actually stored, exact even when the same ids arrive concurrently (which
+    bulk_create(ignore_conflicts=True) cannot report)."""
+    fields = [Event._meta.get_field(name) for name in _EVENT_COLUMNS]
+    quote = connection.ops.quote_name
+    params = []
+    for row in rows:
+        params.extend(field.get_db_prep_save(row[field.name], connection) for field in fields)
+    placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    sql = (
+        f"INSERT INTO {quote(Event._meta.db_table)} "
+        f"({', '.join(quote(field.column) for field in fields)}) "
+        f"VALUES {', '.join([placeholder] * len(rows))} "
+        f"ON CONFLICT ({quote('event_id')}) DO NOTHING RETURNING {quote('event_id')}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return len(cursor.fetchall())
+
+
+def ingest_events(
+    *, events: list[dict], source: str = Event.Source.API, now=None
+) -> tuple[int, int]:
+    """Store a validated batch of events and wake the event workers; returns (accepted,
+    duplicates). Each event is {"id", "contact", "name", "properties", "timestamp"}
+    (timestamp: an aware datetime or None for now); unknown contacts are created.
+
+    Locks: the unique index entries of the new contacts and events. Safe to run twice: an
+    event id already stored (or repeated in the batch) is skipped by the database and
+    counted as a duplicate, so a replayed batch stores and processes nothing.
+    """
+    now = now or timezone.now()
+    unique: dict[str, dict] = {}
+    for event in events:
+        unique.setdefault(event["id"], event)
+    with transaction.atomic():
+        contact_ids = _contact_ids({event["contact"] for event in unique.values()})
+        rows = [
+            {
+                "event_id": event_id,
+                "contact": contact_ids[event["contact"]],
+                "name": event["name"],
+                "properties": event.get("properties") or {},
+                "timestamp": event.get("timestamp") or now,
+                "received_at": now,
+                "source": source,
+                "depth": 0,
+                "status": Event.Status.PENDING,
+                "attempts": 0,
+                "error": "",
+            }
+            for event_id, event in unique.items()
+        ]
+        accepted = _insert_events(rows) if rows else 0
+        if accepted:
+            _enqueue("process_events")
+    return accepted, len(events) - accepted
+
+
+# --- Enrollments --------------------------------------------------------------------------------
+
+_ENTRY_LOCKS = {"once": "once", "after_exit": "active", "concurrent": None}
+
+
+def _pick_version(versions: list[JourneyVersion]) -> JourneyVersion:
+    """One of a journey's live versions: at random by their traffic shares when two run
+    side by side."""
+    if len(versions) == 1:
+        return versions[0]
+    weights = [version.traffic or 100 for version in versions]
+    return versions[engine.choose_weighted(weights, _rng)]
+
+
+def _new_enrollment(
+    *, flow: Flow, contact_id: int, now, trigger_event_id: int | None = None
+) -> Enrollment:
+    settings_ = flow.definition.settings
+    held_out = settings_.holdout_percent > 0 and _rng.random() * 100 < settings_.holdout_percent
+    return Enrollment(
+        contact_id=contact_id,
+        journey_id=flow.version.journey_id,
+        version=flow.version,
+        held_out=held_out,
+        current_step="" if held_out else flow.definition.first_step.key,
+        # A held-out enrollment takes no step and stays active as long as the flow could.
+        due_at=now + flow.holdout_horizon if held_out else now,
+        entry_lock=_ENTRY_LOCKS[settings_.reentry],
+        trigger_event_id=trigger_event_id,
+        started_at=now,
+    )
+
+
+def _live_flows() -> dict[int, list[Flow]]:
+    """The flows of every live version of journeys that take new enrollments, by journey."""
+    versions = list(
+        JourneyVersion.objects.filter(state=JourneyVersion.State.LIVE)
+        .exclude(journey__status__in=[Journey.Status.PAUSED, Journey.Status.ARCHIVED])
+        .select_related("journey")
+        .order_by("journey_id", "number")
+    )
+    by_journey: dict[int, list[Flow]] = {}
+    for flow in load_flows(versions=versions).values():
+        by_journey.setdefault(flow.version.journey_id, []).append(flow)
+    return by_journey
+
+
+def enroll_contact(*, journey: Journey, contact: Contact, now, trigger_event=None) -> Enrollment:
+    """Enroll a contact in the journey's live version (at random between two on a split).
+
+    Raises EnrollmentRefused when the journey has no live version or its re-entry rule
+    forbids another enrollment. Locks: the unique index entries of the new row; the
+    `enrollment_reentry` constraint refuses a second entry whatever races happen, so
+    running it twice enrolls once (under `once` and `after_exit`).
+    """
+    flows = _live_flows().get(journey.pk)
+    if not flows or journey.status in (Journey.Status.PAUSED, Journey.Status.ARCHIVED):
+        raise EnrollmentRefused(f"Journey '{journey.key}' has no live version to enroll in.")
+    flow = _pick_version_flow(flows)
+    enrollment = _new_enrollment(
+        flow=flow,
+        contact_id=contact.pk,
+        now=now,
+        trigger_event_id=trigger_event.pk if trigger_event else None,
+    )
+    try:
+        with transaction.atomic():
+            enrollment.save(force_insert=True)
+            _enqueue("advance_enrollments")
+    except IntegrityError:
+        reentry = flow.definition.settings.reentry
+        reason = (
+            "has already been enrolled once"
+            if reentry == "once"
+            else "is still active in it (re-entry: after_exit)"
+            if reentry == "after_exit"
+            else "was already enrolled by this event"
+        )
+        raise EnrollmentRefused(
+            f"Contact '{contact.external_id}' {reason}; journey '{journey.key}' does not "
+            "allow another enrollment."
+        ) from None
+    return enrollment
+
+
+def _pick_version_flow(flows: list[Flow]) -> Flow:
+    version = _pick_version([flow.version for flow in flows])
+    return next(flow for flow in flows if flow.version.pk == version.pk)
+
+
+def _end_fields(state: str, now, reason: str = "") -> dict:
+    # after_exit's lock ("active") is released when the enrollment ends; "once" stays. A
+    # failed enrollment keeps its current step, where a retry resumes.
+    fields = {
+        "state": state,
+        "ended_at": now,
+        "exit_reason": reason,
+        "due_at": None,
+        "waiting_for_goal": "",
+        "wait_until": None,
+        "leased_until": None,
+        "entry_lock": Case(When(entry_lock="active", then=Value(None)), default=F("entry_lock")),
+    }
+    if state != Enrollment.State.FAILED:
+        fields["current_step"] = ""
+    return fields
+
+
+# --- Events processed -------------------------------------------------------------------------
+
+
+def _claim(queryset, limit: int):
+    if connection.features.has_select_for_update_skip_locked:
+        queryset = queryset.select_for_update(skip_locked=True)
+    return list(queryset[:limit])
+
+
+def _conversion_value(conversion, properties: dict) -> Decimal:
+    if conversion.value_property:
+        raw = properties.get(conversion.value_property)
+        if not isinstance(raw, bool) and isinstance(raw, int | float | str):
+            try:
+                value = Decimal(str(raw)).quantize(Decimal("0.01"))
+            except (InvalidOperation, ValueError):
+                value = None
+            if value is not None and value.is_finite() and 0 <= value < Decimal("1e12"):
+                return value
+    return conversion.value
+
+
+def process_pending_events(*, limit: int | None = None, now) -> int:
+    """Match a batch of pending events, in one transaction; returns how many were processed.
+
+    For each event, in order: awards of event-based conversions (to enrollments active, or
+    within the conversion's window, when the event arrived), exits by `exit_when`, wake-ups
+    of enrollments waiting on a goal, and new enrollments whose triggers match. A contact's
+    events after one that started or exited an enrollment are left for the next batch, so
+    that they see it. The events are marked processed in the same transaction.
+
+    Locks: the claimed event rows (FOR UPDATE SKIP LOCKED, so workers share the backlog),
+    then the enrollment rows it exits or wakes (each UPDATE re-checks `state='active'`, so an
+    enrollment a worker just ended is left alone). Safe to run twice: a processed event is
+    not pending any more, a rolled-back batch stays pending, and new enrollments and awards
+    are guarded by unique constraints (one enrollment per journey and trigger event, the
+    re-entry lock, the award counting constraints).
+    """
+    from conversions.actions import AwardRequest, award_conversions
+    from conversions.models import Conversion, ConversionAward
+
+    limit = limit or settings.ENGINE_BATCH_SIZE
+    with transaction.atomic():
+        events = _claim(Event.objects.filter(status=Event.Status.PENDING).order_by("id"), limit)
+        if not events:
+            return 0
+        contact_ids = {event.contact_id for event in events}
+        names = {event.name for event in events}
+        live = _live_flows()
+
+        conversions = list(
+            Conversion.objects.filter(
+                event_name__in=names, archived_at__isnull=True
+            ).select_related("journey")
+        )
+        windows = [conversion.window for conversion in conversions if conversion.window]
+        filters = {conversion.pk: _filters(conversion.event_where) for conversion in conversions}
+        nearby = Q(state=Enrollment.State.ACTIVE)
+        if windows:
+            nearby |= Q(started_at__gte=min(event.timestamp for event in events) - max(windows))
+        enrollments = list(
+            Enrollment.objects.filter(nearby, contact_id__in=contact_ids).select_related(
+                "version__journey", "journey"
+            )
+        )
+        by_contact: dict[int, list[Enrollment]] = {}
+        for enrollment in enrollments:
+            by_contact.setdefault(enrollment.contact_id, []).append(enrollment)
+        flows = load_flows(versions=list({e.version_id: e.version for e in enrollments}.values()))
+
+        awards = []
+        exits: dict[str, set[int]] = {}
+        wakes: set[int] = set()
+        starts = []
+        # Once an event of a contact starts or exits an enrollment, that contact's later
+        # events wait for the next batch, which sees the change: events of one contact take
+        # effect in order, as if processed one by one.
+        changed_contacts: set[int] = set()
+        processed = []
+        for event in events:
+            if event.contact_id in changed_contacts:
+                continue
+            processed.append(event.pk)
+            mine = by_contact.get(event.contact_id, [])
+            for conversion in conversions:
+                if conversion.event_name != event.name or not engine.filters_match(
+                    filters[conversion.pk], event.properties
+                ):
+                    continue
+                for enrollment in mine:
+                    if enrollment.journey_id != conversion.journey_id:
+                        continue
+                    active = enrollment.state == Enrollment.State.ACTIVE
+                    in_window = conversion.window and (
+                        enrollment.started_at
+                        <= event.timestamp
+                        <= enrollment.started_at + conversion.window
+                    )
+                    if active or in_window:
+                        awards.append(
+                            AwardRequest(
+                                conversion=conversion,
+                                enrollment=enrollment,
+                                source=ConversionAward.Source.EVENT,
+                                value=_conversion_value(conversion, event.properties),
+                                source_event_id=event.pk,
+                                dedupe_key=f"event:{event.pk}",
+                                cause_depth=event.depth,
+                            )
+                        )
+            for enrollment in mine:
+                if enrollment.state != Enrollment.State.ACTIVE:
+                    continue
+                flow = flows[enrollment.version_id]
+                rule = next(
+                    (
+                        rule
+                        for rule in flow.definition.exit_when
+                        if engine.rule_matches_event(
+                            rule,
+                            journey_key=flow.version.journey.key,
+                            name=event.name,
+                            properties=event.properties,
+                        )
+                    ),
+                    None,
+                )
+                if rule is not None:
+                    exits.setdefault(_exit_reason(rule), set()).add(enrollment.pk)
+                    changed_contacts.add(event.contact_id)
+                elif enrollment.waiting_for_goal:
+                    wakes.add(enrollment.pk)
+            for journey_flows in live.values():
+                if any(
+                    engine.rule_matches_event(
+                        rule,
+                        journey_key=flow.version.journey.key,
+                        name=event.name,
+                        properties=event.properties,
+                    )
+                    for flow in journey_flows
+                    for rule in flow.definition.triggers
+                ):
+                    starts.append(
+                        _new_enrollment(
+                            flow=_pick_version_flow(journey_flows),
+                            contact_id=event.contact_id,
+                            now=now,
+                            trigger_event_id=event.pk,
+                        )
+                    )
+                    changed_contacts.add(event.contact_id)
+
+        award_conversions(requests=awards, now=now)
+        exited: set[int] = set()
+        for reason, ids in sorted(exits.items()):
+            ids -= exited
+            Enrollment.objects.filter(pk__in=sorted(ids), state=Enrollment.State.ACTIVE).update(
+                **_end_fields(Enrollment.State.EXITED, now, reason)
+            )
+            exited |= ids
+        if wakes - exited:
+            Enrollment.objects.filter(
+                pk__in=sorted(wakes - exited), state=Enrollment.State.ACTIVE, due_at__gt=now
+            ).exclude(waiting_for_goal="").update(due_at=now)
+        if starts:
+            # The re-entry lock and one-enrollment-per-trigger-event constraints refuse the
+            # enrollments that must not happen; the rest are stored.
+            Enrollment.objects.bulk_create(starts, ignore_conflicts=True)
+        if starts or wakes:
+            _enqueue("advance_enrollments")
+        Event.objects.filter(pk__in=processed).update(
+            status=Event.Status.PROCESSED, processed_at=now, attempts=F("attempts") + 1
+        )
+    return len(processed)
+
+
+def _filters(where: list) -> list:
+    from journeys.definition import EventTrigger
+
+    if not where:
+        return []
+    return EventTrigger.model_validate({"type": "event", "event": "x", "where": where}).where
+
+
+def _exit_reason(rule) -> str:
+    if rule.type == "event":
+        return f"exit_when: event '{rule.event}'"
+    target = rule.conversion if rule.type == "conversion" else rule.goal
+    where = f" of journey '{rule.journey}'" if rule.journey else ""
+    return f"exit_when: {rule.type} '{target}'{where}"
+
+
+# --- Enrollments advanced ---------------------------------------------------------------------
+
+
+def _claim_due_enrollments(*, limit: int, now) -> tuple[list[int], object]:
+    """Lease a batch of due enrollments: commit `leased_until` and one more attempt, so a
+    worker killed mid-batch leaves rows that another takes once the lease has run out, and
+    an enrollment that keeps killing workers is parked after ENGINE_MAX_ATTEMPTS."""
+    lease_until = now + timedelta(seconds=settings.ENGINE_LEASE_SECONDS)
+    with transaction.atomic():
+        claimed = _claim(
+            Enrollment.objects.filter(state=Enrollment.State.ACTIVE, due_at__lte=now)
+            .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+            .order_by("due_at")
+            .only("pk", "attempts"),
+            limit,
+        )
+        worn_out = [e.pk for e in claimed if e.attempts >= settings.ENGINE_MAX_ATTEMPTS]
+        if worn_out:
+            Enrollment.objects.filter(pk__in=worn_out).update(
+                **_end_fields(Enrollment.State.FAILED, now),
+                last_error=f"Gave up after {settings.ENGINE_MAX_ATTEMPTS} attempts: the "
+                "process running it stopped before finishing each time.",
+            )
+        ids = sorted(e.pk for e in claimed if e.attempts < settings.ENGINE_MAX_ATTEMPTS)
+        if ids:
+            Enrollment.objects.filter(pk__in=ids).update(
+                leased_until=lease_until, attempts=F("attempts") + 1
+            )
+    return ids, lease_until
+
+
+def _retry_delay(attempts: int) -> timedelta:
+    return timedelta(seconds=min(30 * 2 ** max(attempts - 1, 0), 3600))
+
+
+def _record_failures(failures: dict[int, str], *, now) -> None:
+    """An enrollment whose step raised: retried later with backoff, parked as failed (with
+    its error, visible and retryable in the admin) after ENGINE_MAX_ATTEMPTS."""
+    for enrollment in Enrollment.objects.filter(pk__in=failures, state=Enrollment.State.ACTIVE):
+        error = failures[enrollment.pk][:2000]
+        if enrollment.attempts >= settings.ENGINE_MAX_ATTEMPTS:
+            Enrollment.objects.filter(pk=enrollment.pk).update(
+                **_end_fields(Enrollment.State.FAILED, now), last_error=error
+            )
+        else:
+            Enrollment.objects.filter(pk=enrollment.pk).update(
+                due_at=now + _retry_delay(enrollment.attempts),
+                leased_until=None,
+                last_error=error,
+            )
+
+
+_ENROLLMENT_FIELDS = [
+    "state",
+    "current_step",
+    "due_at",
+    "waiting_for_goal",
+    "wait_until",
+    "path",
+    "ended_at",
+    "exit_reason",
+    "entry_lock",
+    "leased_until",
+    "attempts",
+    "last_error",
+]
+
+
+def _advance_batch(*, ids: list[int], lease_until, now) -> tuple[int, dict[int, str]]:
+    """Run the engine over leased enrollments and write the outcome in bulk; returns (steps
+    run, failures by enrollment id). Runs inside the caller's transaction."""
+    from conversions.actions import (
+        AchievementRequest,
+        AwardRequest,
+        award_conversions,
+        record_goal_achievements,
+    )
+    from conversions.models import ConversionAward
+
+    queryset = Enrollment.objects.filter(
+        pk__in=ids, state=Enrollment.State.ACTIVE, leased_until=lease_until
+    ).order_by("pk")
+    if connection.features.has_select_for_update:
+        queryset = queryset.select_for_update()
+    enrollments = list(queryset)
+    if not enrollments:
+        return 0, {}
+    versions = {
+        version.pk: version
+        for version in JourneyVersion.objects.filter(
+            pk__in={e.version_id for e in enrollments}
+        ).select_related("journey")
+    }
+    flows = load_flows(versions=list(versions.values()))
+    contacts = {
+        contact.pk: contact
+        for contact in Contact.objects.filter(pk__in={e.contact_id for e in enrollments}).only(
+            "pk", "external_id", "email", "attributes"
+        )
+    }
+    events_by_contact = _criteria_events(enrollments, flows, now)
+
+    failures: dict[int, str] = {}
+    results: list[tuple[Enrollment, engine.Outcome]] = []
+    steps_run = 0
+    for enrollment in enrollments:
+        flow = flows[enrollment.version_id]
+        enrollment.version = flow.version
+        enrollment.journey = flow.version.journey
+        try:
+            outcome = engine.advance(
+                state=engine.State(
+                    current_step=enrollment.current_step,
+                    path=enrollment.path,
+                    started_at=enrollment.started_at,
+                    waiting_for_goal=enrollment.waiting_for_goal,
+                    wait_until=enrollment.wait_until,
+                    held_out=enrollment.held_out,
+                ),
+                definition=flow.definition,
+                contact=_contact_dict(contacts[enrollment.contact_id]),
+                events=events_by_contact.get(enrollment.contact_id, ()),
+                rng=_rng,
+                now=now,
+                steps=flow.steps,
+            )
+            for award in outcome.awards:
+                if award.conversion not in flow.conversions:
+                    raise engine.EngineError(f"No conversion '{award.conversion}' in the journey")
+        except Exception as exc:
+            failures[enrollment.pk] = f"{type(exc).__name__}: {exc}"
+            continue
+        steps_run += outcome.steps_run
+        results.append((enrollment, outcome))
+
+    visits = []
+    visit_outcomes = []
+    messages = []
+    attribute_updates: dict[int, dict] = {}
+    awards = []
+    achievements = []
+    trigger_depths = _trigger_depths([e for e, o in results if o.awards or o.achievements])
+    for enrollment, outcome in results:
+        for visit in outcome.visits:
+            if visit.new:
+                visits.append(
+                    StepVisit(
+                        enrollment_id=enrollment.pk,
+                        version_id=enrollment.version_id,
+                        step_key=visit.step_key,
+                        outcome=visit.outcome,
+                        seq=visit.seq,
+                        entered_at=visit.entered_at,
+                    )
+                )
+            else:
+                visit_outcomes.append((enrollment.pk, visit.seq, visit.outcome))
+        for message in outcome.messages:
+            messages.append((enrollment, message))
+        if outcome.attribute_updates:
+            attribute_updates.setdefault(enrollment.contact_id, {}).update(
+                outcome.attribute_updates
+            )
+        flow = flows[enrollment.version_id]
+        depth = trigger_depths.get(enrollment.trigger_event_id, 0)
+        for award in outcome.awards:
+            awards.append(
+                AwardRequest(
+                    conversion=flow.conversions[award.conversion],
+                    enrollment=enrollment,
+                    source=ConversionAward.Source.GOAL
+                    if award.source == "goal"
+                    else ConversionAward.Source.CONVERT_STEP,
+                    step_key=award.step_key,
+                    dedupe_key=f"seq:{award.seq}",
+                    cause_depth=depth,
+                )
+            )
+        for achievement in outcome.achievements:
+            achievements.append(
+                AchievementRequest(
+                    goal=flow.goals[achievement.goal],
+                    enrollment=enrollment,
+                    step_key=achievement.step_key,
+                    cause_depth=depth,
+                )
+            )
+        enrollment.path = outcome.path
+        enrollment.current_step = outcome.current_step
+        enrollment.due_at = outcome.due_at
+        enrollment.waiting_for_goal = outcome.waiting_for_goal
+        enrollment.wait_until = outcome.wait_until
+        enrollment.leased_until = None
+        enrollment.attempts = 0
+        enrollment.last_error = ""
+        if outcome.ended:
+            enrollment.state = outcome.state
+            enrollment.ended_at = now
+            enrollment.exit_reason = outcome.exit_reason
+            if enrollment.entry_lock == "active":
+                enrollment.entry_lock = None
+
+    if results:
+        Enrollment.objects.bulk_update([e for e, _ in results], _ENROLLMENT_FIELDS)
+    created = {
+        (visit.enrollment_id, visit.seq): visit for visit in StepVisit.objects.bulk_create(visits)
+    }
+    for enrollment_id, seq, label in visit_outcomes:
+        StepVisit.objects.filter(enrollment_id=enrollment_id, seq=seq).update(outcome=label)
+    if messages:
+        OutboxMessage.objects.bulk_create(
+            OutboxMessage(
+                visit=created[(enrollment.pk, message.seq)],
+                enrollment_id=enrollment.pk,
+                contact_id=enrollment.contact_id,
+                step_key=message.step_key,
+                channel=message.channel,
+                recipient=message.recipient,
+                subject=message.subject,
+                body=message.body,
+                due_at=now,
+            )
+            for enrollment, message in messages
+        )
+        _enqueue("deliver_messages")
+    if attribute_updates:
+        _update_contact_attributes(attribute_updates)
+    record_goal_achievements(requests=achievements, now=now)
+    award_conversions(requests=awards, now=now)
+    if awards or achievements:
+        _enqueue("process_events")
+    return steps_run, failures
+
+
+def _criteria_events(enrollments, flows, now) -> dict[int, list[engine.ContactEvent]]:
+    """The events that the batch's criteria can look at, in one query."""
+    names: set[str] = set()
+    since = now
+    for enrollment in enrollments:
+        flow = flows[enrollment.version_id]
+        if flow.event_names and not enrollment.held_out:
+            names |= flow.event_names
+            start = enrollment.started_at
+            if flow.lookback is not None:
+                start = min(start, now - flow.lookback)
+            since = min(since, start)
+    if not names:
+        return {}
+    events: dict[int, list[engine.ContactEvent]] = {}
+    rows = Event.objects.filter(
+        contact_id__in={e.contact_id for e in enrollments},
+        name__in=names,
+        timestamp__gte=since,
+        timestamp__lte=now,
+    ).values_list("contact_id", "name", "properties", "timestamp")
+    for contact_id, name, properties, timestamp in rows:
+        events.setdefault(contact_id, []).append(
+            engine.ContactEvent(name=name, properties=properties or {}, timestamp=timestamp)
+        )
+    return events
+
+
+def _trigger_depths(enrollments) -> dict[int, int]:
+    ids = {e.trigger_event_id for e in enrollments if e.trigger_event_id}
+    if not ids:
+        return {}
+    return dict(Event.objects.filter(pk__in=ids).values_list("pk", "depth"))
+
+
+def _update_contact_attributes(updates: dict[int, dict]) -> None:
+    # Re-read under a row lock, so an API update of the same contact in between is kept.
+    contacts = Contact.objects.filter(pk__in=sorted(updates)).order_by("pk")
+    if connection.features.has_select_for_update:
+        contacts = contacts.select_for_update()
+    changed = []
+    for contact in contacts:
+        contact.attributes = {**(contact.attributes or {}), **updates[contact.pk]}
+        contact.updated_at = timezone.now()
+        changed.append(contact)
+    Contact.objects.bulk_update(changed, ["attributes", "updated_at"])
+
+
+def advance_due_enrollments(*, limit: int | None = None, now) -> int:
+    """Advance due enrollments in leased batches; returns how many enrollments were taken.
+
+    Each batch: a short transaction leases it (FOR UPDATE SKIP LOCKED, then `leased_until`
+    and `attempts + 1` committed), then one transaction re-reads the rows FOR UPDATE still
+    active under this lease, runs the engine and writes everything in bulk: enrollment
+    updates, step visits, outbox messages, contact attributes, goal achievements, awards.
+    Safe to run twice and alongside any number of workers: a leased row is skipped by
+    others until its lease runs out, the write re-checks state and lease, and visits
+    (enrollment, seq), outbox rows (one per visit) and awards are unique in the database.
+    An enrollment whose step raises is retried with backoff and then parked as failed; a
+    batch whose write fails is retried one enrollment at a time, so one bad enrollment never
+    blocks the others.
+    """
+    batch_size = settings.ENGINE_BATCH_SIZE
+    limit = limit or batch_size
+    taken = 0
+    while taken < limit:
+        ids, lease_until = _claim_due_enrollments(limit=min(batch_size, limit - taken), now=now)
+        if not ids:
+            break
+        taken += len(ids)
+        try:
+            with transaction.atomic():
+                _, failures = _advance_batch(ids=ids, lease_until=lease_until, now=now)
+                _record_failures(failures, now=now)
+        except Exception:
+            logger.exception("Engine batch of %s enrollments failed; retrying one by one", len(ids))
+            for enrollment_id in ids:
+                try:
+                    with transaction.atomic():
+                        _, failures = _advance_batch(
+                            ids=[enrollment_id], lease_until=lease_until, now=now
+                        )
+                        _record_failures(failures, now=now)
+                except Exception as exc:
+                    logger.exception("Enrollment %s failed", enrollment_id)
+                    _record_failures({enrollment_id: f"{type(exc).__name__}: {exc}"}, now=now)
+        if len(ids) < min(batch_size, limit):
+            break
+    return taken
+
+
+def retry_enrollments(*, enrollments, now) -> int:
+    """Put failed enrollments back to work at the step they failed on (the admin's retry).
+
+    Locks: the rows it updates. Safe to run twice: only failed rows are touched; one whose
+    re-entry lock was taken meanwhile by a newer enrollment stays failed.
+    """
+    retried = 0
+    for enrollment in enrollments:
+        if enrollment.state != Enrollment.State.FAILED:
+            continue
+        lock = enrollment.entry_lock
+        if lock is None and _reentry(enrollment) == "after_exit":
+            lock = "active"
+        try:
+            with transaction.atomic():
+                retried += Enrollment.objects.filter(
+                    pk=enrollment.pk, state=Enrollment.State.FAILED
+                ).update(
+                    state=Enrollment.State.ACTIVE,
+                    due_at=now,
+                    ended_at=None,
+                    attempts=0,
+                    leased_until=None,
+                    entry_lock=lock,
+                )
+        except IntegrityError:
+            continue
+    if retried:
+        _enqueue("advance_enrollments")
+    return retried
+
+
+def _reentry(enrollment: Enrollment) -> str:
+    return (enrollment.version.definition.get("settings") or {}).get("reentry", "once")
+
+
+# --- Messages out -----------------------------------------------------------------------------
+
+
+def _render(template_text: str, contact: dict) -> str:
+    from journeys.definition import TEMPLATE_ENGINE
+
+    return TEMPLATE_ENGINE.from_string(template_text).render(
+        TemplateContext({"contact": contact}, autoescape=False)
+    )
+
+
+def deliver_due_messages(*, limit: int | None = None, now) -> int:
+    """Send due outbox messages; returns how many were attempted.
+
+    Subjects, bodies and texts are rendered with Django's template engine from a plain dict
+    of the contact as it is now. A template error or a contact without an address marks
+    that message failed with the reason; a backend error is retried with backoff, then the
+    message is failed. Locks: the claimed rows (FOR UPDATE SKIP LOCKED) while a lease is
+    committed; sending happens outside any transaction. Safe to run twice: a sent message is
+    not pending any more, and a leased one is skipped until its lease runs out (a process
+    killed between sending and recording may send that one message again: at least once).
+    """
+    from django.core.mail import EmailMessage, get_connection
+
+    from journeys.sms import get_sms_backend
+
+    limit = limit or settings.ENGINE_BATCH_SIZE
+    lease_until = now + timedelta(seconds=settings.ENGINE_LEASE_SECONDS)
+    with transaction.atomic():
+        messages = _claim(
+            OutboxMessage.objects.filter(status=OutboxMessage.Status.PENDING, due_at__lte=now)
+            .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+            .order_by("due_at"),
+            limit,
+        )
+        if not messages:
+            return 0
+        OutboxMessage.objects.filter(pk__in=[m.pk for m in messages]).update(
+            leased_until=lease_until, attempts=F("attempts") + 1
+        )
+    contacts = {
+        contact.pk: _contact_dict(contact)
+        for contact in Contact.objects.filter(pk__in={m.contact_id for m in messages})
+    }
+    email_connection = None
+    sms_backend = None
+    for message in messages:
+        message.attempts += 1
+        message.leased_until = None
+        contact = contacts.get(message.contact_id, {"attributes": {}})
+        recipient = message.recipient or (
+            contact.get("email") if message.channel == OutboxMessage.Channel.EMAIL else ""
+        )
+        if not recipient:
+            what = (
+                "email address"
+                if message.channel == OutboxMessage.Channel.EMAIL
+                else "phone number (attribute 'phone')"
+            )
+            _fail(message, f"The contact has no {what}.")
+            continue
+        try:
+            subject = " ".join(_render(message.subject, contact).split())
+            body = _render(message.body, contact)
+        except Exception as exc:
+            _fail(message, f"Template error: {type(exc).__name__}: {exc}")
+            continue
+        try:
+            if message.channel == OutboxMessage.Channel.EMAIL:
+                email_connection = email_connection or get_connection()
+                EmailMessage(
+                    subject,
+                    body,
+                    settings.DEFAULT_FROM_EMAIL,
+                    [recipient],
+                    connection=email_connection,
+                ).send()
+            else:
+                sms_backend = sms_backend or get_sms_backend()
+                sms_backend.send(to=recipient, text=body)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if message.attempts >= MESSAGE_MAX_ATTEMPTS:
+                _fail(message, f"Gave up after {message.attempts} attempts; last error: {error}")
+            else:
+                message.error = error
+                message.due_at = now + _retry_delay(message.attempts)
+            continue
+        message.status = OutboxMessage.Status.SENT
+        message.sent_at = now
+        message.error = ""
+    OutboxMessage.objects.bulk_update(
+        messages, ["status", "attempts", "leased_until", "sent_at", "error", "due_at"]
+    )
+    return len(messages)
+
+
+def _fail(message: OutboxMessage, reason: str) -> None:
+    message.status = OutboxMessage.Status.FAILED
+    message.error = reason[:2000]
+
+
+# --- All of it --------------------------------------------------------------------------------
+
+
+def enqueue_due_work(*, now) -> list[str]:
+    """The periodic sweep: wake a worker for each kind of work the database holds due now,
+    whatever messages were lost. Returns the task names enqueued. Writes nothing."""
+    due = []
+    if Event.objects.filter(status=Event.Status.PENDING).exists():
+        due.append("process_events")
+    if Enrollment.objects.filter(
+        Q(leased_until__isnull=True) | Q(leased_until__lt=now),
+        state=Enrollment.State.ACTIVE,
+        due_at__lte=now,
+    ).exists():
+        due.append("advance_enrollments")
+    if OutboxMessage.objects.filter(
+        Q(leased_until__isnull=True) | Q(leased_until__lt=now),
+        status=OutboxMessage.Status.PENDING,
+        due_at__lte=now,
+    ).exists():
+        due.append("deliver_messages")
+    for task_name in due:
+        _enqueue(task_name)
+    return due
+
+
+def run_due(*, now=None, max_rounds: int = 1000) -> dict[str, int]:
+    """Process every pending event, due enrollment and due message, in this process, until
+    nothing is due (`manage.py run_due`). Safe alongside workers: it claims work the same way.
+    Returns how many of each were handled."""
+    totals = {"events": 0, "enrollments": 0, "messages": 0}
+    for _ in range(max_rounds):
+        moment = now or timezone.now()
+        events = process_pending_events(now=moment)
+        enrollments = advance_due_enrollments(now=moment)
+        messages = deliver_due_messages(now=moment)
+        totals["events"] += events
+        totals["enrollments"] += enrollments
+        totals["messages"] += messages
+        if not (events or enrollments or messages):
+            break
+    return totals

@@ -142,12 +142,19 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 SWEEP_INTERVAL_SECONDS = env.float("SWEEP_INTERVAL_SECONDS", default=5.0)
+CELERY_BEAT_SCHEDULE = {
+    # The sweep finds due work in the database and wakes workers for it, so that waits,
+    # retries and lost messages need nothing but this one periodic task.
+    "journeys-sweep": {"task": "journeys.sweep", "schedule": SWEEP_INTERVAL_SECONDS},
+}
 
 # Engine tuning.
 ENGINE_BATCH_SIZE = env.int("ENGINE_BATCH_SIZE", default=500)
 ENGINE_LEASE_SECONDS = env.int("ENGINE_LEASE_SECONDS", default=300)
 ENGINE_MAX_ATTEMPTS = env.int("ENGINE_MAX_ATTEMPTS", default=5)
 EVENT_CHAIN_MAX_DEPTH = 8
+# Off only where the engine runs in the same process anyway (seed_demo).
+ENGINE_WAKEUPS = env.bool("ENGINE_WAKEUPS", default=True)
 
 # API limits.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=512 * 1024)

@@ -1,0 +1,57 @@
+"""Thin Celery tasks: stable names, no arguments but primitives, one action each.
+
+A task only says "there is work": it can arrive twice, late or never, and the periodic
+sweep still finds the work in the database. Waits are rows with `due_at`, never ETAs.
+"""
+
+from celery import shared_task
+from django.conf import settings
+from django.utils import timezone
+
+from journeys import actions
+
+# Each task takes at most this many batches, then hands over (re-enqueuing itself if work
+# is left), so one long backlog is shared between workers.
+BATCHES_PER_TASK = 20
+
+
+def _limit() -> int:
+    return settings.ENGINE_BATCH_SIZE * BATCHES_PER_TASK
+
+
+@shared_task(name="journeys.process_events")
+def process_events() -> int:
+    done = 0
+    while done < _limit():
+        processed = actions.process_pending_events(now=timezone.now())
+        done += processed
+        if processed < settings.ENGINE_BATCH_SIZE:
+            return done
+    actions.enqueue_due_work(now=timezone.now())
+    return done
+
+
+@shared_task(name="journeys.advance_enrollments")
+def advance_enrollments() -> int:
+    limit = _limit()
+    taken = actions.advance_due_enrollments(limit=limit, now=timezone.now())
+    if taken >= limit:
+        actions.enqueue_due_work(now=timezone.now())
+    return taken
+
+
+@shared_task(name="journeys.deliver_messages")
+def deliver_messages() -> int:
+    done = 0
+    while done < _limit():
+        sent = actions.deliver_due_messages(now=timezone.now())
+        done += sent
+        if sent < settings.ENGINE_BATCH_SIZE:
+            return done
+    actions.enqueue_due_work(now=timezone.now())
+    return done
+
+
+@shared_task(name="journeys.sweep")
+def sweep() -> list[str]:
+    return actions.enqueue_due_work(now=timezone.now())
