@@ -571,6 +571,36 @@ def ingest_events(
     return accepted, len(events) - accepted
 
 
+def upsert_contact(
+    *, external_id: str, email: str | None = None, attributes: dict | None = None
+) -> tuple[Contact, bool]:
+    """Create or update a contact; returns it and whether it was created. Given attributes
+    are merged into the stored ones, and an attribute set to null is removed; an email left
+    out stays as it is.
+
+    Locks the contact row (FOR UPDATE) so that a concurrent update or an engine step
+    writing attributes is never lost. Safe to run twice: the second call changes nothing.
+    """
+    with transaction.atomic():
+        contact = Contact.objects.select_for_update().filter(external_id=external_id).first()
+        created = contact is None
+        if created:
+            try:
+                with transaction.atomic():
+                    contact = Contact.objects.create(external_id=external_id)
+            except IntegrityError:
+                # Created by a concurrent call since the read above.
+                contact = Contact.objects.select_for_update().get(external_id=external_id)
+                created = False
+        if email is not None:
+            contact.email = email
+        if attributes:
+            merged = {**(contact.attributes or {}), **attributes}
+            contact.attributes = {key: value for key, value in merged.items() if value is not None}
+        contact.save(update_fields=["email", "attributes", "updated_at"])
+    return contact, created
+
+
 # --- Enrollments --------------------------------------------------------------------------------
 
 _ENTRY_LOCKS = {"once": "once", "after_exit": "active", "concurrent": None}

@@ -1,18 +1,30 @@
 import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from ninja import Router
+from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import validate_email
+from django.utils import timezone
+from ninja import Router, Schema
 from ninja.responses import Status
+from pydantic import ConfigDict, field_validator
+from pydantic import Field as PydanticField
 
-from config.api import ApiError, manage_auth
+from config.api import ApiError, ingest_auth, manage_auth
 from journeys import selectors
 from journeys.actions import (
+    EnrollmentRefused,
     VersionStateError,
     create_journey,
+    enroll_contact,
+    ingest_events,
     publish_version,
     save_draft_version,
+    upsert_contact,
 )
 from journeys.definition import DefinitionError
-from journeys.models import Journey, JourneyVersion
+from journeys.models import Contact, Enrollment, Event, Journey, JourneyVersion
 
 router = Router()
 
@@ -223,3 +235,164 @@ def publish(request, key: str, number: int):
     except VersionStateError as exc:
         raise ApiError.single(409, exc.message, exc.loc) from None
     return _single_version_out(published)
+
+
+# --- Contacts, events and enrollments (CONTRACT §2; the engine's) -----------------------------
+
+FUTURE_TOLERANCE = timedelta(days=1)
+
+
+class ContactIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    email: str | None = PydanticField(default=None, max_length=254)
+    attributes: dict[str, Any] = PydanticField(default_factory=dict)
+
+    @field_validator("email")
+    @classmethod
+    def _valid_email(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                validate_email(value)
+            except DjangoValidationError:
+                raise ValueError("Enter a valid email address") from None
+        return value
+
+
+class EventIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = PydanticField(min_length=1, max_length=100)
+    contact: str = PydanticField(min_length=1, max_length=255)
+    name: str = PydanticField(min_length=1, max_length=100)
+    properties: dict[str, Any] = PydanticField(default_factory=dict)
+    timestamp: datetime | None = None
+
+    @field_validator("timestamp")
+    @classmethod
+    def _not_in_the_future(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if timezone.is_naive(value):
+            value = value.replace(tzinfo=UTC)
+        if value > timezone.now() + FUTURE_TOLERANCE:
+            raise ValueError("The timestamp is more than a day in the future")
+        return value
+
+
+class EventBatchIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[EventIn] = PydanticField(
+        min_length=1, max_length=settings.API_MAX_EVENTS_PER_BATCH
+    )
+
+
+class EnrollmentIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    contact: str = PydanticField(min_length=1, max_length=255)
+
+
+def _enrollment_out(enrollment: Enrollment) -> dict:
+    return {
+        "id": enrollment.pk,
+        "journey": enrollment.journey.key,
+        "version": enrollment.version.number,
+        "state": enrollment.state,
+        "held_out": enrollment.held_out,
+        "started_at": enrollment.started_at,
+        "ended_at": enrollment.ended_at,
+        "path": enrollment.path,
+    }
+
+
+def _contact_out(contact: Contact, *, with_history: bool = True) -> dict:
+    data = {
+        "external_id": contact.external_id,
+        "email": contact.email,
+        "attributes": contact.attributes,
+        "created_at": contact.created_at,
+        "updated_at": contact.updated_at,
+    }
+    if not with_history:
+        return data
+    from conversions.models import ConversionAward
+
+    enrollments = contact.enrollments.select_related("journey", "version").order_by(
+        "started_at", "pk"
+    )
+    awards = (
+        ConversionAward.objects.filter(contact=contact)
+        .select_related("journey", "version", "conversion")
+        .order_by("awarded_at", "pk")
+    )
+    data["enrollments"] = [_enrollment_out(enrollment) for enrollment in enrollments]
+    data["conversions"] = [
+        {
+            "journey": award.journey.key,
+            "version": award.version.number,
+            "conversion": award.conversion.key,
+            "value": float(award.value),
+            "source": award.source,
+            "step": award.step_key or None,
+            "awarded_at": award.awarded_at,
+        }
+        for award in awards
+    ]
+    return data
+
+
+def _check_external_id(external_id: str) -> None:
+    if len(external_id) > 255:
+        raise ApiError.single(400, "Must be at most 255 characters", ["external_id"])
+
+
+@router.put(
+    "/contacts/{external_id}", auth=ingest_auth, tags=["contacts"], response={200: dict, 201: dict}
+)
+def put_contact(request, external_id: str, payload: ContactIn):
+    """Create (201) or update (200) a contact. `attributes` are merged into the stored ones
+    (null removes one); `email` left out stays as it is."""
+    _check_external_id(external_id)
+    contact, created = upsert_contact(
+        external_id=external_id, email=payload.email, attributes=payload.attributes
+    )
+    return Status(201 if created else 200, _contact_out(contact, with_history=False))
+
+
+@router.get("/contacts/{external_id}", auth=ingest_auth, tags=["contacts"])
+def get_contact(request, external_id: str):
+    """The contact with its enrollments (and the path of step keys each visited) and the
+    conversions awarded to it."""
+    contact = Contact.objects.filter(external_id=external_id).first()
+    if contact is None:
+        raise ApiError.single(404, f"No contact has the id '{external_id}'.", ["external_id"])
+    return _contact_out(contact)
+
+
+@router.post("/events", auth=ingest_auth, tags=["events"], response={202: dict})
+def post_events(request, payload: EventBatchIn):
+    """Record 1 to 1,000 events. An event's `id` is its idempotency key: one already
+    stored counts in `duplicates` and does nothing. Unknown contacts are created. A batch
+    with any invalid event is refused whole, each error located by the event's index."""
+    accepted, duplicates = ingest_events(
+        events=[event.model_dump() for event in payload.events], source=Event.Source.API
+    )
+    return Status(202, {"accepted": accepted, "duplicates": duplicates})
+
+
+@router.post(
+    "/journeys/{key}/enrollments", auth=manage_auth, tags=["journeys"], response={201: dict}
+)
+def post_enrollment(request, key: str, payload: EnrollmentIn):
+    """Enroll a contact in the journey's live version now; 409 when re-entry forbids it."""
+    journey = _journey_or_404(key)
+    contact = Contact.objects.filter(external_id=payload.contact).first()
+    if contact is None:
+        raise ApiError.single(404, f"No contact has the id '{payload.contact}'.", ["contact"])
+    try:
+        enrollment = enroll_contact(journey=journey, contact=contact, now=timezone.now())
+    except EnrollmentRefused as exc:
+        raise ApiError.single(409, exc.message, ["contact"]) from None
+    return Status(201, {"contact": contact.external_id, **_enrollment_out(enrollment)})
