@@ -12,6 +12,8 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/v1/", api.urls),
+    path("", include("journeys.urls")),
+    path("", include("conversions.urls")),
     path("", include("reporting.urls")),
     path("healthz", healthz, name="healthz"),
 ]

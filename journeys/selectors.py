@@ -449,3 +449,89 @@ def contact_timeline(*, contact, limit: int = 200) -> list[TimelineEntry]:
         )
     entries.sort(key=lambda entry: entry.at, reverse=True)
     return entries
+
+
+def journey_for_editor(*, key: str) -> Journey | None:
+    """One journey for the editor: every version with its definition and who made and
+    published it (newest first), active goals with their conversion, active conversions
+    (4 queries); None when there is no such journey."""
+    from conversions.models import Conversion, Goal
+
+    return (
+        Journey.objects.filter(key=key)
+        .prefetch_related(
+            Prefetch(
+                "versions",
+                queryset=JourneyVersion.objects.select_related(
+                    "created_by", "published_by"
+                ).order_by("-number"),
+                to_attr="history",
+            ),
+            Prefetch(
+                "goals",
+                queryset=Goal.objects.filter(archived_at__isnull=True)
+                .select_related("conversion")
+                .order_by("position", "key"),
+                to_attr="active_goals",
+            ),
+            Prefetch(
+                "conversions",
+                queryset=Conversion.objects.filter(archived_at__isnull=True).order_by(
+                    "position", "key"
+                ),
+                to_attr="active_conversions",
+            ),
+        )
+        .first()
+    )
+
+
+def editor_definition(*, journey: Journey, version: JourneyVersion | None) -> dict:
+    """The definition the editor works on: the version's flow with the journey's current
+    goals and conversions (which belong to the journey, not to the version). Needs the
+    journey from journey_for_editor; runs no query."""
+    data: dict = {"key": journey.key, "name": journey.name}
+    if journey.description:
+        data["description"] = journey.description
+    stored = (
+        version.definition if version is not None and isinstance(version.definition, dict) else {}
+    )
+    data.update({part: stored[part] for part in VERSION_PARTS if part in stored})
+    data.setdefault("steps", [])
+    data["goals"] = [goal_definition(goal) for goal in journey.active_goals]
+    data["conversions"] = [conversion_definition(c) for c in journey.active_conversions]
+    try:
+        return render_definition(Definition.model_validate(data))
+    except ValidationError:
+        return data
+
+
+def rule_choices() -> tuple[list, list]:
+    """Every active conversion and goal of every journey, as ("journey:key", label) choices
+    for triggers and exit rules (2 queries)."""
+    from conversions.models import Conversion, Goal
+
+    def choices(model):
+        rows = (
+            model.objects.filter(archived_at__isnull=True)
+            .select_related("journey")
+            .only("key", "name", "journey__key", "journey__name")
+            .order_by("journey__name", "position", "key")
+        )
+        return [
+            (f"{row.journey.key}:{row.key}", f"{row.journey.name} → {row.name}") for row in rows
+        ]
+
+    return choices(Conversion), choices(Goal)
+
+
+def journey_revisions(*, journey: Journey, limit: int = 30) -> list:
+    """The newest dated changes to the journey's goals and conversions, with who made them
+    (1 query)."""
+    from conversions.models import Revision
+
+    return list(
+        Revision.objects.filter(journey=journey)
+        .select_related("conversion", "goal", "created_by")
+        .order_by("-created_at", "-id")[:limit]
+    )

@@ -1,0 +1,556 @@
+"""Forms of the journey editor. Each one turns what a marketer typed into one part of the
+definition (a step, a trigger, the settings); validation of the whole flow stays in
+journeys.definition, so the editor and the API apply the same rules."""
+
+import json
+
+from django import forms
+from django.core.validators import RegexValidator
+
+from journeys.definition import OPS
+from journeys.editing import STEP_TYPE_LABELS, humanize_duration, parse_human_duration, step_ports
+
+SLUG_VALIDATOR = RegexValidator(
+    r"^[a-z0-9][a-z0-9_-]*\Z",
+    "Use lowercase letters, digits, '-' and '_', starting with a letter or digit.",
+)
+OP_CHOICES = [
+    ("eq", "equals"),
+    ("ne", "does not equal"),
+    ("gt", "greater than"),
+    ("gte", "at least"),
+    ("lt", "less than"),
+    ("lte", "at most"),
+    ("contains", "contains"),
+    ("in", "is one of (comma-separated)"),
+    ("exists", "exists"),
+]
+assert {op for op, _ in OP_CHOICES} == set(OPS)
+NEW = "__new__"
+END = ""
+
+
+def parse_scalar(text: str, op: str):
+    """What a marketer typed as a value: numbers and true/false as such, a comma-separated
+    list for "in", anything else as text."""
+    text = text.strip()
+    if op == "in":
+        return [parse_scalar(part, "eq") for part in text.split(",") if part.strip()]
+    if text in ("true", "false"):
+        return text == "true"
+    try:
+        number = json.loads(text)
+    except ValueError:
+        return text
+    return number if isinstance(number, int | float) and not isinstance(number, bool) else text
+
+
+def format_scalar(value) -> str:
+    if isinstance(value, list):
+        return ", ".join(format_scalar(item) for item in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+class DurationField(forms.CharField):
+    """A duration in words ("2 days", "12 hours") or ISO 8601; cleans to ISO 8601."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("help_text", "e.g. 30 minutes, 12 hours, 2 days, 1 week")
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value):
+        return (
+            humanize_duration(value) if isinstance(value, str) and value.startswith("P") else value
+        )
+
+    def clean(self, value):
+        value = super().clean(value)
+        if not value:
+            return None
+        try:
+            return parse_human_duration(value)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
+class JourneyCreateForm(forms.Form):
+    key = forms.CharField(
+        label="Key",
+        max_length=64,
+        validators=[SLUG_VALIDATOR],
+        help_text="Used by the API and in reports; it cannot change later (e.g. trial-nurture).",
+    )
+    name = forms.CharField(label="Name", max_length=200)
+    description = forms.CharField(
+        label="Description", required=False, widget=forms.Textarea(attrs={"rows": 3})
+    )
+
+
+class SettingsForm(forms.Form):
+    name = forms.CharField(label="Journey name", max_length=200)
+    description = forms.CharField(
+        label="Description", required=False, widget=forms.Textarea(attrs={"rows": 2})
+    )
+    reentry = forms.ChoiceField(
+        label="Re-entry",
+        choices=[
+            ("once", "Once: a contact enters at most once"),
+            ("after_exit", "Again after the earlier run ended"),
+            ("concurrent", "Every trigger starts a run"),
+        ],
+    )
+    holdout_percent = forms.IntegerField(
+        label="Holdout %",
+        min_value=0,
+        max_value=50,
+        help_text="Share of entrants held out at random to measure lift (0 to 50).",
+    )
+
+    @classmethod
+    def for_definition(cls, definition: dict, **kwargs):
+        settings = definition.get("settings") or {}
+        initial = {
+            "name": definition.get("name", ""),
+            "description": definition.get("description", ""),
+            "reentry": settings.get("reentry", "once"),
+            "holdout_percent": settings.get("holdout_percent", 0),
+        }
+        return cls(initial=initial, **kwargs)
+
+    def apply(self, definition: dict) -> dict:
+        data = self.cleaned_data
+        result = {**definition, "name": data["name"]}
+        if data["description"]:
+            result["description"] = data["description"]
+        else:
+            result.pop("description", None)
+        result["settings"] = {
+            "reentry": data["reentry"],
+            "holdout_percent": data["holdout_percent"],
+        }
+        return result
+
+
+class RuleForm(forms.Form):
+    """A trigger or an exit rule: an event (with an optional property filter), or a
+    conversion or goal of this or another journey, picked from a list."""
+
+    type = forms.ChoiceField(
+        label="When",
+        choices=[
+            ("event", "the contact sends an event"),
+            ("conversion", "a conversion is awarded"),
+            ("goal", "a goal is achieved"),
+        ],
+    )
+    event = forms.CharField(label="Event", required=False, max_length=100)
+    property = forms.CharField(label="Where property", required=False, max_length=100)
+    op = forms.ChoiceField(label="Operator", choices=OP_CHOICES, required=False)
+    compare = forms.CharField(label="Compared with", required=False, max_length=200)
+    conversion = forms.ChoiceField(label="Conversion", required=False)
+    goal = forms.ChoiceField(label="Goal", required=False)
+
+    def __init__(self, *args, conversions=(), goals=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["conversion"].choices = [("", "Choose a conversion")] + list(conversions)
+        self.fields["goal"].choices = [("", "Choose a goal")] + list(goals)
+
+    def clean(self):
+        data = super().clean()
+        kind = data.get("type")
+        if kind == "event":
+            if not data.get("event", "").strip():
+                self.add_error("event", "Name the event that starts it.")
+            if data.get("property") and data.get("op") != "exists" and not data.get("compare"):
+                self.add_error("compare", "Give a value to compare the property with.")
+        elif kind in ("conversion", "goal") and not data.get(kind):
+            self.add_error(kind, f"Choose a {kind}.")
+        return data
+
+    def rule(self, *, journey_key: str, section: str) -> dict:
+        data = self.cleaned_data
+        kind = data["type"]
+        if kind == "event":
+            rule = {"type": "event", "event": data["event"].strip()}
+            if data.get("property"):
+                where = {"property": data["property"].strip(), "op": data.get("op") or "eq"}
+                if where["op"] != "exists":
+                    where["value"] = parse_scalar(data["compare"], where["op"])
+                rule["where"] = [where]
+            return rule
+        source_journey, _, target = data[kind].partition(":")
+        rule = {"type": kind, kind: target}
+        if section == "triggers" or source_journey != journey_key:
+            rule["journey"] = source_journey
+        return rule
+
+
+class PublishForm(forms.Form):
+    traffic = forms.IntegerField(
+        label="Traffic %",
+        required=False,
+        min_value=1,
+        max_value=99,
+        help_text="For a split test: the share of new enrollments this version takes.",
+    )
+
+
+class AddStepForm(forms.Form):
+    after = forms.CharField(required=False)
+    port = forms.CharField()
+    type = forms.ChoiceField(choices=list(STEP_TYPE_LABELS.items()))
+
+
+# --- Step forms, one per type ---------------------------------------------------------------
+
+
+class StepForm(forms.Form):
+    """Fields shared by every step: a label and where each branch leads."""
+
+    step_name = forms.CharField(
+        label="Label",
+        required=False,
+        max_length=200,
+        help_text="Shown on the diagram instead of the key.",
+    )
+
+    def __init__(self, *args, step: dict, definition: dict, **kwargs):
+        self.step = step
+        self.definition = definition
+        kwargs.setdefault("initial", self.initial_from(step))
+        super().__init__(*args, **kwargs)
+        targets = [(END, "End the journey here")] + [
+            (s.get("key"), s.get("name") or s.get("key"))
+            for s in definition.get("steps") or []
+            if s.get("key") != step.get("key")
+        ]
+        self.port_fields = []
+        for port, label, target in step_ports(step):
+            name = "go_" + port.replace(".", "_")
+            caption = {
+                "next": "Then go to",
+                "then": "If yes, go to",
+                "else": "If no, go to",
+                "achieved": "If achieved, go to",
+                "not_achieved": "If not achieved, go to",
+            }.get(port, f"Path {label}, go to")
+            self.fields[name] = forms.ChoiceField(
+                label=caption, choices=targets, required=False, initial=target or END
+            )
+            self.port_fields.append((port, name))
+
+    def initial_from(self, step: dict) -> dict:
+        return {"step_name": step.get("name", "")}
+
+    def content(self) -> dict:
+        """The type's own fields, cleaned into the definition's form."""
+        return {}
+
+    def to_step(self) -> dict:
+        data = self.cleaned_data
+        step = {"key": self.step["key"], "type": self.step["type"]}
+        if data.get("step_name", "").strip():
+            step["name"] = data["step_name"].strip()
+        step.update(self.content())
+        for port, name in self.port_fields:
+            target = data.get(name) or None
+            if port.startswith("paths."):
+                continue
+            step[port] = target
+        if "paths" in step:
+            for port, name in self.port_fields:
+                if port.startswith("paths."):
+                    index = int(port.split(".")[1])
+                    if index < len(step["paths"]):
+                        step["paths"][index]["next"] = data.get(name) or None
+        return step
+
+    def bound_port_fields(self):
+        return [self[name] for _, name in self.port_fields]
+
+    def content_fields(self):
+        hidden = {name for _, name in self.port_fields} | {"step_name"}
+        return [field for field in self if field.name not in hidden]
+
+
+class SendEmailForm(StepForm):
+    subject = forms.CharField(label="Subject", max_length=998)
+    body = forms.CharField(
+        label="Body",
+        widget=forms.Textarea(attrs={"rows": 6}),
+        help_text="Use {{ contact.email }} or {{ contact.attributes.first_name }} to personalise.",
+    )
+
+    def initial_from(self, step):
+        return {
+            **super().initial_from(step),
+            "subject": step.get("subject", ""),
+            "body": step.get("body", ""),
+        }
+
+    def content(self):
+        return {"subject": self.cleaned_data["subject"], "body": self.cleaned_data["body"]}
+
+
+class SendSmsForm(StepForm):
+    text = forms.CharField(label="Message", widget=forms.Textarea(attrs={"rows": 3}))
+
+    def initial_from(self, step):
+        return {**super().initial_from(step), "text": step.get("text", "")}
+
+    def content(self):
+        return {"text": self.cleaned_data["text"]}
+
+
+class WaitForm(StepForm):
+    duration = DurationField(label="Duration")
+
+    def initial_from(self, step):
+        return {**super().initial_from(step), "duration": step.get("duration", "")}
+
+    def content(self):
+        return {"duration": self.cleaned_data["duration"]}
+
+
+class CriteriaFields(forms.Form):
+    """A single criterion: an attribute comparison, or "sent an event"."""
+
+    criteria_kind = forms.ChoiceField(
+        label="Check",
+        choices=[("attribute", "a contact attribute"), ("event", "an event the contact sent")],
+    )
+    attribute = forms.CharField(label="Attribute", required=False, max_length=100)
+    op = forms.ChoiceField(label="Operator", choices=OP_CHOICES, required=False)
+    compare = forms.CharField(label="Compared with", required=False, max_length=200)
+    event = forms.CharField(label="Event", required=False, max_length=100)
+    within = DurationField(
+        label="Within", required=False, help_text="Leave empty for: since the enrollment started."
+    )
+
+
+def criteria_initial(criteria) -> dict:
+    if not isinstance(criteria, dict):
+        return {"criteria_kind": "attribute"}
+    if "event" in criteria:
+        return {
+            "criteria_kind": "event",
+            "event": criteria.get("event", ""),
+            "within": criteria.get("within", ""),
+        }
+    if "attribute" in criteria:
+        return {
+            "criteria_kind": "attribute",
+            "attribute": criteria.get("attribute", ""),
+            "op": criteria.get("op", "eq"),
+            "compare": format_scalar(criteria.get("value")),
+        }
+    return {"criteria_kind": "attribute"}
+
+
+def clean_criteria(form: forms.Form, data: dict, *, keep=None):
+    """The criterion the fields describe, or `keep` (a compound criterion the form cannot
+    show) when they are left empty. Adds field errors to the form."""
+    kind = data.get("criteria_kind")
+    if kind == "event":
+        if not data.get("event", "").strip():
+            if keep is not None:
+                return keep
+            form.add_error("event", "Name the event.")
+            return None
+        criterion = {"event": data["event"].strip()}
+        if data.get("within"):
+            criterion["within"] = data["within"]
+        return criterion
+    if not data.get("attribute", "").strip():
+        if keep is not None:
+            return keep
+        form.add_error("attribute", "Name the attribute to check.")
+        return None
+    op = data.get("op") or "eq"
+    criterion = {"attribute": data["attribute"].strip(), "op": op}
+    if op != "exists":
+        criterion["value"] = parse_scalar(data.get("compare", ""), op)
+    return criterion
+
+
+def _compound(criteria):
+    return (
+        criteria
+        if isinstance(criteria, dict) and ("all" in criteria or "any" in criteria)
+        else None
+    )
+
+
+class ConditionForm(StepForm, CriteriaFields):
+    def initial_from(self, step):
+        return {**super().initial_from(step), **criteria_initial(step.get("if"))}
+
+    def clean(self):
+        data = super().clean()
+        self.criterion = clean_criteria(self, data, keep=_compound(self.step.get("if")))
+        return data
+
+    def content(self):
+        return {"if": self.criterion}
+
+
+class SplitForm(StepForm):
+    weights = forms.CharField(
+        label="Weights",
+        help_text="One whole number per path, e.g. 50, 50 or 1, 1, 1.",
+    )
+
+    def initial_from(self, step):
+        weights = [str(path.get("weight")) for path in step.get("paths") or []]
+        return {**super().initial_from(step), "weights": ", ".join(weights)}
+
+    def clean_weights(self):
+        parts = [part.strip() for part in self.cleaned_data["weights"].split(",") if part.strip()]
+        if not all(part.isdigit() and int(part) > 0 for part in parts):
+            raise forms.ValidationError("Each weight must be a whole number above zero.")
+        if not 2 <= len(parts) <= 10:
+            raise forms.ValidationError("A split needs 2 to 10 paths.")
+        return [int(part) for part in parts]
+
+    def content(self):
+        old = self.step.get("paths") or []
+        return {
+            "paths": [
+                {"weight": weight, "next": old[index].get("next") if index < len(old) else None}
+                for index, weight in enumerate(self.cleaned_data["weights"])
+            ]
+        }
+
+
+class UpdateContactForm(StepForm):
+    attributes = forms.CharField(
+        label="Attributes to set",
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="One per line: attribute = value (numbers and true/false are kept as such).",
+    )
+
+    def initial_from(self, step):
+        lines = [f"{k} = {format_scalar(v)}" for k, v in (step.get("attributes") or {}).items()]
+        return {**super().initial_from(step), "attributes": "\n".join(lines)}
+
+    def clean_attributes(self):
+        attributes = {}
+        for number, line in enumerate(self.cleaned_data["attributes"].splitlines(), start=1):
+            if not line.strip():
+                continue
+            name, sep, value = line.partition("=")
+            if not sep or not name.strip():
+                raise forms.ValidationError(f"Line {number}: write it as attribute = value.")
+            attributes[name.strip()] = parse_scalar(value, "eq")
+        if not attributes:
+            raise forms.ValidationError("Set at least one attribute.")
+        return attributes
+
+    def content(self):
+        return {"attributes": self.cleaned_data["attributes"]}
+
+
+class EvaluateGoalForm(StepForm):
+    goal = forms.ChoiceField(label="Goal")
+    new_goal = forms.CharField(
+        label="New goal called",
+        required=False,
+        max_length=200,
+        help_text="Only when you choose “New goal…”.",
+    )
+    new_goal_event = forms.CharField(
+        label="Achieved when the contact sends event",
+        required=False,
+        max_length=100,
+    )
+    wait = DurationField(
+        label="Wait up to",
+        required=False,
+        help_text="Leave empty to check once; otherwise waits until achieved or this time runs out.",
+    )
+
+    def __init__(self, *args, goals=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["goal"].choices = [("", "Choose a goal")] + list(goals) + [(NEW, "New goal…")]
+
+    def initial_from(self, step):
+        return {
+            **super().initial_from(step),
+            "goal": step.get("goal", ""),
+            "wait": step.get("wait", ""),
+        }
+
+    def clean(self):
+        data = super().clean()
+        if data.get("goal") == NEW:
+            if not data.get("new_goal", "").strip():
+                self.add_error("new_goal", "Give the new goal a name.")
+            if not data.get("new_goal_event", "").strip():
+                self.add_error("new_goal_event", "Name the event that achieves it.")
+        return data
+
+    def content(self):
+        step = {"goal": self.cleaned_data["goal"]}
+        if self.cleaned_data.get("wait"):
+            step["wait"] = self.cleaned_data["wait"]
+        return step
+
+
+class ConvertForm(StepForm):
+    conversion = forms.ChoiceField(label="Conversion")
+    new_conversion = forms.CharField(
+        label="New conversion called",
+        required=False,
+        max_length=200,
+        help_text="Only when you choose “New conversion…”.",
+    )
+
+    def __init__(self, *args, conversions=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["conversion"].choices = (
+            [("", "Choose a conversion")] + list(conversions) + [(NEW, "New conversion…")]
+        )
+
+    def initial_from(self, step):
+        return {**super().initial_from(step), "conversion": step.get("conversion", "")}
+
+    def clean(self):
+        data = super().clean()
+        if data.get("conversion") == NEW and not data.get("new_conversion", "").strip():
+            self.add_error("new_conversion", "Give the new conversion a name.")
+        return data
+
+    def content(self):
+        return {"conversion": self.cleaned_data["conversion"]}
+
+
+class ExitForm(StepForm):
+    pass
+
+
+STEP_FORMS = {
+    "send_email": SendEmailForm,
+    "send_sms": SendSmsForm,
+    "wait": WaitForm,
+    "condition": ConditionForm,
+    "split": SplitForm,
+    "update_contact": UpdateContactForm,
+    "evaluate_goal": EvaluateGoalForm,
+    "convert": ConvertForm,
+    "exit": ExitForm,
+}
+
+
+def step_form(step: dict, definition: dict, data=None) -> StepForm:
+    """The form for a step of any type, with the journey's goals and conversions to pick."""
+    form_class = STEP_FORMS.get(step.get("type"), ExitForm)
+    kwargs = {"step": step, "definition": definition}
+    if form_class is ConvertForm:
+        kwargs["conversions"] = [
+            (c.get("key"), c.get("name")) for c in definition.get("conversions") or []
+        ]
+    if form_class is EvaluateGoalForm:
+        kwargs["goals"] = [(g.get("key"), g.get("name")) for g in definition.get("goals") or []]
+    return form_class(data, **kwargs)

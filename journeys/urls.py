@@ -1,0 +1,47 @@
+from django.urls import path
+
+from journeys import views
+
+app_name = "journeys"
+
+urlpatterns = [
+    path("journeys/", views.journey_list, name="list"),
+    path("journeys/new/", views.journey_create, name="create"),
+    path("journeys/<slug:key>/", views.journey_editor, name="editor"),
+    path("journeys/<slug:key>/versions/<int:number>/", views.version_detail, name="version"),
+    path("journeys/<slug:key>/steps/add/", views.step_add, name="step-add"),
+    path("journeys/<slug:key>/steps/<slug:step_key>/", views.step_detail, name="step"),
+    path(
+        "journeys/<slug:key>/steps/<slug:step_key>/delete/",
+        views.step_delete,
+        name="step-delete",
+    ),
+    path("journeys/<slug:key>/settings/", views.settings_update, name="settings"),
+    path(
+        "journeys/<slug:key>/triggers/",
+        views.rule_add,
+        {"section": "triggers"},
+        name="trigger-add",
+    ),
+    path(
+        "journeys/<slug:key>/triggers/<int:index>/delete/",
+        views.rule_delete,
+        {"section": "triggers"},
+        name="trigger-delete",
+    ),
+    path(
+        "journeys/<slug:key>/exit-rules/",
+        views.rule_add,
+        {"section": "exit_when"},
+        name="exit-add",
+    ),
+    path(
+        "journeys/<slug:key>/exit-rules/<int:index>/delete/",
+        views.rule_delete,
+        {"section": "exit_when"},
+        name="exit-delete",
+    ),
+    path("journeys/<slug:key>/publish/", views.publish, name="publish"),
+    path("contacts/", views.contact_list, name="contacts"),
+    path("contacts/<path:external_id>/", views.contact_detail, name="contact"),
+]

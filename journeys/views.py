@@ -1,0 +1,529 @@
+"""Pages of the journeys app: the journeys list, the journey editor and contacts.
+
+One view serves a page and, for an HTMX request, the named partial that changed. Every
+change to the flow goes through save_draft_version(allow_invalid=True): the editor keeps
+a draft with errors and shows them, the API refuses it.
+"""
+
+import dataclasses
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required, permission_required
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.http import Http404, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from journeys.actions import (
+    VersionStateError,
+    create_journey,
+    publish_version,
+    resolve_journey_refs,
+    save_draft_version,
+)
+from journeys.definition import DefinitionError, parse_definition
+from journeys.editing import (
+    build_diagram,
+    definition_names,
+    delete_step,
+    describe_error,
+    describe_rule,
+    find_step,
+    insert_step,
+    invalid_step_keys,
+    replace_step,
+    summarize_changes,
+    valid_port,
+)
+from journeys.forms import (
+    NEW,
+    AddStepForm,
+    JourneyCreateForm,
+    PublishForm,
+    RuleForm,
+    SettingsForm,
+    step_form,
+)
+from journeys.models import Contact, Journey, JourneyVersion
+from journeys.selectors import (
+    contact_search,
+    contact_timeline,
+    editor_definition,
+    journey_definition,
+    journey_for_editor,
+    journey_list_rows,
+    rule_choices,
+)
+
+VIEW = "journeys.view_journey"
+EDIT = "journeys.change_journey"
+PUBLISH = "journeys.publish_journey"
+
+
+def _require(request, perm: str) -> None:
+    if not request.user.has_perm(perm):
+        raise PermissionDenied
+
+
+# --- The journeys list ----------------------------------------------------------------------
+
+
+@login_required
+@permission_required(VIEW, raise_exception=True)
+def journey_list(request):
+    search = request.GET.get("q", "").strip()
+    status = request.GET.get("status", "")
+    if status not in Journey.Status.values:
+        status = ""
+    context = {
+        "nav": "journeys",
+        "rows": journey_list_rows(search=search, status=status),
+        "search": search,
+        "status": status,
+        "statuses": Journey.Status.choices,
+        "can_edit": request.user.has_perm(EDIT),
+    }
+    template = "journeys/list.html"
+    if request.htmx and not request.htmx.boosted:
+        template += "#rows"
+    return render(request, template, context)
+
+
+@login_required
+@permission_required(EDIT, raise_exception=True)
+def journey_create(request):
+    form = JourneyCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        definition = {"key": data["key"], "name": data["name"], "steps": []}
+        if data["description"]:
+            definition["description"] = data["description"]
+        try:
+            journey = _create_empty_journey(definition, request.user)
+        except DefinitionError as exc:
+            for error in exc.errors:
+                field = (error.get("loc") or [None])[0]
+                form.add_error(field if field in form.fields else None, error["message"])
+        else:
+            return HttpResponseRedirect(reverse("journeys:editor", args=[journey.key]))
+    return render(request, "journeys/create.html", {"nav": "journeys", "form": form})
+
+
+@transaction.atomic
+def _create_empty_journey(definition: dict, user) -> Journey:
+    """create_journey only takes a valid definition, and a valid one needs a step; the
+    marketer starts from an empty flow, so version 1 is made with a placeholder exit step
+    and at once replaced by the empty draft, in one transaction."""
+    seed = {**definition, "steps": [{"key": "end", "type": "exit"}]}
+    journey, _, _ = create_journey(definition=seed, user=user)
+    save_draft_version(journey=journey, definition=definition, user=user, allow_invalid=True)
+    return journey
+
+
+# --- The editor -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class EditorState:
+    journey: Journey
+    version: JourneyVersion | None  # the version shown
+    draft: JourneyVersion | None
+    live: list[JourneyVersion]
+    definition: dict
+    readonly: bool
+
+
+def _load(key: str) -> Journey:
+    journey = journey_for_editor(key=key)
+    if journey is None:
+        raise Http404("No such journey")
+    return journey
+
+
+def _state(journey: Journey, *, number: int | None = None) -> EditorState:
+    versions = journey.history
+    draft = next((v for v in versions if v.state == JourneyVersion.State.DRAFT), None)
+    live = sorted(
+        (v for v in versions if v.state == JourneyVersion.State.LIVE), key=lambda v: v.number
+    )
+    if number is not None:
+        version = next((v for v in versions if v.number == number), None)
+        if version is None:
+            raise Http404("No such version")
+        return EditorState(
+            journey,
+            version,
+            draft,
+            live,
+            journey_definition(journey=journey, version=version),
+            readonly=version.state != JourneyVersion.State.DRAFT,
+        )
+    version = draft or (live[-1] if live else (versions[0] if versions else None))
+    return EditorState(
+        journey, version, draft, live, editor_definition(journey=journey, version=version), False
+    )
+
+
+def _history(journey: Journey) -> list[dict]:
+    ordered = sorted(journey.history, key=lambda v: v.number)
+    rows = []
+    previous = None
+    for version in ordered:
+        rows.append(
+            {
+                "version": version,
+                "summary": version.change_summary
+                or summarize_changes(
+                    previous.definition if previous is not None else None, version.definition
+                ),
+            }
+        )
+        previous = version
+    return list(reversed(rows))
+
+
+def editor_context(
+    request,
+    journey: Journey,
+    *,
+    number: int | None = None,
+    selected: str | None = None,
+    form=None,
+    panel: str = "flow",
+    errors_override: list | None = None,
+    notice: str = "",
+    left_forms: dict | None = None,
+) -> dict:
+    """Everything the editor template draws; the Goals & conversions panel adds its own."""
+    state = _state(journey, number=number)
+    definition = state.definition
+    can_edit = request.user.has_perm(EDIT) and not state.readonly
+    errors, warnings = [], []
+    if state.version is not None and state.version.state == JourneyVersion.State.DRAFT:
+        try:
+            _, warnings = parse_definition(definition, resolve_journey=resolve_journey_refs)
+        except DefinitionError as exc:
+            errors = exc.errors
+    if errors_override is not None:
+        errors = errors_override
+    step = find_step(definition, selected) if selected else None
+    if step is not None and form is None:
+        form = step_form(step, definition)
+    names = definition_names(definition)
+    context = {
+        "nav": "journeys",
+        "journey": journey,
+        "state": state,
+        "definition": definition,
+        "diagram": build_diagram(
+            definition,
+            invalid_steps=invalid_step_keys(definition, errors),
+            selected=step.get("key") if step else None,
+        ),
+        "errors": [describe_error(definition, error) for error in errors],
+        "warnings": [describe_error(definition, warning) for warning in warnings],
+        "step": step,
+        "step_form": form,
+        "can_edit": can_edit,
+        "can_publish": request.user.has_perm(PUBLISH) and not state.readonly,
+        "history": _history(journey),
+        "panel": panel,
+        "notice": notice,
+        "triggers": [
+            describe_rule(rule, journey_key=journey.key, names=names)
+            for rule in definition.get("triggers") or []
+        ],
+        "exit_rules": [
+            describe_rule(rule, journey_key=journey.key, names=names)
+            for rule in definition.get("exit_when") or []
+        ],
+        "step_types": AddStepForm.base_fields["type"].choices,
+    }
+    if can_edit and panel == "flow":
+        forms = left_forms or {}
+        conversions, goals = rule_choices()
+        context["settings_form"] = forms.get("settings") or SettingsForm.for_definition(definition)
+        context["trigger_form"] = forms.get("trigger") or RuleForm(
+            prefix="trigger", conversions=conversions, goals=goals
+        )
+        context["exit_form"] = forms.get("exit") or RuleForm(
+            prefix="exit", conversions=conversions, goals=goals
+        )
+    if context["can_publish"]:
+        context["publish_form"] = PublishForm()
+    return context
+
+
+def _render_editor(request, context: dict, *, fragment: str | None = None, status: int = 200):
+    template = "journeys/editor.html"
+    if fragment and request.htmx:
+        template += "#" + fragment
+    return render(request, template, context, status=status)
+
+
+@login_required
+@permission_required(VIEW, raise_exception=True)
+def journey_editor(request, key: str):
+    journey = _load(key)
+    selected = request.GET.get("step") or None
+    context = editor_context(request, journey, selected=selected)
+    fragment = None
+    if request.htmx:
+        fragment = "left" if request.htmx.target == "left-panel" else "workspace"
+    return _render_editor(request, context, fragment=fragment)
+
+
+@login_required
+@permission_required(VIEW, raise_exception=True)
+def version_detail(request, key: str, number: int):
+    journey = _load(key)
+    context = editor_context(request, journey, number=number)
+    if context["state"].version.state == JourneyVersion.State.DRAFT:
+        return HttpResponseRedirect(reverse("journeys:editor", args=[key]))
+    return _render_editor(request, context)
+
+
+def _save(request, journey: Journey, definition: dict):
+    """Save the change as the draft; the journey is re-read so the page shows what was
+    stored."""
+    result = save_draft_version(
+        journey=journey, definition=definition, user=request.user, allow_invalid=True
+    )
+    return _load(journey.key), result
+
+
+def _after_change(request, journey: Journey, *, selected: str | None = None, notice: str = ""):
+    """Answer a change: the workspace (and left panel) for HTMX, a redirect otherwise."""
+    if not request.htmx:
+        if notice:
+            messages.success(request, notice)
+        url = reverse("journeys:editor", args=[journey.key])
+        return HttpResponseRedirect(url + (f"?step={selected}" if selected else ""))
+    context = editor_context(request, journey, selected=selected, notice=notice)
+    return _render_editor(request, context, fragment="workspace")
+
+
+@login_required
+@require_POST
+def step_add(request, key: str):
+    _require(request, EDIT)
+    journey = _load(key)
+    state = _state(journey)
+    form = AddStepForm(request.POST)
+    if not form.is_valid() or not valid_port(
+        state.definition, form.cleaned_data["after"] or None, form.cleaned_data["port"]
+    ):
+        context = editor_context(
+            request, journey, notice="That place in the flow no longer exists; try again."
+        )
+        return _render_editor(request, context, fragment="workspace")
+    definition, new_key = insert_step(
+        state.definition,
+        after=form.cleaned_data["after"] or None,
+        port=form.cleaned_data["port"],
+        kind=form.cleaned_data["type"],
+    )
+    journey, _ = _save(request, journey, definition)
+    return _after_change(request, journey, selected=new_key)
+
+
+@login_required
+@permission_required(VIEW, raise_exception=True)
+def step_detail(request, key: str, step_key: str):
+    journey = _load(key)
+    state = _state(journey)
+    step = find_step(state.definition, step_key)
+    if step is None:
+        raise Http404("No such step")
+    if request.method == "GET":
+        context = editor_context(request, journey, selected=step_key)
+        return _render_editor(request, context, fragment="workspace")
+    _require(request, EDIT)
+    form = step_form(step, state.definition, data=request.POST)
+    if not form.is_valid():
+        context = editor_context(request, journey, selected=step_key, form=form)
+        return _render_editor(request, context, fragment="workspace")
+    new_step = form.to_step()
+    try:
+        _create_picked_definitions(request, journey, form, new_step)
+    except DefinitionError as exc:
+        field = "new_conversion" if step.get("type") == "convert" else "new_goal"
+        for error in exc.errors:
+            target = field if (error.get("loc") or ["name"])[0] in ("name", "key") else None
+            form.add_error(target, error["message"])
+        context = editor_context(request, _load(key), selected=step_key, form=form)
+        return _render_editor(request, context, fragment="workspace")
+    journey = _load(key)
+    definition = replace_step(_state(journey).definition, key=step_key, step=new_step)
+    journey, _ = _save(request, journey, definition)
+    return _after_change(request, journey, selected=step_key, notice="Step saved to the draft.")
+
+
+def _create_picked_definitions(request, journey: Journey, form, step: dict) -> None:
+    """ "New conversion…" / "New goal…" in a step form: create it through the panel's own
+    actions, so a name that matches an existing one is refused, never duplicated."""
+    from conversions.actions import save_conversion, save_goal
+    from conversions.views import new_definition_key
+
+    data = form.cleaned_data
+    if step.get("type") == "convert" and step.get("conversion") == NEW:
+        name = data["new_conversion"].strip()
+        conversion = save_conversion(
+            journey=journey,
+            data={"key": new_definition_key(journey, "conversion", name), "name": name},
+            user=request.user,
+        )
+        step["conversion"] = conversion.key
+    if step.get("type") == "evaluate_goal" and step.get("goal") == NEW:
+        name = data["new_goal"].strip()
+        goal = save_goal(
+            journey=journey,
+            data={
+                "key": new_definition_key(journey, "goal", name),
+                "name": name,
+                "criteria": {"event": data["new_goal_event"].strip()},
+            },
+            user=request.user,
+        )
+        step["goal"] = goal.key
+
+
+@login_required
+@require_POST
+def step_delete(request, key: str, step_key: str):
+    _require(request, EDIT)
+    journey = _load(key)
+    state = _state(journey)
+    if find_step(state.definition, step_key) is None:
+        raise Http404("No such step")
+    journey, _ = _save(request, journey, delete_step(state.definition, key=step_key))
+    return _after_change(request, journey, notice=f"Step '{step_key}' deleted from the draft.")
+
+
+def _left_change(request, journey: Journey, *, forms: dict | None = None, notice: str = ""):
+    """Answer a change made in the left panel: the panel and, out of band, the workspace."""
+    if not request.htmx and not forms:
+        if notice:
+            messages.success(request, notice)
+        return HttpResponseRedirect(reverse("journeys:editor", args=[journey.key]))
+    context = editor_context(request, journey, left_forms=forms, notice=notice)
+    if not request.htmx:
+        return _render_editor(request, context)
+    context["oob"] = True
+    return _render_editor(request, context, fragment="left-and-workspace")
+
+
+@login_required
+@require_POST
+def settings_update(request, key: str):
+    _require(request, EDIT)
+    journey = _load(key)
+    state = _state(journey)
+    form = SettingsForm(request.POST)
+    if not form.is_valid():
+        return _left_change(request, journey, forms={"settings": form})
+    journey, _ = _save(request, journey, form.apply(state.definition))
+    return _left_change(request, journey, notice="Settings saved to the draft.")
+
+
+@login_required
+@require_POST
+def rule_add(request, key: str, section: str):
+    _require(request, EDIT)
+    journey = _load(key)
+    state = _state(journey)
+    conversions, goals = rule_choices()
+    prefix = "trigger" if section == "triggers" else "exit"
+    form = RuleForm(request.POST, prefix=prefix, conversions=conversions, goals=goals)
+    if not form.is_valid():
+        return _left_change(request, journey, forms={prefix: form})
+    definition = dict(state.definition)
+    definition[section] = [
+        *(definition.get(section) or []),
+        form.rule(journey_key=journey.key, section=section),
+    ]
+    journey, _ = _save(request, journey, definition)
+    what = "Trigger" if section == "triggers" else "Exit rule"
+    return _left_change(request, journey, notice=f"{what} added to the draft.")
+
+
+@login_required
+@require_POST
+def rule_delete(request, key: str, section: str, index: int):
+    _require(request, EDIT)
+    journey = _load(key)
+    state = _state(journey)
+    rules = list(state.definition.get(section) or [])
+    if not 0 <= index < len(rules):
+        raise Http404("No such rule")
+    del rules[index]
+    journey, _ = _save(request, journey, {**state.definition, section: rules})
+    what = "Trigger" if section == "triggers" else "Exit rule"
+    return _left_change(request, journey, notice=f"{what} removed from the draft.")
+
+
+@login_required
+@require_POST
+def publish(request, key: str):
+    _require(request, PUBLISH)
+    journey = _load(key)
+    state = _state(journey)
+    form = PublishForm(request.POST)
+    split = "split" in request.POST
+    problems: list[dict] = []
+    if state.draft is None:
+        problems = [{"loc": [], "message": "There is no draft to publish: change something first."}]
+    elif not form.is_valid():
+        problems = [{"loc": ["traffic"], "message": e} for e in form.errors.get("traffic", [])]
+    elif split and form.cleaned_data["traffic"] is None:
+        problems = [{"loc": ["traffic"], "message": "Give the share of traffic (1 to 99)."}]
+    if not problems:
+        try:
+            version = publish_version(
+                version=state.draft,
+                traffic=form.cleaned_data["traffic"] if split else None,
+                user=request.user,
+            )
+        except DefinitionError as exc:
+            problems = exc.errors
+        except VersionStateError as exc:
+            problems = [{"loc": exc.loc, "message": exc.message}]
+        else:
+            share = f" for {version.traffic}% of new enrollments" if version.traffic else ""
+            notice = f"Version {version.number} is live{share}."
+            return _after_change(request, _load(key), notice=notice)
+    context = editor_context(
+        request,
+        journey,
+        notice="Not published: fix what is listed below first.",
+        errors_override=problems,
+    )
+    return _render_editor(request, context, fragment="workspace")
+
+
+# --- Contacts -------------------------------------------------------------------------------
+
+
+@login_required
+@permission_required("journeys.view_contact", raise_exception=True)
+def contact_list(request):
+    query = request.GET.get("q", "").strip()
+    context = {"nav": "contacts", "contacts": contact_search(query=query), "query": query}
+    template = "journeys/contacts.html"
+    if request.htmx:
+        template += "#results"
+    return render(request, template, context)
+
+
+@login_required
+@permission_required("journeys.view_contact", raise_exception=True)
+def contact_detail(request, external_id: str):
+    contact = get_object_or_404(Contact, external_id=external_id)
+    context = {
+        "nav": "contacts",
+        "contact": contact,
+        "timeline": contact_timeline(contact=contact),
+    }
+    return render(request, "journeys/contact.html", context)
