@@ -76,7 +76,12 @@ def _auth_error(request, exc):
     response = _errors(
         request,
         401,
-        [{"loc": ["header", "Authorization"], "message": "A valid API key is required: send 'Authorization: Bearer <key>'."}],
+        [
+            {
+                "loc": ["header", "Authorization"],
+                "message": "A valid API key is required: send 'Authorization: Bearer <key>'.",
+            }
+        ],
     )
     response["WWW-Authenticate"] = "Bearer"
     return response

@@ -52,9 +52,7 @@ class Event(models.Model):
     class Meta:
         ordering = ["-timestamp"]
         indexes = [
-            models.Index(
-                fields=["id"], condition=Q(status="pending"), name="event_pending_idx"
-            ),
+            models.Index(fields=["id"], condition=Q(status="pending"), name="event_pending_idx"),
             models.Index(fields=["contact", "name", "timestamp"], name="event_contact_name_idx"),
         ]
 
@@ -191,7 +189,7 @@ class Enrollment(models.Model):
     path = models.JSONField(default=list, blank=True)
     # Re-entry rules as a constraint: "once" stays forever, "active" is cleared on the end
     # (after_exit), null for concurrent; unique per journey and contact.
-    entry_lock = models.CharField(max_length=16, null=True, blank=True)
+    entry_lock = models.CharField(max_length=16, null=True, blank=True)  # noqa: DJ001
     trigger_event = models.ForeignKey(
         Event, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -218,7 +216,9 @@ class Enrollment(models.Model):
             models.Index(fields=["version", "started_at"], name="enrollment_version_idx"),
             models.Index(fields=["contact", "state"], name="enrollment_contact_idx"),
             models.Index(
-                fields=["journey", "contact"], condition=Q(state="active"), name="enrollment_active_idx"
+                fields=["journey", "contact"],
+                condition=Q(state="active"),
+                name="enrollment_active_idx",
             ),
         ]
 

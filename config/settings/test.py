@@ -17,7 +17,10 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 WHITENOISE_AUTOREFRESH = True
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" and "DATABASE_URL" not in os.environ:
+if (
+    DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+    and "DATABASE_URL" not in os.environ
+):
     DATABASES["default"]["NAME"] = str(VAR_DIR / "test.sqlite3")
     # One file per test run, so that several runs on one machine never share a database; a
     # file rather than memory because reliability tests start real worker processes.
