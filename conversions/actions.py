@@ -544,6 +544,42 @@ def _distinct(requests: Iterable) -> list:
     return [seen[identity] for identity in sorted(seen)]
 
 
+def _award_rows(request: AwardRequest, now: datetime.datetime) -> tuple[ConversionAward, Event]:
+    conversion = request.conversion
+    enrollment = request.enrollment
+    value = conversion.value if request.value is None else request.value
+    award = ConversionAward(
+        conversion=conversion,
+        journey_id=enrollment.journey_id,
+        version_id=enrollment.version_id,
+        enrollment_id=enrollment.pk,
+        contact_id=enrollment.contact_id,
+        counting=conversion.counting,
+        value=value,
+        source=request.source,
+        step_key=request.step_key,
+        source_event_id=request.source_event_id,
+        dedupe_key=request.dedupe_key,
+        awarded_at=now,
+    )
+    event = internal_event(
+        event_id=request.identity,
+        contact_id=enrollment.contact_id,
+        name="conversion",
+        properties={
+            "journey": enrollment.journey.key,
+            "version": enrollment.version.number,
+            "key": conversion.key,
+            "value": float(value),
+            "step": request.step_key or None,
+            "source": request.source,
+        },
+        now=now,
+        cause_depth=request.cause_depth,
+    )
+    return award, event
+
+
 @transaction.atomic
 def award_conversions(*, requests: Iterable[AwardRequest], now: datetime.datetime) -> None:
     """Award conversions, each counted at most once per its counting mode.
@@ -553,52 +589,13 @@ def award_conversions(*, requests: Iterable[AwardRequest], now: datetime.datetim
     Safe to run twice: a repeated award conflicts with the stored one and is ignored
     (INSERT ... ON CONFLICT DO NOTHING), and so is its event, whose id is the award's identity.
     """
-    requests = _distinct(requests)
-    if not requests:
+    rows = [_award_rows(request, now) for request in _distinct(requests)]
+    if not rows:
         return
-    awards = []
-    events = []
-    for request in requests:
-        conversion = request.conversion
-        enrollment = request.enrollment
-        value = conversion.value if request.value is None else request.value
-        awards.append(
-            ConversionAward(
-                conversion=conversion,
-                journey_id=enrollment.journey_id,
-                version_id=enrollment.version_id,
-                enrollment_id=enrollment.pk,
-                contact_id=enrollment.contact_id,
-                counting=conversion.counting,
-                value=value,
-                source=request.source,
-                step_key=request.step_key,
-                source_event_id=request.source_event_id,
-                dedupe_key=request.dedupe_key,
-                awarded_at=now,
-            )
-        )
-        events.append(
-            internal_event(
-                event_id=request.identity,
-                contact_id=enrollment.contact_id,
-                name="conversion",
-                properties={
-                    "journey": enrollment.journey.key,
-                    "version": enrollment.version.number,
-                    "key": conversion.key,
-                    "value": float(value),
-                    "step": request.step_key or None,
-                    "source": request.source,
-                },
-                now=now,
-                cause_depth=request.cause_depth,
-            )
-        )
     # Awards first, then their events, in every caller: the transaction that wins an award's
     # row is the one that also stores its event.
-    ConversionAward.objects.bulk_create(awards, ignore_conflicts=True)
-    Event.objects.bulk_create(events, ignore_conflicts=True)
+    ConversionAward.objects.bulk_create([award for award, _ in rows], ignore_conflicts=True)
+    Event.objects.bulk_create([event for _, event in rows], ignore_conflicts=True)
 
 
 def award_conversion(
@@ -612,8 +609,10 @@ def award_conversion(
     source_event: Event | None = None,
     dedupe_key: str = "",
 ) -> bool:
-    """Award one conversion (see `award_conversions`); True when it was counted now, False
-    when its counting mode had already counted it."""
+    """Award one conversion; True when it was counted now, False when its counting mode had
+    already counted it. The same rows and guards as `award_conversions`, inserted in a
+    savepoint so that the caller learns whether this call won the award's unique row.
+    Safe to run twice: the second call meets the constraint and returns False."""
     request = AwardRequest(
         conversion=conversion,
         enrollment=enrollment,
@@ -624,10 +623,15 @@ def award_conversion(
         dedupe_key=dedupe_key or (f"event:{source_event.pk}" if source_event else ""),
         cause_depth=source_event.depth if source_event else 0,
     )
+    award, event = _award_rows(request, now)
     with transaction.atomic():
-        existed = Event.objects.filter(event_id=request.identity).exists()
-        award_conversions(requests=[request], now=now)
-    return not existed
+        try:
+            with transaction.atomic():
+                award.save(force_insert=True)
+        except IntegrityError:
+            return False
+        Event.objects.bulk_create([event], ignore_conflicts=True)
+    return True
 
 
 @transaction.atomic
