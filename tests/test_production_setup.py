@@ -158,6 +158,80 @@ def http(base_url, method, path, data=None, key=None, headers=None):
         return status, body.decode(errors="replace")
 
 
+SMOKE_JOURNEY = {
+    "key": "production-smoke",
+    "name": "Production smoke",
+    "triggers": [{"type": "event", "event": "signed_up"}],
+    "conversions": [{"key": "activated", "name": "Activated"}],
+    "steps": [
+        {
+            "key": "welcome",
+            "type": "send_email",
+            "subject": "Welcome {{ contact.attributes.first_name }}",
+            "body": "Glad you are here.",
+            "next": "pause",
+        },
+        # A real wait: only the sweep that beat sends wakes the enrollment again.
+        {"key": "pause", "type": "wait", "duration": "PT2S", "next": "convert"},
+        {"key": "convert", "type": "convert", "conversion": "activated", "next": None},
+    ],
+}
+
+
+def run_a_journey_over_http(processes, base_url):
+    """An API key from the documented command, then a journey, a contact and an event over
+    HTTP; the workers and beat must carry the contact through to the conversion."""
+    output = processes.run(
+        "create_api_key", [sys.executable, "manage.py", "create_api_key", "production-test"]
+    )
+    key = output.strip().splitlines()[-1]
+
+    status, body = http(base_url, "POST", "/api/v1/journeys", SMOKE_JOURNEY, key=key)
+    assert status == 201, body
+    path = "/api/v1/journeys/production-smoke/versions/1/publish"
+    status, body = http(base_url, "POST", path, {}, key=key)
+    assert status == 200, body
+    contact = {"email": "ada@example.com", "attributes": {"first_name": "Ada"}}
+    status, body = http(base_url, "PUT", "/api/v1/contacts/ada", contact, key=key)
+    assert status in (200, 201), body
+    event = {"events": [{"id": "ada-signed-up", "contact": "ada", "name": "signed_up"}]}
+    status, body = http(base_url, "POST", "/api/v1/events", event, key=key)
+    assert (status, body) == (202, {"accepted": 1, "duplicates": 0})
+
+    def completed():
+        status, body = http(base_url, "GET", "/api/v1/contacts/ada", key=key)
+        assert status == 200, body
+        enrollments = body["enrollments"]
+        return body if enrollments and enrollments[0]["state"] == "completed" else None
+
+    body = wait_until(completed, JOURNEY_TIMEOUT, "the enrollment to complete", processes)
+    [enrollment] = body["enrollments"]
+    assert enrollment["journey"] == "production-smoke"
+    assert enrollment["path"] == ["welcome", "pause", "convert"]
+    [conversion] = body["conversions"]
+    assert conversion["conversion"] == "activated"
+    assert conversion["source"] == "convert_step"
+    # The console email backend writes the delivered message to the worker's log.
+    wait_until(
+        lambda: any("Subject: Welcome Ada" in processes.log(w) for w in ("worker1", "worker2")),
+        JOURNEY_TIMEOUT,
+        "the welcome email to be delivered",
+        processes,
+    )
+
+    # The same event again is a duplicate, and starts nothing.
+    status, body = http(base_url, "POST", "/api/v1/events", event, key=key)
+    assert (status, body) == (202, {"accepted": 0, "duplicates": 1})
+
+    def caught_up():
+        status, body = http(base_url, "GET", "/healthz", headers={"X-Forwarded-Proto": "http"})
+        return status == 200 and body["oldest_due_seconds"] == 0.0
+
+    wait_until(caught_up, JOURNEY_TIMEOUT, "no due work left", processes)
+    status, body = http(base_url, "GET", "/api/v1/contacts/ada", key=key)
+    assert len(body["enrollments"]) == 1
+
+
 def wait_until(check, timeout, what, processes):
     deadline = time.monotonic() + timeout
     last = None
@@ -254,7 +328,7 @@ def production(production_env, tmp_path):
         processes.stop()
 
 
-def test_production_setup_starts_serves_healthz_and_stops_cleanly(production):
+def test_production_setup_runs_a_journey_over_http_and_stops_cleanly(production):
     processes, base_url = production
 
     def healthy():
@@ -286,6 +360,8 @@ def test_production_setup_starts_serves_healthz_and_stops_cleanly(production):
     assert stylesheets and all(".css" in s and s.count(".") >= 2 for s in stylesheets), page
     for stylesheet in stylesheets:
         assert http(base_url, "GET", stylesheet)[0] == 200, stylesheet
+
+    run_a_journey_over_http(processes, base_url)
 
     processes.assert_running()
     codes = processes.stop()
