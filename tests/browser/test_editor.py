@@ -1,0 +1,196 @@
+"""The journey editor in Chromium, used the way a marketer uses it: log in through the login
+page, click, type, save; nothing is set up behind the page's back except the users."""
+
+import json
+import urllib.request
+
+import pytest
+from playwright.sync_api import expect
+
+from conversions.tests.factories import ConversionFactory
+from journeys.actions import create_api_key, create_journey
+
+# serialized_rollback: the role groups come from a data migration, which a transactional
+# test's flush would otherwise remove for the tests after it.
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+]
+
+SIMPLE = {
+    "key": "onboarding",
+    "name": "Onboarding",
+    "triggers": [{"type": "event", "event": "signed_up"}],
+    "steps": [{"key": "welcome", "type": "send_email", "subject": "Hi", "body": "Welcome"}],
+}
+
+
+def log_in(page, live_server, user):
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.get_by_label("Username").fill(user.username)
+    page.get_by_label("Password").fill("pass-word-123")
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{live_server.url}/journeys/")
+
+
+def add_step(page, where: str, kind: str):
+    page.get_by_label(f"Add a step {where}", exact=True).click()
+    page.locator("details.add-step[open]").get_by_role("button", name=kind, exact=True).click()
+    expect(page.locator("#step-panel")).to_be_visible()
+
+
+def update_step(page):
+    page.locator("#step-panel").get_by_role("button", name="Update step").click()
+    expect(page.get_by_text("Step saved to the draft.")).to_be_visible()
+
+
+def test_build_and_publish_a_journey_end_to_end(page, live_server, publisher):
+    log_in(page, live_server, publisher)
+    page.get_by_role("link", name="New journey").click()
+    page.get_by_label("Name").fill("Trial to paid")
+    page.get_by_label("Key").fill("trial-to-paid")
+    page.get_by_role("button", name="Create journey").click()
+    page.wait_for_url(f"{live_server.url}/journeys/trial-to-paid/")
+    expect(page.get_by_text("A journey needs at least one step")).to_be_visible()
+
+    # An event trigger.
+    page.get_by_text("Add trigger…").click()
+    trigger = page.locator("form[action$='/triggers/']")
+    trigger.get_by_label("When").select_option("event")
+    trigger.get_by_label("Event", exact=True).fill("trial_started")
+    trigger.get_by_role("button", name="Add trigger").click()
+    expect(page.get_by_text("Event trial_started")).to_be_visible()
+
+    # A message, then a wait after it.
+    add_step(page, "at the start", "Send email")
+    panel = page.locator("#step-panel")
+    panel.get_by_label("Subject").fill("Welcome {{ contact.email }}")
+    panel.get_by_label("Body").fill("Glad you are trying us.")
+    update_step(page)
+    add_step(page, "after send-email-1", "Wait")
+    page.locator("#step-panel").get_by_label("Duration").fill("2 days")
+    update_step(page)
+
+    # A conversion, made in the Goals & conversions panel.
+    page.get_by_role("link", name="Goals & conversions").click()
+    page.get_by_role("button", name="Add conversion").click()
+    page.get_by_label("Name").fill("Started paid plan")
+    page.get_by_label("Value").fill("49")
+    page.get_by_label("Counting").select_option("once_per_enrollment")
+    page.get_by_label("Window").fill("30 days")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Conversion “Started paid plan” added.")).to_be_visible()
+
+    # A Convert step that uses it, picked from the list.
+    add_step(page, "after wait-1", "Convert")
+    page.locator("#step-panel").get_by_label("Conversion", exact=True).select_option(
+        label="Started paid plan"
+    )
+    update_step(page)
+    expect(page.locator(".errors-box")).to_have_count(0)
+
+    page.get_by_role("button", name="Publish", exact=True).click()
+    expect(page.get_by_text("Version 1 is live.")).to_be_visible()
+
+    _, raw_key = create_api_key(name="browser-test")
+    request = urllib.request.Request(
+        f"{live_server.url}/api/v1/journeys/trial-to-paid/definition",
+        headers={"Authorization": f"Bearer {raw_key}"},
+    )
+    with urllib.request.urlopen(request) as response:
+        definition = json.load(response)
+    assert definition == {
+        "key": "trial-to-paid",
+        "name": "Trial to paid",
+        "settings": {"reentry": "once", "holdout_percent": 0},
+        "triggers": [{"type": "event", "event": "trial_started"}],
+        "exit_when": [],
+        "goals": [],
+        "conversions": [
+            {
+                "key": "started-paid-plan",
+                "name": "Started paid plan",
+                "value": 49.0,
+                "counting": "once_per_enrollment",
+                "window": "P30D",
+            }
+        ],
+        "steps": [
+            {
+                "key": "send-email-1",
+                "type": "send_email",
+                "subject": "Welcome {{ contact.email }}",
+                "body": "Glad you are trying us.",
+                "next": "wait-1",
+            },
+            {"key": "wait-1", "type": "wait", "duration": "P2D", "next": "convert-1"},
+            {
+                "key": "convert-1",
+                "type": "convert",
+                "conversion": "started-paid-plan",
+                "next": None,
+            },
+        ],
+    }
+
+
+def test_goals_and_conversions_panel_opens_and_saves_without_a_reload(page, live_server, editor):
+    create_journey(definition=SIMPLE)
+    log_in(page, live_server, editor)
+    page.goto(f"{live_server.url}/journeys/onboarding/")
+    page.evaluate("window.__marker = 1")
+
+    page.get_by_role("link", name="Goals & conversions").click()
+    expect(page.get_by_role("heading", name="Conversions")).to_be_visible()
+    page.get_by_role("button", name="Add goal").click()
+    page.get_by_label("Name").fill("Activated")
+    page.get_by_label("Event", exact=True).fill("project_created")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Goal “Activated” added.")).to_be_visible()
+
+    page.get_by_role("button", name="Add conversion").click()
+    page.get_by_label("Name").fill("Booked meeting")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Conversion “Booked meeting” added.")).to_be_visible()
+    expect(page.get_by_role("heading", name="Booked meeting")).to_have_count(0)
+    expect(page.locator("#conversion-booked-meeting")).to_have_text("Booked meeting")
+
+    assert page.evaluate("window.__marker") == 1
+
+
+def test_duplicate_conversion_name_shows_the_inline_error_naming_the_existing_one(
+    page, live_server, editor
+):
+    journey, _, _ = create_journey(definition=SIMPLE)
+    ConversionFactory(journey=journey, key="booked-meeting", name="Booked meeting")
+    log_in(page, live_server, editor)
+    page.goto(f"{live_server.url}/journeys/onboarding/")
+    page.get_by_role("link", name="Goals & conversions").click()
+    page.get_by_role("button", name="Add conversion").click()
+    page.get_by_label("Name").fill("booked-meeting ")
+    page.get_by_role("button", name="Save").click()
+
+    name_field = page.locator(".field", has=page.get_by_label("Name"))
+    error = name_field.locator(".field-error")
+    expect(error).to_contain_text('the existing conversion "Booked meeting"')
+    assert journey.conversions.count() == 1
+
+
+def test_a_viewer_sees_no_edit_controls(page, live_server, viewer):
+    create_journey(definition=SIMPLE)
+    log_in(page, live_server, viewer)
+    expect(page.get_by_role("link", name="New journey")).to_have_count(0)
+    page.get_by_role("link", name="Onboarding").click()
+    expect(page.get_by_role("heading", name="Onboarding")).to_be_visible()
+    page.get_by_role("link", name="welcome").click()
+    expect(page.locator("#step-panel")).to_be_visible()
+    page.get_by_role("link", name="Goals & conversions").click()
+    expect(page.get_by_role("heading", name="Conversions")).to_be_visible()
+
+    expect(page.locator("main form[method=post]")).to_have_count(0)
+    for name in ("Publish", "Update step", "Delete step", "Add conversion", "Add goal", "Remove"):
+        expect(page.get_by_role("button", name=name)).to_have_count(0)
+    expect(page.locator("details.add-step")).to_have_count(0)
+    expect(page.locator("main input:not([type=hidden]), main textarea, main select")).to_have_count(
+        0
+    )
