@@ -34,6 +34,7 @@ STYLE = Style(
     title_font_size=15,
     value_font_size=12,
     tooltip_font_size=12,
+    value_colors=("#ffffff",),
 )
 
 COMMON = {
@@ -44,9 +45,18 @@ COMMON = {
     "legend_at_bottom": True,
     "legend_at_bottom_columns": 4,
     "margin": 12,
+    # pygal under-measures a bottom legend with system fonts; leave it room.
+    "margin_bottom": 30,
     "show_y_guides": True,
     "show_x_guides": False,
+    "truncate_label": -1,
+    "truncate_legend": -1,
 }
+
+
+def _style(colours) -> Style:
+    """The product style with this chart's series colours, in order."""
+    return Style(**{**STYLE.to_dict(), "colors": tuple(colours)})
 
 
 def inline_svg(chart, *, label: str) -> SafeString:
@@ -75,11 +85,11 @@ def rates_chart(report: selectors.Report) -> SafeString | None:
         return None
     chart = pygal.Bar(
         **COMMON,
-        height=320,
-        width=560,
+        height=300,
+        width=420,
         show_legend=False,
         print_values=True,
-        print_values_position="top",
+        print_values_position="center",
         value_formatter=percent,
         y_title="Conversion rate (%)",
         range=(0, min(100, max(row.ci_high for row in rows) * 100 * 1.15 + 1)),
@@ -112,39 +122,51 @@ def over_time_chart(report: selectors.Report) -> SafeString | None:
     days = _days(report)
     if not days:
         return None
+    index = {day: i for i, day in enumerate(days)}
+    markers = [None] * len(days)
+    for mark in report.revisions:
+        if mark.at.date() in index:
+            markers[index[mark.at.date()]] = mark
     chart = pygal.Line(
-        **COMMON,
+        **{
+            **COMMON,
+            "style": _style(
+                [SERIES_COLOURS[i % len(SERIES_COLOURS)] for i in range(len(report.ctx.versions))]
+                + [MARKER_COLOUR]
+            ),
+        },
         height=320,
         width=760,
         show_dots=False,
         stroke_style={"width": 2.5},
         x_label_rotation=0,
         show_minor_x_labels=False,
-        x_labels_major_count=8,
+        x_labels_major_every=7,
         y_title="Conversions per day",
         min_scale=3,
         include_x_axis=True,
     )
     chart.x_labels = [day.strftime("%b %d") for day in days]
-    index = {day: i for i, day in enumerate(days)}
-    series: dict[int, list] = {v.number: [0] * len(days) for v in report.ctx.versions}
+    series: dict[int, list] = {v.number: [None] * len(days) for v in report.ctx.versions}
+    first_day: dict[int, int] = {}
+    for d in report.daily:
+        first_day[d.version] = min(first_day.get(d.version, len(days)), index[d.day])
+    for number, values in series.items():
+        # Zero from the version's first enrollment on; no line before it existed.
+        for i in range(first_day.get(number, len(days)), len(days)):
+            values[i] = 0
     for d in report.daily:
         series[d.version][index[d.day]] += d.converted
-    top = max((max(values) for values in series.values()), default=0) or 1
+    top = max((v for values in series.values() for v in values if v is not None), default=0) or 1
     for number, values in series.items():
         chart.add(f"v{number}", values)
-    markers = [None] * len(days)
-    for mark in report.revisions:
-        if mark.at.date() in index:
-            markers[index[mark.at.date()]] = top
     if any(m is not None for m in markers):
         chart.add(
             "Conversion changed",
-            markers,
+            [None if m is None else {"value": top, "label": m.summary} for m in markers],
             stroke=False,
             show_dots=True,
             dots_size=6,
-            color=MARKER_COLOUR,
         )
     return inline_svg(chart, label="Conversions per day and version")
 

@@ -27,6 +27,8 @@ class ReportFilterForm(forms.Form):
         version_choices = [(n, f"v{n}") for n in version_numbers]
         self.fields["versions"].choices = version_choices
         self.fields["baseline"].choices = [("", "Lowest version")] + version_choices
+        # With no filter the report covers every version; the boxes say so.
+        self.fields["versions"].initial = list(version_numbers)
 
     def clean(self):
         data = super().clean()

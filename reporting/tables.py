@@ -14,7 +14,10 @@ from reporting import selectors, stats
 @dataclass(frozen=True)
 class Column:
     label: str
-    kind: str = "text"  # text, int, pct, pts, money, p, duration, date
+    kind: str = "text"  # text, int, pct, pts, money, p, duration, date, pct_range, pts_range
+    # Where the column appears: a page shows an interval as one cell, a CSV as two numbers.
+    page: bool = True
+    csv: bool = True
 
     @property
     def numeric(self) -> bool:
@@ -42,22 +45,34 @@ class Table:
         self.links.append(link)
 
     @property
+    def page_columns(self) -> list[Column]:
+        return [column for column in self.columns if column.page]
+
+    @property
     def display_rows(self) -> list[list[Cell]]:
         return [
             [
                 Cell(
-                    FORMATS[column.kind](value) if value is not None else "–",
+                    FORMATS[column.kind](value) if _present(value) else "–",
                     column.numeric,
                     link if i == 0 else None,
                 )
                 for i, (column, value) in enumerate(zip(self.columns, row, strict=True))
+                if column.page
             ]
             for row, link in zip(self.rows, self.links, strict=True)
         ]
 
     def csv_rows(self) -> list[list]:
-        header = [column.label for column in self.columns]
-        return [header] + [[csv_value(v) for v in row] for row in self.rows]
+        keep = [i for i, column in enumerate(self.columns) if column.csv]
+        header = [self.columns[i].label for i in keep]
+        return [header] + [[csv_value(row[i]) for i in keep] for row in self.rows]
+
+
+def _present(value) -> bool:
+    if isinstance(value, tuple):
+        return all(v is not None for v in value)
+    return value is not None
 
 
 def format_duration(seconds: float) -> str:
@@ -80,6 +95,10 @@ FORMATS: dict[str, Callable] = {
     "p": lambda v: "< 0.001" if v < 0.001 else f"{v:.3f}",
     "duration": format_duration,
     "date": lambda v: v.isoformat() if hasattr(v, "isoformat") else str(v),
+    "pct_range": lambda v: f"{v[0] * 100:.1f}–{v[1] * 100:.1f}%",
+    "pts_range": lambda v: (
+        f"{stats.format_points(v[0], sign=True)} to {stats.format_points(v[1], sign=True)}"
+    ),
 }
 
 
@@ -132,15 +151,17 @@ def versions_table(report: selectors.Report) -> Table:
         [
             Column("Version"),
             Column("Enrolled", "int"),
-            Column("Held out", "int"),
+            Column("Held out", "int", page=False),
             Column("Converted", "int"),
             Column("Rate", "pct"),
-            Column("95% CI low", "pct"),
-            Column("95% CI high", "pct"),
+            Column("95% CI", "pct_range", csv=False),
+            Column("95% CI low", "pct", page=False),
+            Column("95% CI high", "pct", page=False),
             Column("Value", "money"),
             Column("Diff (pts)", "pts"),
-            Column("Diff CI low (pts)", "pts"),
-            Column("Diff CI high (pts)", "pts"),
+            Column("Diff 95% CI (pts)", "pts_range", csv=False),
+            Column("Diff CI low (pts)", "pts", page=False),
+            Column("Diff CI high (pts)", "pts", page=False),
             Column("p-value", "p"),
             Column("Comparison"),
         ],  # fmt: skip
@@ -154,16 +175,16 @@ def versions_table(report: selectors.Report) -> Table:
             row.held_out.enrolled,
             row.converted,
             row.rate,
+            (row.ci_low, row.ci_high),
             row.ci_low,
             row.ci_high,
             row.counts.value,
             c.diff if c else None,
+            (c.diff_ci_low, c.diff_ci_high) if c else None,
             c.diff_ci_low if c else None,
             c.diff_ci_high if c else None,
             c.p_value if c else None,
-            (c.kind if c.kind == stats.RANDOMIZED else "sequential (before/after)")
-            if c
-            else "baseline",
+            (c.kind if c.kind == stats.RANDOMIZED else "before/after") if c else "baseline",
         )
     return table
 

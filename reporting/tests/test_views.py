@@ -145,17 +145,18 @@ def test_table_numbers_equal_the_api(client, viewer, api, journey):
     tables = tables_of(client.get(URL).content.decode())
     rows = tables["Version comparison: Started paid plan"]
     header, v1, v2 = rows
-    assert header[:5] == ["Version", "Enrolled", "Held out", "Converted", "Rate"]
+    assert header[:5] == ["Version", "Enrolled", "Converted", "Rate", "95% CI"]
     body = api.get("/api/v1/journeys/trial-nurture/report").json()
     for row, version in zip((v1, v2), body["versions"], strict=True):
         assert row[1] == str(version["enrolled"])
-        assert row[3] == str(version["converted"])
-        assert row[4] == f"{version['rate'] * 100:.1f}%"
-        assert row[5] == f"{version['ci_low'] * 100:.1f}%"
-        assert row[6] == f"{version['ci_high'] * 100:.1f}%"
-        assert row[7] == f"{version['value']:,.2f}"
-    assert v2[8] == f"{body['versions'][1]['diff'] * 100:+.1f}"
-    assert v2[-1] == "sequential (before/after)"
+        assert row[2] == str(version["converted"])
+        assert row[3] == f"{version['rate'] * 100:.1f}%"
+        assert row[4] == f"{version['ci_low'] * 100:.1f}–{version['ci_high'] * 100:.1f}%"
+        assert row[5] == f"{version['value']:,.2f}"
+    assert v2[6] == f"{body['versions'][1]['diff'] * 100:+.1f}"
+    low, high = body["versions"][1]["diff_ci_low"], body["versions"][1]["diff_ci_high"]
+    assert v2[7] == f"{low * 100:+.1f} to {high * 100:+.1f}"
+    assert v2[-1] == "before/after"
     steps = {r[0]: r for r in tables["Step funnel"][1:]}
     for step in body["steps"]:
         column = 1 + 3 * (step["version"] - 1)

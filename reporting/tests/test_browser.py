@@ -1,0 +1,49 @@
+"""The report page in Chromium with a believable history; SAVE_SCREENSHOTS=1 also writes
+docs/screenshots/report.png."""
+
+import os
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from reporting.tests.factories import trial_history
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+SCREENSHOTS = Path(settings.BASE_DIR) / "docs" / "screenshots"
+
+
+@pytest.fixture
+def logged_in_page(page, live_server, client, viewer):
+    client.force_login(viewer)
+    page.context.add_cookies(
+        [{"name": settings.SESSION_COOKIE_NAME, "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
+          "url": live_server.url}]
+    )  # fmt: skip
+    return page
+
+
+def test_report_page_reads_like_a_report_and_filters_in_place(logged_in_page, live_server):
+    page = logged_in_page
+    trial_history()
+    requests = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.set_viewport_size({"width": 1440, "height": 900})
+    page.goto(f"{live_server.url}/journeys/trial-to-paid/report/")
+    assert page.get_by_role("heading", name="Version comparison").is_visible()
+    assert page.get_by_role(
+        "img", name="Conversion rate per version with 95% intervals"
+    ).is_visible()
+    verdict = page.locator(".verdict").first.inner_text()
+    assert verdict.startswith("v2 converts better than v1") or "No clear difference" in verdict
+    assert all(url.startswith(live_server.url) for url in requests), requests
+    if os.environ.get("SAVE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "report.png"), full_page=True)
+
+    page.get_by_label("v1", exact=True).uncheck()
+    page.get_by_role("button", name="Apply").click()
+    page.wait_for_url("**versions=2**")
+    assert "v2 (baseline)" in page.locator("#report table").first.inner_text()
+    assert page.get_by_role("heading", name="Version comparison").is_visible()
