@@ -36,20 +36,19 @@ def main(base_url: str, username: str, password: str) -> None:
         page.get_by_label("Password").fill(password)
         page.get_by_role("button", name="Log in").click()
         page.wait_for_url(f"{base_url}/journeys/")
-        page.screenshot(path=OUT / "journeys-list.png", full_page=True)
+        page.screenshot(path=OUT / "journeys.png", full_page=True)
 
         page.get_by_role("link", name="Trial to paid").click()
         page.get_by_role("link", name="Goals & conversions").click()
         page.get_by_role("heading", name="Conversions").wait_for()
-        page.screenshot(path=OUT / "editor-goals-and-conversions.png", full_page=True)
         page.get_by_role("button", name="Add conversion").click()
         page.get_by_label("Name").wait_for()
-        page.screenshot(path=OUT / "editor-add-conversion.png", full_page=True)
+        page.screenshot(path=OUT / "conversions.png", full_page=True)
 
         page.get_by_role("link", name="Flow", exact=True).click()
         page.locator(".step-card").nth(1).click()
         page.locator("#step-panel").wait_for()
-        page.screenshot(path=OUT / "editor-step.png", full_page=True)
+        page.screenshot(path=OUT / "editor.png", full_page=True)
 
         page.goto(f"{base_url}/contacts/")
         page.screenshot(path=OUT / "contacts.png", full_page=True)
