@@ -18,6 +18,7 @@ from conversions.models import (
     GoalAchievement,
     Revision,
 )
+from journeys.actions import storable_errors
 from journeys.definition import Conversion as ConversionDefinition
 from journeys.definition import DefinitionError, normalize_name, parse_definition
 from journeys.definition import Goal as GoalDefinition
@@ -49,6 +50,9 @@ def _validate_item(journey: Journey, section: str, data: object, *, conversions=
     relative to the item (["name"], ["event", "event"], ...)."""
     if not isinstance(data, dict):
         raise DefinitionError([{"loc": [], "message": f"A {section[:-1]} must be a JSON object"}])
+    unstorable = storable_errors(data)
+    if unstorable:
+        raise DefinitionError(unstorable)
     wrapper = {
         "key": journey.key,
         "name": journey.name,

@@ -103,6 +103,37 @@ class DraftResult:
     warnings: list[dict]
 
 
+# jsonb turns a float written with an exponent (1e+16 and up) into an integer, and
+# PostgreSQL stores no NUL character in text or jsonb: both are refused before they reach
+# the database, so a definition is stored, and round-trips, the same on every database.
+LARGEST_STORABLE_FLOAT = 1e16
+
+
+def storable_errors(data: object) -> list[dict]:
+    """Values in a JSON document that the database cannot store as they are, located."""
+    errors = []
+    stack: list[tuple[object, list]] = [(data, [])]
+    while stack:
+        value, loc = stack.pop()
+        if isinstance(value, str) and "\x00" in value:
+            errors.append({"loc": loc, "message": "Text must not contain NUL characters"})
+        elif isinstance(value, float) and abs(value) >= LARGEST_STORABLE_FLOAT:
+            errors.append(
+                {
+                    "loc": loc,
+                    "message": "A decimal number must be below 10^16; write it without a decimal point",
+                }
+            )
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and "\x00" in key:
+                    errors.append({"loc": loc, "message": "Names must not contain NUL characters"})
+                stack.append((item, [*loc, key]))
+        elif isinstance(value, list):
+            stack.extend((item, [*loc, index]) for index, item in enumerate(value))
+    return sorted(errors, key=lambda error: [str(part) for part in error["loc"]])
+
+
 def resolve_journey_refs(key: str) -> JourneyRefs | None:
     """What another journey offers to reference (its active conversion and goal keys), for
     parse_definition; None when there is no such journey yet."""
@@ -194,6 +225,9 @@ def create_journey(*, definition: dict, user=None) -> tuple[Journey, JourneyVers
     the unique key constraint refuses a concurrent duplicate, reported the same way. Not
     idempotent by design: a second call with the same key is that error.
     """
+    unstorable = storable_errors(definition)
+    if unstorable:
+        raise DefinitionError(unstorable)
     parsed, warnings = parse_definition(definition, resolve_journey=resolve_journey_refs)
     taken = DefinitionError(
         [
@@ -233,6 +267,9 @@ def save_draft_version(
     or second save waits; saving the same definition twice leaves one draft with the same
     content and records no second revision.
     """
+    unstorable = storable_errors(definition)
+    if unstorable:
+        raise DefinitionError(unstorable)
     journey = Journey.objects.select_for_update().get(pk=journey.pk)
     errors: list[dict] = []
     warnings: list[dict] = []

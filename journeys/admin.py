@@ -137,12 +137,10 @@ class StepAdmin(ReadOnlyAdmin):
 
 @admin.action(description="Retry failed enrollments")
 def retry_failed_enrollments(modeladmin, request, queryset):
-    retried = queryset.filter(state=Enrollment.State.FAILED).update(
-        state=Enrollment.State.ACTIVE,
-        due_at=timezone.now(),
-        attempts=0,
-        last_error="",
-        leased_until=None,
+    from journeys.actions import retry_enrollments
+
+    retried = retry_enrollments(
+        enrollments=queryset.filter(state=Enrollment.State.FAILED), now=timezone.now()
     )
     modeladmin.message_user(request, f"{retried} failed enrollment(s) will be retried.")
 
