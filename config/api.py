@@ -4,14 +4,19 @@ Every error leaves as `{"errors": [{"loc": [...], "message": "..."}]}` with a 4x
 an integration never has to parse an HTML page or a framework-specific body.
 """
 
+import json
 import logging
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.parser import Parser
 from ninja.security import HttpBearer
 
+from config.ratelimit import RateLimited
 from journeys.models import ApiKey
 
 logger = logging.getLogger(__name__)
@@ -33,9 +38,9 @@ class ApiError(Exception):
 class KeyAuth(HttpBearer):
     """Bearer API key, looked up by its SHA-256; scope decides which routes it may call."""
 
-    def __init__(self, scope: str):
+    def __init__(self, *scopes: str):
         super().__init__()
-        self.scope = scope
+        self.scopes = scopes
 
     def authenticate(self, request, token):
         from journeys.actions import authenticate_api_key
@@ -43,22 +48,84 @@ class KeyAuth(HttpBearer):
         key = authenticate_api_key(raw_key=token)
         if key is None:
             return None
-        if key.scope not in (ApiKey.Scope.ALL, self.scope):
+        if key.scope != ApiKey.Scope.ALL and key.scope not in self.scopes:
+            needed = "' or '".join(self.scopes)
             raise ApiError.single(
-                403, f"This API key has the '{key.scope}' scope; this call needs '{self.scope}'."
+                403, f"This API key has the '{key.scope}' scope; this call needs '{needed}'."
             )
         request.api_key = key
+        _audit_as_api_key(key)
         return key
+
+
+def _audit_as_api_key(key: ApiKey) -> None:
+    # AuditlogMiddleware opened a context for this request (actor: no user on the API);
+    # name the key in each entry's additional_data so API changes say who made them.
+    from auditlog.context import auditlog_value
+
+    try:
+        context = auditlog_value.get()
+    except LookupError:
+        return
+    context["additional_data"] = {"api_key": f"{key.name} ({key.prefix}…)", "api_key_id": key.pk}
+
+
+class BodyError(ValueError):
+    """A request body that is not JSON the API accepts; the message says why."""
+
+
+def _reject_constant(name: str):
+    # NaN and Infinity: Python accepts them, JSON and PostgreSQL do not.
+    raise BodyError("The body is not valid JSON.")
+
+
+def _check_depth(value, limit: int) -> None:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            raise BodyError(f"The body is nested too deeply (more than {limit} levels).")
+        stack.extend((child, depth + 1) for child in children)
+
+
+def parse_json(raw: bytes) -> object:
+    """The body as JSON, refusing NaN/Infinity (not JSON, and PostgreSQL's jsonb rejects
+    them) and nesting deeper than API_MAX_JSON_DEPTH, before any route reads it."""
+    try:
+        data = json.loads(raw, parse_constant=_reject_constant)
+    except BodyError:
+        raise
+    except RecursionError:
+        raise BodyError("The body is nested too deeply.") from None
+    except (ValueError, UnicodeDecodeError):
+        raise BodyError("The body is not valid JSON.") from None
+    _check_depth(data, settings.API_MAX_JSON_DEPTH)
+    return data
+
+
+class JsonParser(Parser):
+    def parse_body(self, request):
+        return parse_json(request.body)
 
 
 ingest_auth = KeyAuth(ApiKey.Scope.INGEST)
 manage_auth = KeyAuth(ApiKey.Scope.MANAGE)
+# Erasing a contact is open to both: whoever sends the data or runs the journeys may have to
+# honour a deletion request.
+erase_auth = KeyAuth(ApiKey.Scope.INGEST, ApiKey.Scope.MANAGE)
 
 api = NinjaAPI(
     title="Waypoint API",
     version="1",
     description="Journeys with first-class conversions.",
     urls_namespace="api-v1",
+    parser=JsonParser(),
 )
 
 
@@ -113,7 +180,32 @@ def _validation_error(request, exc: ValidationError):
 
 @api.exception_handler(HttpError)
 def _http_error(request, exc: HttpError):
+    if isinstance(exc.__cause__, BodyError):
+        # ninja wraps parser errors as "Cannot parse request body"; keep the reason.
+        return _errors(request, exc.status_code, [{"loc": ["body"], "message": str(exc.__cause__)}])
     return _errors(request, exc.status_code, [{"loc": [], "message": str(exc)}])
+
+
+@api.exception_handler(RateLimited)
+def _rate_limited(request, exc: RateLimited):
+    response = _errors(request, 429, [{"loc": [], "message": exc.message}])
+    response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+@api.exception_handler(OperationalError)
+@api.exception_handler(InterfaceError)
+def _database_unavailable(request, exc):
+    # A database restart or a full disk: the write did not happen (nothing was answered as
+    # accepted), so the client can safely send the same request again.
+    logger.warning("Database unavailable on %s %s: %s", request.method, request.path, exc)
+    response = _errors(
+        request,
+        503,
+        [{"loc": [], "message": "The database is unavailable; retry the request shortly."}],
+    )
+    response["Retry-After"] = "5"
+    return response
 
 
 @api.exception_handler(Http404)

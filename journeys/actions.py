@@ -1444,3 +1444,50 @@ def run_due(*, now=None, max_rounds: int = 1000) -> dict[str, int]:
         if not (events or enrollments or messages):
             break
     return totals
+
+
+# --- Personal data (owner: security) ----------------------------------------------------------
+
+ERASED_PREFIX = "erased-"
+
+
+@transaction.atomic
+def erase_contact(*, contact: Contact, now=None) -> Contact:
+    """Remove a contact's personal data and keep what reports count.
+
+    The contact row stays, anonymous: its external id becomes a random `erased-…` token and
+    its email and attributes are emptied; its events are deleted (enrollments and awards
+    that pointed at one keep their place with no event); its messages lose recipient,
+    subject and body, and pending ones fail; active enrollments exit ("Contact erased") so
+    nothing more is sent. Enrollments, step visits, goal achievements and conversion awards
+    remain, so every report shows the same numbers. Locks the contact and its enrollments
+    (FOR UPDATE), so an ingest or a worker touching them waits. Safe to run twice: the
+    second run finds nothing left and keeps the first token and time.
+    """
+    now = now or timezone.now()
+    contact = Contact.objects.select_for_update().get(pk=contact.pk)
+    if contact.erased_at is None:
+        contact.external_id = ERASED_PREFIX + secrets.token_hex(12)
+        contact.erased_at = now
+    contact.email = ""
+    contact.attributes = {}
+    contact.save(update_fields=["external_id", "erased_at", "email", "attributes", "updated_at"])
+    Event.objects.filter(contact=contact).delete()
+    active = list(
+        Enrollment.objects.select_for_update()
+        .filter(contact=contact, state=Enrollment.State.ACTIVE)
+        .values_list("pk", flat=True)
+    )
+    Enrollment.objects.filter(pk__in=active).update(
+        **_end_fields(Enrollment.State.EXITED, now, "Contact erased")
+    )
+    Enrollment.objects.filter(contact=contact).exclude(last_error="").update(last_error="")
+    # A delivery error may quote the address, so it goes too.
+    OutboxMessage.objects.filter(contact=contact).update(
+        recipient="", subject="", body="", error=""
+    )
+    OutboxMessage.objects.filter(contact=contact, status=OutboxMessage.Status.PENDING).update(
+        status=OutboxMessage.Status.FAILED, error="Contact erased before sending."
+    )
+    logger.info("Contact %s erased", contact.pk)
+    return contact

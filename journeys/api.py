@@ -1,4 +1,3 @@
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,13 +10,15 @@ from ninja.responses import Status
 from pydantic import ConfigDict, field_validator
 from pydantic import Field as PydanticField
 
-from config.api import ApiError, ingest_auth, manage_auth
+from config.api import ApiError, BodyError, erase_auth, ingest_auth, manage_auth, parse_json
+from config.ratelimit import spend_ingest
 from journeys import selectors
 from journeys.actions import (
     EnrollmentRefused,
     VersionStateError,
     create_journey,
     enroll_contact,
+    erase_contact,
     ingest_events,
     publish_version,
     save_draft_version,
@@ -56,10 +57,6 @@ _PUBLISH_BODY = {
 }
 
 
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not JSON")
-
-
 def _json_body(request, *, required: bool = True) -> object:
     """The body parsed here rather than by ninja, so a definition's errors come from
     definition.py with its locations."""
@@ -68,11 +65,9 @@ def _json_body(request, *, required: bool = True) -> object:
             raise ApiError.single(400, "The body must be a JSON object.", ["body"])
         return {}
     try:
-        return json.loads(request.body, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError.single(400, "The body is not valid JSON.", ["body"]) from None
-    except RecursionError:
-        raise ApiError.single(400, "The body is nested too deeply.", ["body"]) from None
+        return parse_json(request.body)
+    except BodyError as exc:
+        raise ApiError.single(400, str(exc), ["body"]) from None
 
 
 def _journey_or_404(key: str) -> Journey:
@@ -371,11 +366,27 @@ def get_contact(request, external_id: str):
     return _contact_out(contact)
 
 
+@router.delete(
+    "/contacts/{external_id}", auth=erase_auth, tags=["contacts"], response={204: None}
+)
+def delete_contact(request, external_id: str):
+    """Erase the contact's personal data (email, attributes, events, message contents); its
+    anonymous enrollments and conversions stay so reports keep their numbers. Any scope."""
+    _check_external_id(external_id)
+    contact = Contact.objects.filter(external_id=external_id).first()
+    if contact is None:
+        raise ApiError.single(404, f"No contact has the id '{external_id}'.", ["external_id"])
+    erase_contact(contact=contact)
+    return Status(204, None)
+
+
 @router.post("/events", auth=ingest_auth, tags=["events"], response={202: dict})
 def post_events(request, payload: EventBatchIn):
     """Record 1 to 1,000 events. An event's `id` is its idempotency key: one already
     stored counts in `duplicates` and does nothing. Unknown contacts are created. A batch
-    with any invalid event is refused whole, each error located by the event's index."""
+    with any invalid event is refused whole, each error located by the event's index.
+    Rate-limited per key in events (429 with Retry-After)."""
+    spend_ingest(api_key=request.auth, events=len(payload.events))
     accepted, duplicates = ingest_events(
         events=[event.model_dump() for event in payload.events], source=Event.Source.API
     )

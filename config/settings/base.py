@@ -1,9 +1,11 @@
 """Every setting comes from the environment; the defaults run on one machine with no servers."""
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp.constants import NONCE, NONE, SELF
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -29,6 +31,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "template_partials",
+    "axes",
+    "csp",
+    "auditlog",
     "journeys",
     "conversions",
     "reporting",
@@ -44,6 +49,10 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "auditlog.middleware.AuditlogMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -83,6 +92,12 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+# django-axes checks every login attempt before the usual backend; force_login in tests
+# bypasses both.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/journeys/"
@@ -159,6 +174,66 @@ ENGINE_WAKEUPS = env.bool("ENGINE_WAKEUPS", default=True)
 # API limits.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=512 * 1024)
 API_MAX_EVENTS_PER_BATCH = 1000
+# Deeper JSON bodies are refused with 400 before anything reads them (docs/security.md).
+API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=32)
+# Events per API key per window ("N/<seconds>s"), counted in events, not requests; a batch
+# over the budget gets 429 with Retry-After (config/ratelimit.py).
+INGEST_RATE_LIMIT = env.str("INGEST_RATE_LIMIT", default="100000/60s")
+
+# The cache holds the rate-limit counters, so it must be shared by every process: Redis when
+# CACHE_URL or REDIS_URL is set (several machines), else files under var/ (one machine).
+if "CACHE_URL" in os.environ or "REDIS_URL" in os.environ:
+    CACHES = {"default": env.cache_url_config(os.environ.get("CACHE_URL") or env("REDIS_URL"))}
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+    }
+
+# Login throttling (django-axes): after LOGIN_FAILURE_LIMIT failures for one username from
+# one address, that pair is locked out for LOGIN_LOCKOUT_MINUTES; the login page says so.
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "config.security.lockout_response"
+
+# Content security policy (django-csp): everything from this origin, no inline script at all.
+# Inline <style> is allowed only with the per-response nonce (the report's SVG charts carry
+# it); style attributes stay allowed because pygal's SVG uses one.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, NONCE],
+        "style-src-attr": ["'unsafe-inline'"],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+
+# Audit log (django-auditlog): who changed what and when, for the models that decide what
+# the product does. Reads go through journeys.audit.
+AUDITLOG_INCLUDE_TRACKING_MODELS = (
+    "journeys.journey",
+    "journeys.journeyversion",
+    "conversions.goal",
+    "conversions.conversion",
+    {"model": "journeys.apikey", "exclude_fields": ["last_used_at", "key_hash"]},
+    {
+        "model": "auth.user",
+        "include_fields": ["username", "is_active", "is_staff", "is_superuser", "groups"],
+        "m2m_fields": ["groups"],
+    },
+    {"model": "auth.group", "m2m_fields": ["permissions"]},
+)
 
 # Production hardening, switched on from the environment behind a TLS-terminating proxy.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -178,7 +253,19 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Email addresses never reach a log line in clear (config/security.py).
+    "filters": {"mask_emails": {"()": "config.security.MaskEmailsFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["mask_emails"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # Its start-up banner on every command is noise; lockouts are warnings and still show.
+        "axes": {"level": "WARNING"},
+    },
 }

@@ -1,0 +1,130 @@
+"""The audit trail (django-auditlog records it; settings.AUDITLOG_INCLUDE_TRACKING_MODELS says
+of what) and the guard that keeps history unchangeable.
+
+Published versions and conversion awards are what reports count: once written, nobody
+changes them, not the admin, not an action, not a shell. The guard refuses it at save time
+for every code path that goes through the ORM's save(); the admin shows them read-only.
+"""
+
+import dataclasses
+from datetime import datetime
+
+from django.contrib.contenttypes.models import ContentType
+from django.db.models import Q
+from django.db.models.signals import pre_save
+from django.dispatch import receiver
+
+from journeys.models import Journey, JourneyVersion
+
+# Fields of a published version that its life still changes: retiring it, splitting traffic.
+VERSION_LIFECYCLE_FIELDS = {"state", "traffic", "split_with", "retired_at", "change_summary"}
+
+
+class HistoryIsImmutable(Exception):
+    """A write that would rewrite what already happened."""
+
+
+@receiver(pre_save, sender=JourneyVersion, dispatch_uid="audit-published-version-immutable")
+def _published_version_immutable(sender, instance, raw=False, update_fields=None, **kwargs):
+    if raw or instance._state.adding or instance.pk is None:
+        return
+    if update_fields is not None and set(update_fields) <= VERSION_LIFECYCLE_FIELDS:
+        return
+    stored = sender.objects.filter(pk=instance.pk).values("state", "definition").first()
+    if stored is None or stored["state"] == JourneyVersion.State.DRAFT:
+        return
+    if stored["definition"] != instance.definition:
+        raise HistoryIsImmutable(
+            f"Version {instance.number} of '{instance.journey.key}' is {stored['state']}: its "
+            "definition cannot change. Save a new draft version instead."
+        )
+
+
+def _award_immutable(sender, instance, raw=False, **kwargs):
+    if raw or instance._state.adding or instance.pk is None:
+        return
+    raise HistoryIsImmutable("A conversion award is history and cannot be changed.")
+
+
+def connect_guards() -> None:
+    """Called from the journeys app's ready(); the award model lives in conversions, which
+    journeys does not import at module level."""
+    from conversions.models import ConversionAward
+
+    pre_save.connect(_award_immutable, sender=ConversionAward, dispatch_uid="audit-award-immutable")
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditRow:
+    when: datetime
+    who: str
+    action: str
+    what: str
+    changes: list[tuple[str, str, str]]
+
+
+def journey_audit_entries(journey: Journey):
+    """Every audit entry about the journey, its versions, goals and conversions, newest
+    first, with actor and content type joined (one query when evaluated)."""
+    from auditlog.models import LogEntry
+
+    from conversions.models import Conversion, Goal
+
+    types = ContentType.objects.get_for_models(Journey, JourneyVersion, Goal, Conversion)
+    return (
+        LogEntry.objects.filter(
+            Q(content_type=types[Journey], object_id=journey.pk)
+            | Q(content_type=types[JourneyVersion], object_id__in=journey.versions.values("pk"))
+            | Q(
+                content_type=types[Goal],
+                object_id__in=Goal.objects.filter(journey=journey).values("pk"),
+            )
+            | Q(
+                content_type=types[Conversion],
+                object_id__in=Conversion.objects.filter(journey=journey).values("pk"),
+            )
+        )
+        .select_related("actor", "content_type")
+        .order_by("-timestamp", "-pk")
+    )
+
+
+def _who(entry) -> str:
+    if entry.actor is not None:
+        return entry.actor.get_username()
+    api_key = (
+        (entry.additional_data or {}).get("api_key")
+        if isinstance(entry.additional_data, dict)
+        else None
+    )
+    return f"API key {api_key}" if api_key else "system"
+
+
+def _short(value, limit: int = 80) -> str:
+    text = "" if value is None else str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def audit_rows(entries) -> list[AuditRow]:
+    """Entries as plain rows for a page: who, when, what, and each changed field."""
+    rows = []
+    for entry in entries:
+        changes = []
+        for field, change in sorted((entry.changes_dict or {}).items()):
+            if isinstance(change, dict):  # m2m: {"type", "operation", "objects"}
+                changes.append(
+                    (field, change.get("operation", ""), ", ".join(change.get("objects", [])))
+                )
+            else:
+                old, new = change
+                changes.append((field, _short(old), _short(new)))
+        rows.append(
+            AuditRow(
+                when=entry.timestamp,
+                who=_who(entry),
+                action=entry.get_action_display(),
+                what=f"{entry.content_type.name} {entry.object_repr}",
+                changes=changes,
+            )
+        )
+    return rows
