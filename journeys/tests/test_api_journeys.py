@@ -461,3 +461,13 @@ def test_definition_takes_a_fixed_number_of_queries(api, django_assert_num_queri
         response = api.get("/api/v1/journeys/trial-nurture/definition?version=1")
 
     assert json.dumps(response.json())
+
+
+def test_the_journey_routes_are_in_the_openapi_schema(client):
+    schema = client.get("/api/v1/openapi.json").json()
+
+    paths = schema["paths"]
+    assert {"get", "post"} <= set(paths["/api/v1/journeys"])
+    assert "requestBody" in paths["/api/v1/journeys/{key}/versions"]["post"]
+    assert "post" in paths["/api/v1/journeys/{key}/versions/{number}/publish"]
+    assert "get" in paths["/api/v1/journeys/{key}/definition"]
