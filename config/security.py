@@ -56,3 +56,39 @@ def lockout_response(request, original_response=None, credentials=None):
     )
     response["Retry-After"] = str(int(settings.AXES_COOLOFF_TIME.total_seconds()))
     return response
+
+
+class ApiErrorShapeMiddleware:
+    """Outermost on purpose: whatever answers an /api/ request with an error that is not
+    the contract's JSON (Django's 404 page for an unknown path, ninja's bare 405, a 400 for
+    a bad Host header, a crash page) is rewritten to `{"errors": [{"loc", "message"}]}` with
+    the same status and headers that matter."""
+
+    KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if (
+            response.status_code < 400
+            or not request.path.startswith("/api/")
+            or response.get("Content-Type", "").startswith("application/json")
+        ):
+            return response
+        from django.http import JsonResponse
+
+        if response.status_code == 404:
+            message = f"No API route at {request.path}."
+        elif response.status_code == 405:
+            message = f"Method {request.method} is not allowed here; allowed: {response.get('Allow', '')}."
+        else:
+            message = response.reason_phrase or "Request refused."
+        shaped = JsonResponse(
+            {"errors": [{"loc": [], "message": message}]}, status=response.status_code
+        )
+        for header in self.KEPT_HEADERS:
+            if header in response:
+                shaped[header] = response[header]
+        return shaped

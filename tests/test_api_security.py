@@ -1,0 +1,273 @@
+"""API keys, scopes, rate limits and hostile bodies, against the real routes."""
+
+import hashlib
+import uuid
+
+import pytest
+from django.db import OperationalError
+from django.test import override_settings
+from django.urls import reverse
+
+from config import ratelimit
+from journeys.actions import create_api_key, revoke_api_key
+from journeys.models import ApiKey, Event
+from journeys.tests.factories import ContactFactory
+
+pytestmark = pytest.mark.django_db
+
+INGEST_PATHS = ("/api/v1/contacts/", "/api/v1/events")
+# Open to both scopes (erasure requests may come from either side).
+ANY_SCOPE_OPERATIONS = {("delete", "/api/v1/contacts/{external_id}")}
+
+
+def _event(n, contact="c-1", **extra):
+    return {"id": f"e-{n}", "contact": contact, "name": "clicked", **extra}
+
+
+def _operations(client):
+    schema = client.get("/api/v1/openapi.json").json()
+    for path, item in schema["paths"].items():
+        for method in item:
+            yield method, path
+
+
+def _concrete(path):
+    return (
+        path.replace("{external_id}", "someone").replace("{key}", "nope").replace("{number}", "1")
+    )
+
+
+def _call(api, method, path):
+    if method in ("get", "delete"):
+        return getattr(api, method)(path)
+    return getattr(api, method)(path, {})
+
+
+# --- Keys -------------------------------------------------------------------------------------
+
+
+def test_only_a_sha256_of_the_key_is_stored():
+    key, raw = create_api_key(name="crm", scope="ingest")
+    row = ApiKey.objects.filter(pk=key.pk).values().get()
+    assert row["key_hash"] == hashlib.sha256(raw.encode()).hexdigest()
+    assert not any(raw in str(value) for value in row.values())
+    assert row["prefix"] == raw[:10] and len(raw) > 40
+
+
+def test_admin_shows_a_new_key_once(client, superuser):
+    client.force_login(superuser)
+    response = client.post(
+        reverse("admin:journeys_apikey_add"), {"name": "warehouse", "scope": "ingest"}, follow=True
+    )
+    shown = [str(m) for m in response.context["messages"]]
+    raw = next(word for m in shown for word in m.split() if word.startswith("wp_"))
+    key = ApiKey.objects.get(name="warehouse")
+    assert key.key_hash == hashlib.sha256(raw.encode()).hexdigest()
+    again = client.get(reverse("admin:journeys_apikey_change", args=[key.pk]))
+    assert raw not in again.content.decode()
+
+
+def test_revoked_key_gets_401(make_api_client):
+    api = make_api_client("all")
+    assert api.get("/api/v1/journeys").status_code == 200
+    revoke_api_key(key=ApiKey.objects.get())
+    response = api.get("/api/v1/journeys")
+    assert response.status_code == 401
+    assert response.json()["errors"][0]["loc"] == ["header", "Authorization"]
+    assert response["WWW-Authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("header", [None, "Bearer", "Bearer wp_not-a-key", "Basic abc"])
+def test_missing_or_unknown_key_gets_401_json(client, header):
+    headers = {"Authorization": header} if header else {}
+    response = client.get("/api/v1/journeys", headers=headers)
+    assert response.status_code == 401
+    assert response.json()["errors"][0]["message"].startswith("A valid API key is required")
+
+
+def test_last_use_is_recorded(make_api_client):
+    api = make_api_client("ingest")
+    key = ApiKey.objects.get()
+    assert key.last_used_at is None
+    api.put("/api/v1/contacts/ada", {"email": "ada@example.com"})
+    key.refresh_from_db()
+    assert key.last_used_at is not None
+
+
+def test_every_route_is_classified_by_scope(client, api):
+    """A new route must be placed in a scope on purpose, or this test names it."""
+    for method, path in _operations(client):
+        if (method, path) in ANY_SCOPE_OPERATIONS:
+            continue
+        response = _call(api, method, _concrete(path))
+        assert response.status_code != 401, (method, path)
+
+
+def test_wrong_scope_gets_403_on_every_route(client, make_api_client):
+    ingest = make_api_client("ingest")
+    manage = make_api_client("manage")
+    checked = 0
+    for method, path in _operations(client):
+        concrete = _concrete(path)
+        if (method, path) in ANY_SCOPE_OPERATIONS:
+            for api in (ingest, manage):
+                assert _call(api, method, concrete).status_code not in (401, 403), (method, path)
+            continue
+        is_ingest = concrete.startswith(INGEST_PATHS)
+        wrong = manage if is_ingest else ingest
+        response = _call(wrong, method, concrete)
+        assert response.status_code == 403, (method, path, response.content)
+        error = response.json()["errors"][0]
+        assert "scope" in error["message"], error
+        right = ingest if is_ingest else manage
+        assert _call(right, method, concrete).status_code not in (401, 403), (method, path)
+        checked += 1
+    assert checked >= 10
+
+
+# --- Rate limits ------------------------------------------------------------------------------
+
+
+@override_settings(INGEST_RATE_LIMIT="5/60s")
+def test_rate_limit_counts_events_not_requests(make_api_client):
+    api = make_api_client("ingest")
+    first = api.post("/api/v1/events", {"events": [_event(i) for i in range(3)]})
+    assert first.status_code == 202
+    refused = api.post("/api/v1/events", {"events": [_event(i) for i in range(3, 6)]})
+    assert refused.status_code == 429
+    assert refused.json()["errors"][0]["message"].startswith("Rate limit exceeded")
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    assert Event.objects.count() == 3
+    # The refused batch took nothing from the budget: two more still fit.
+    assert api.post("/api/v1/events", {"events": [_event(i) for i in (6, 7)]}).status_code == 202
+
+
+@override_settings(INGEST_RATE_LIMIT="2/60s")
+def test_rate_limit_is_per_key(make_api_client):
+    first, second = make_api_client("ingest"), make_api_client("ingest")
+    batch = {"events": [_event(1), _event(2)]}
+    assert first.post("/api/v1/events", batch).status_code == 202
+    assert first.post("/api/v1/events", {"events": [_event(3)]}).status_code == 429
+    assert second.post("/api/v1/events", {"events": [_event(4)]}).status_code == 202
+
+
+def test_rate_limit_window_resets():
+    limit = ratelimit.Limit(events=10, seconds=60)
+    bucket = f"window-test-{uuid.uuid4()}"
+    ratelimit.spend(bucket=bucket, cost=10, limit=limit, now=120.0)
+    with pytest.raises(ratelimit.RateLimited) as refused:
+        ratelimit.spend(bucket=bucket, cost=1, limit=limit, now=150.0)
+    assert refused.value.retry_after == 30
+    ratelimit.spend(bucket=bucket, cost=10, limit=limit, now=180.0)
+
+
+def test_rate_limit_setting_is_validated():
+    assert ratelimit.parse_limit("100000/60s") == ratelimit.Limit(100000, 60)
+    assert ratelimit.parse_limit("50/1") == ratelimit.Limit(50, 1)
+    for bad in ("", "fast", "10/0s", "-1/60s"):
+        with pytest.raises(ValueError):
+            ratelimit.parse_limit(bad)
+
+
+# --- Hostile bodies ---------------------------------------------------------------------------
+
+
+def _assert_error_shape(response, status):
+    assert response.status_code == status, response.content
+    assert response["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"errors"} and body["errors"]
+    for error in body["errors"]:
+        assert set(error) == {"loc", "message"}
+        assert isinstance(error["loc"], list) and error["message"]
+    return body["errors"]
+
+
+@override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=10_000)
+@pytest.mark.parametrize("path", ["/api/v1/events", "/api/v1/journeys"])
+def test_oversized_body_is_413(api, path):
+    events = [_event(i, properties={"pad": "x" * 100}) for i in range(200)]
+    errors = _assert_error_shape(api.post(path, {"events": events}), 413)
+    assert errors[0]["loc"] == ["body"]
+
+
+def test_batch_over_1000_events_is_refused(api):
+    response = api.post("/api/v1/events", {"events": [_event(i) for i in range(1001)]})
+    errors = _assert_error_shape(response, 400)
+    assert errors[0]["loc"] == ["events"]
+    assert Event.objects.count() == 0
+
+
+def _nested(depth):
+    value = "bottom"
+    for _ in range(depth):
+        value = {"k": value}
+    return value
+
+
+@pytest.mark.parametrize("depth", [40, 900])
+def test_deeply_nested_event_properties_are_refused(api, depth):
+    response = api.post("/api/v1/events", {"events": [_event(1, properties=_nested(depth))]})
+    errors = _assert_error_shape(response, 400)
+    assert errors == [{"loc": ["body"], "message": errors[0]["message"]}]
+    assert "nested too deeply" in errors[0]["message"]
+    assert Event.objects.count() == 0
+
+
+def test_moderately_nested_properties_are_accepted(api):
+    response = api.post("/api/v1/events", {"events": [_event(1, properties=_nested(10))]})
+    assert response.status_code == 202
+
+
+@pytest.mark.parametrize("path", ["/api/v1/events", "/api/v1/journeys", "/api/v1/contacts/ada"])
+def test_pathologically_deep_json_is_a_400_not_a_crash(api, path):
+    body = "[" * 100_000 + "]" * 100_000
+    call = api.put if path.startswith("/api/v1/contacts") else api.post
+    errors = _assert_error_shape(call(path, body), 400)
+    assert "nested too deeply" in errors[0]["message"]
+
+
+def test_deep_definition_is_refused_before_parsing(api):
+    definition = {"key": "deep", "name": "Deep", "description": _nested(60)}
+    errors = _assert_error_shape(api.post("/api/v1/journeys", definition), 400)
+    assert errors[0]["loc"] == ["body"]
+
+
+@pytest.mark.parametrize("raw", ['{"events": [NaN]}', '{"events": Infinity}', "\xff\xfe", "{"])
+def test_not_json_is_a_400(api, raw):
+    errors = _assert_error_shape(api.post("/api/v1/events", raw.encode("latin-1")), 400)
+    assert errors[0]["loc"] == ["body"]
+
+
+def test_database_outage_is_a_503_json_with_retry_after(api, monkeypatch):
+    def down(**kwargs):
+        raise OperationalError("connection to server was lost")
+
+    monkeypatch.setattr("journeys.actions.ingest_events", down)
+    monkeypatch.setattr("journeys.api.ingest_events", down)
+    ContactFactory(external_id="c-1")
+    response = api.post("/api/v1/events", {"events": [_event(1)]})
+    errors = _assert_error_shape(response, 503)
+    assert "database is unavailable" in errors[0]["message"]
+    assert response["Retry-After"] == "5"
+
+
+def test_erase_route_answers_404_for_an_unknown_contact(api):
+    errors = _assert_error_shape(api.delete("/api/v1/contacts/nobody"), 404)
+    assert errors[0]["loc"] == ["external_id"]
+
+
+def test_error_bodies_are_json_even_for_unknown_api_paths(api):
+    errors = _assert_error_shape(api.get("/api/v1/no-such-thing"), 404)
+    assert errors[0]["message"] == "No API route at /api/v1/no-such-thing."
+
+
+def test_wrong_method_is_a_405_in_the_error_shape(api):
+    response = api.client.patch("/api/v1/events", headers=api.headers)
+    errors = _assert_error_shape(response, 405)
+    assert "POST" in errors[0]["message"] and "POST" in response["Allow"]
+
+
+@override_settings(ALLOWED_HOSTS=["waypoint.example"])
+def test_bad_host_on_the_api_is_a_400_in_the_error_shape(api):
+    _assert_error_shape(api.get("/api/v1/journeys", HTTP_HOST="evil.example"), 400)
