@@ -131,17 +131,18 @@ def journey_definition(*, journey: Journey, version: JourneyVersion | None = Non
         return data
 
 
-def journey_list() -> QuerySet[Journey]:
-    """Every journey with its live versions and active conversions prefetched (3 queries)."""
-    from conversions.models import Conversion
+def active_goals_and_conversions() -> tuple[Prefetch, Prefetch]:
+    """Prefetches of a journey's active goals (with their conversion) and active
+    conversions, in definition order, as `active_goals` and `active_conversions`."""
+    from conversions.models import Conversion, Goal
 
-    return Journey.objects.order_by("key").prefetch_related(
+    return (
         Prefetch(
-            "versions",
-            queryset=JourneyVersion.objects.filter(state=JourneyVersion.State.LIVE).order_by(
-                "number"
-            ),
-            to_attr="live_versions",
+            "goals",
+            queryset=Goal.objects.filter(archived_at__isnull=True)
+            .select_related("conversion")
+            .order_by("position", "key"),
+            to_attr="active_goals",
         ),
         Prefetch(
             "conversions",
@@ -153,10 +154,24 @@ def journey_list() -> QuerySet[Journey]:
     )
 
 
+def journey_list() -> QuerySet[Journey]:
+    """Every journey with its live versions and active conversions prefetched (3 queries)."""
+
+    return Journey.objects.order_by("key").prefetch_related(
+        Prefetch(
+            "versions",
+            queryset=JourneyVersion.objects.filter(state=JourneyVersion.State.LIVE).order_by(
+                "number"
+            ),
+            to_attr="live_versions",
+        ),
+        active_goals_and_conversions()[1],
+    )
+
+
 def journey_detail(*, key: str) -> Journey | None:
     """One journey with its versions, active goals (with their conversion) and active
     conversions prefetched (4 queries); None when there is no such journey."""
-    from conversions.models import Conversion, Goal
 
     return (
         Journey.objects.filter(key=key)
@@ -166,20 +181,7 @@ def journey_detail(*, key: str) -> Journey | None:
                 queryset=JourneyVersion.objects.order_by("number").defer("definition"),
                 to_attr="all_versions",
             ),
-            Prefetch(
-                "goals",
-                queryset=Goal.objects.filter(archived_at__isnull=True)
-                .select_related("conversion")
-                .order_by("position", "key"),
-                to_attr="active_goals",
-            ),
-            Prefetch(
-                "conversions",
-                queryset=Conversion.objects.filter(archived_at__isnull=True).order_by(
-                    "position", "key"
-                ),
-                to_attr="active_conversions",
-            ),
+            *active_goals_and_conversions(),
         )
         .first()
     )
@@ -455,7 +457,6 @@ def journey_for_editor(*, key: str) -> Journey | None:
     """One journey for the editor: every version with its definition and who made and
     published it (newest first), active goals with their conversion, active conversions
     (4 queries); None when there is no such journey."""
-    from conversions.models import Conversion, Goal
 
     return (
         Journey.objects.filter(key=key)
@@ -467,20 +468,7 @@ def journey_for_editor(*, key: str) -> Journey | None:
                 ).order_by("-number"),
                 to_attr="history",
             ),
-            Prefetch(
-                "goals",
-                queryset=Goal.objects.filter(archived_at__isnull=True)
-                .select_related("conversion")
-                .order_by("position", "key"),
-                to_attr="active_goals",
-            ),
-            Prefetch(
-                "conversions",
-                queryset=Conversion.objects.filter(archived_at__isnull=True).order_by(
-                    "position", "key"
-                ),
-                to_attr="active_conversions",
-            ),
+            *active_goals_and_conversions(),
         )
         .first()
     )
