@@ -131,6 +131,20 @@ def _revise(row, kind: str, *, render, before: dict | None, **revision) -> Revis
     )
 
 
+def _revision_fields(journey: Journey, user) -> dict:
+    return {
+        "while_live": _has_live_version(journey),
+        "created_at": timezone.now(),
+        "created_by": user,
+    }
+
+
+def _archive(row, *, render, revision: dict) -> None:
+    row.archived_at = revision["created_at"]
+    row.save(update_fields=["archived_at", "updated_at"])
+    _revise(row, Revision.Kind.ARCHIVED, render=render, before=None, **revision)
+
+
 def _revision_kind(before: dict | None, restored: bool) -> str:
     if before is None:
         return Revision.Kind.CREATED
@@ -232,9 +246,7 @@ def save_conversion(
         _revision_kind(before, restored),
         render=conversion_definition,
         before=before,
-        while_live=_has_live_version(journey),
-        created_at=timezone.now(),
-        created_by=user,
+        **_revision_fields(journey, user),
     )
     return row
 
@@ -275,9 +287,7 @@ def save_goal(*, journey: Journey, data: dict, key: str | None = None, user=None
         _revision_kind(before, restored),
         render=goal_definition,
         before=before,
-        while_live=_has_live_version(journey),
-        created_at=timezone.now(),
-        created_by=user,
+        **_revision_fields(journey, user),
     )
     return row
 
@@ -319,17 +329,7 @@ def archive_conversion(*, conversion: Conversion, user=None) -> Conversion:
     if goal is not None:
         message = f"Goal '{goal.name}' awards this conversion; unlink or archive the goal first"
         raise DefinitionError([{"loc": [], "message": message}])
-    conversion.archived_at = timezone.now()
-    conversion.save(update_fields=["archived_at", "updated_at"])
-    _revise(
-        conversion,
-        Revision.Kind.ARCHIVED,
-        render=conversion_definition,
-        before=None,
-        while_live=_has_live_version(journey),
-        created_at=conversion.archived_at,
-        created_by=user,
-    )
+    _archive(conversion, render=conversion_definition, revision=_revision_fields(journey, user))
     return conversion
 
 
@@ -345,17 +345,7 @@ def archive_goal(*, goal: Goal, user=None) -> Goal:
     if goal.key in used_goals:
         message = f"The live version uses goal '{goal.key}'; publish a version without it first"
         raise DefinitionError([{"loc": [], "message": message}])
-    goal.archived_at = timezone.now()
-    goal.save(update_fields=["archived_at", "updated_at"])
-    _revise(
-        goal,
-        Revision.Kind.ARCHIVED,
-        render=goal_definition,
-        before=None,
-        while_live=_has_live_version(journey),
-        created_at=goal.archived_at,
-        created_by=user,
-    )
+    _archive(goal, render=goal_definition, revision=_revision_fields(journey, user))
     return goal
 
 
@@ -404,9 +394,7 @@ def _sync_rows(
 
     for key, row in rows.items():
         if key not in wanted and row.archived_at is None:
-            row.archived_at = revision["created_at"]
-            row.save(update_fields=["archived_at", "updated_at"])
-            _revise(row, Revision.Kind.ARCHIVED, render=render, before=None, **revision)
+            _archive(row, render=render, revision=revision)
     return rows
 
 
@@ -430,11 +418,7 @@ def sync_journey_definitions(
     row left out of the definition.
     """
     journey = _lock_journey(journey)
-    revision = {
-        "while_live": _has_live_version(journey),
-        "created_at": timezone.now(),
-        "created_by": user,
-    }
+    revision = _revision_fields(journey, user)
     conversion_rows = _sync_rows(
         Conversion.objects.select_for_update(),
         journey,
