@@ -10,12 +10,7 @@ from playwright.sync_api import expect
 from conversions.tests.factories import ConversionFactory
 from journeys.actions import create_api_key, create_journey
 
-# serialized_rollback: the role groups come from a data migration, which a transactional
-# test's flush would otherwise remove for the tests after it.
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
-]
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 SIMPLE = {
     "key": "onboarding",
