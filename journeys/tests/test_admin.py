@@ -57,9 +57,9 @@ def test_every_journeys_model_is_registered():
     }
 
 
-@pytest.mark.parametrize("model", JOURNEY_MODELS, ids=lambda model: model.__name__)
-def test_admin_pages_load_for_every_model(client, superuser, one_of_each, model):
-    client.force_login(superuser)
+def assert_admin_pages_load(client, model, *, addable: bool) -> None:
+    """The changelist (plain and searched), every object's page and the add page (403 for
+    what is never added by hand) of a model load for the logged-in client."""
     opts = model._meta
     changelist = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
 
@@ -69,17 +69,16 @@ def test_admin_pages_load_for_every_model(client, superuser, one_of_each, model)
         change = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
         assert client.get(change).status_code == 200
     add = client.get(reverse(f"admin:{opts.app_label}_{opts.model_name}_add"))
-    model_admin = admin.site._registry[model]
-    expected = 200 if model_admin.has_add_permission(_request(superuser)) else 403
-    assert add.status_code == expected
+    assert add.status_code == (200 if addable else 403)
 
 
-def _request(user):
-    from django.test import RequestFactory
+@pytest.mark.parametrize("model", JOURNEY_MODELS, ids=lambda model: model.__name__)
+def test_admin_pages_load_for_every_model(client, superuser, one_of_each, model):
+    client.force_login(superuser)
 
-    request = RequestFactory().get("/")
-    request.user = user
-    return request
+    assert_admin_pages_load(
+        client, model, addable=model.__name__ in {"Contact", "Journey", "Enrollment", "ApiKey"}
+    )
 
 
 @pytest.mark.parametrize(
