@@ -2,11 +2,13 @@
 
 import dataclasses
 import hashlib
+import json
 import logging
 import random
 import secrets
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
+from types import SimpleNamespace
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -512,6 +514,46 @@ def _contact_dict(contact: Contact) -> dict:
     }
 
 
+def bulk_update_rows(model, objs: list, fields: list[str]) -> None:
+    """UPDATE ... FROM (VALUES ...) by primary key, one statement per 1,000 rows.
+
+    Django's bulk_update builds a CASE WHEN per field and row, which costs about 1 ms of
+    Python per row for a dozen fields; the engine writes every batch this way instead.
+    """
+    if not objs:
+        return
+    model_fields = [model._meta.get_field(name) for name in fields]
+    quote = connection.ops.quote_name
+    postgres = connection.vendor == "postgresql"
+
+    def column(index: int, field) -> str:
+        value = f"v.column{index}"
+        return f"{value}::{field.db_type(connection)}" if postgres else value
+
+    assignments = ", ".join(
+        f"{quote(field.column)} = {column(index + 2, field)}"
+        for index, field in enumerate(model_fields)
+    )
+    table = quote(model._meta.db_table)
+    row = "(" + ", ".join(["%s"] * (len(model_fields) + 1)) + ")"
+    with connection.cursor() as cursor:
+        for start in range(0, len(objs), 1000):
+            chunk = objs[start : start + 1000]
+            params = []
+            for obj in chunk:
+                params.append(obj.pk)
+                params.extend(
+                    field.get_db_prep_save(getattr(obj, field.attname), connection)
+                    for field in model_fields
+                )
+            pk = "v.column1::bigint" if postgres else "v.column1"
+            cursor.execute(
+                f"UPDATE {table} SET {assignments} FROM (VALUES {', '.join([row] * len(chunk))}) "
+                f"AS v WHERE {table}.{quote(model._meta.pk.column)} = {pk}",
+                params,
+            )
+
+
 # --- Events in --------------------------------------------------------------------------------
 
 _EVENT_COLUMNS = (
@@ -548,25 +590,55 @@ def _contact_ids(external_ids: set[str]) -> dict[str, int]:
     return found
 
 
-def _insert_events(rows: list[dict]) -> int:
-    """INSERT ... ON CONFLICT (event_id) DO NOTHING RETURNING, in one statement: the number
-    of rows actually stored, exact even when the same ids arrive concurrently (which
-    bulk_create(ignore_conflicts=True) cannot report)."""
-    fields = [Event._meta.get_field(name) for name in _EVENT_COLUMNS]
+def insert_rows(
+    model, rows: list[dict], *, conflict_target: str | None = None, returning: tuple = ()
+) -> list[tuple]:
+    """INSERT rows (dicts by field name) in one statement, optionally ON CONFLICT DO NOTHING,
+    RETURNING the given columns of the rows actually stored.
+
+    On PostgreSQL the values travel as one array per column (INSERT ... SELECT FROM unnest),
+    which keeps a 500-row insert to a handful of parameters; Django's bulk_create costs the
+    engine more in building model objects and a huge statement than the database spends
+    on the rows. It also cannot say which rows ON CONFLICT DO NOTHING skipped.
+    """
+    if not rows:
+        return []
+    fields = [model._meta.get_field(name) for name in rows[0]]
     quote = connection.ops.quote_name
-    params = []
-    for row in rows:
-        params.extend(field.get_db_prep_save(row[field.name], connection) for field in fields)
-    placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    sql = (
-        f"INSERT INTO {quote(Event._meta.db_table)} "
-        f"({', '.join(quote(field.column) for field in fields)}) "
-        f"VALUES {', '.join([placeholder] * len(rows))} "
-        f"ON CONFLICT ({quote('event_id')}) DO NOTHING RETURNING {quote('event_id')}"
-    )
+    columns = ", ".join(quote(field.column) for field in fields)
+    sql = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) "
+    if connection.vendor == "postgresql":
+        arrays = []
+        casts = []
+        for field in fields:
+            if field.get_internal_type() == "JSONField":
+                arrays.append([json.dumps(row[field.name]) for row in rows])
+            else:
+                arrays.append([field.get_db_prep_save(row[field.name], connection) for row in rows])
+            casts.append(f"%s::{field.db_type(connection)}[]")
+        sql += f"SELECT * FROM unnest({', '.join(casts)})"
+        params = arrays
+    else:
+        params = []
+        for row in rows:
+            params.extend(field.get_db_prep_save(row[field.name], connection) for field in fields)
+        placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
+        sql += f"VALUES {', '.join([placeholder] * len(rows))}"
+    if conflict_target:
+        sql += f" ON CONFLICT ({quote(conflict_target)}) DO NOTHING"
+    if returning:
+        sql += " RETURNING " + ", ".join(
+            quote(model._meta.get_field(name).column) for name in returning
+        )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return len(cursor.fetchall())
+        return cursor.fetchall() if returning else []
+
+
+def _insert_events(rows: list[dict]) -> int:
+    """The number of rows actually stored: exact even when the same ids arrive concurrently
+    (which bulk_create(ignore_conflicts=True) cannot report)."""
+    return len(insert_rows(Event, rows, conflict_target="event_id", returning=("event_id",)))
 
 
 def ingest_events(
@@ -952,17 +1024,17 @@ def _claim_due_enrollments(*, limit: int, now) -> tuple[list[int], object]:
             Enrollment.objects.filter(state=Enrollment.State.ACTIVE, due_at__lte=now)
             .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
             .order_by("due_at")
-            .only("pk", "attempts"),
+            .values_list("pk", "attempts"),
             limit,
         )
-        worn_out = [e.pk for e in claimed if e.attempts >= settings.ENGINE_MAX_ATTEMPTS]
+        worn_out = [pk for pk, attempts in claimed if attempts >= settings.ENGINE_MAX_ATTEMPTS]
         if worn_out:
             Enrollment.objects.filter(pk__in=worn_out).update(
                 **_end_fields(Enrollment.State.FAILED, now),
                 last_error=f"Gave up after {settings.ENGINE_MAX_ATTEMPTS} attempts: the "
                 "process running it stopped before finishing each time.",
             )
-        ids = sorted(e.pk for e in claimed if e.attempts < settings.ENGINE_MAX_ATTEMPTS)
+        ids = sorted(pk for pk, attempts in claimed if attempts < settings.ENGINE_MAX_ATTEMPTS)
         if ids:
             Enrollment.objects.filter(pk__in=ids).update(
                 leased_until=lease_until, attempts=F("attempts") + 1
@@ -1034,10 +1106,10 @@ def _advance_batch(*, ids: list[int], lease_until, now) -> tuple[int, dict[int, 
     }
     flows = load_flows(versions=list(versions.values()))
     contacts = {
-        contact.pk: contact
-        for contact in Contact.objects.filter(pk__in={e.contact_id for e in enrollments}).only(
-            "pk", "external_id", "email", "attributes"
-        )
+        pk: {"external_id": external_id, "email": email, "attributes": attributes or {}}
+        for pk, external_id, email, attributes in Contact.objects.filter(
+            pk__in={e.contact_id for e in enrollments}
+        ).values_list("pk", "external_id", "email", "attributes")
     }
     events_by_contact = _criteria_events(enrollments, flows, now)
 
@@ -1059,7 +1131,7 @@ def _advance_batch(*, ids: list[int], lease_until, now) -> tuple[int, dict[int, 
                     held_out=enrollment.held_out,
                 ),
                 definition=flow.definition,
-                contact=_contact_dict(contacts[enrollment.contact_id]),
+                contact=contacts[enrollment.contact_id],
                 events=events_by_contact.get(enrollment.contact_id, ()),
                 rng=_rng,
                 now=now,
@@ -1085,14 +1157,14 @@ def _advance_batch(*, ids: list[int], lease_until, now) -> tuple[int, dict[int, 
         for visit in outcome.visits:
             if visit.new:
                 visits.append(
-                    StepVisit(
-                        enrollment_id=enrollment.pk,
-                        version_id=enrollment.version_id,
-                        step_key=visit.step_key,
-                        outcome=visit.outcome,
-                        seq=visit.seq,
-                        entered_at=visit.entered_at,
-                    )
+                    {
+                        "enrollment": enrollment.pk,
+                        "version": enrollment.version_id,
+                        "step_key": visit.step_key,
+                        "outcome": visit.outcome,
+                        "seq": visit.seq,
+                        "entered_at": visit.entered_at,
+                    }
                 )
             else:
                 visit_outcomes.append((enrollment.pk, visit.seq, visit.outcome))
@@ -1142,26 +1214,36 @@ def _advance_batch(*, ids: list[int], lease_until, now) -> tuple[int, dict[int, 
                 enrollment.entry_lock = None
 
     if results:
-        Enrollment.objects.bulk_update([e for e, _ in results], _ENROLLMENT_FIELDS)
-    created = {
-        (visit.enrollment_id, visit.seq): visit for visit in StepVisit.objects.bulk_create(visits)
+        bulk_update_rows(Enrollment, [e for e, _ in results], _ENROLLMENT_FIELDS)
+    visit_ids = {
+        (enrollment_id, seq): pk
+        for pk, enrollment_id, seq in insert_rows(
+            StepVisit, visits, returning=("id", "enrollment", "seq")
+        )
     }
     for enrollment_id, seq, label in visit_outcomes:
         StepVisit.objects.filter(enrollment_id=enrollment_id, seq=seq).update(outcome=label)
     if messages:
-        OutboxMessage.objects.bulk_create(
-            OutboxMessage(
-                visit=created[(enrollment.pk, message.seq)],
-                enrollment_id=enrollment.pk,
-                contact_id=enrollment.contact_id,
-                step_key=message.step_key,
-                channel=message.channel,
-                recipient=message.recipient,
-                subject=message.subject,
-                body=message.body,
-                due_at=now,
-            )
-            for enrollment, message in messages
+        insert_rows(
+            OutboxMessage,
+            [
+                {
+                    "visit": visit_ids[(enrollment.pk, message.seq)],
+                    "enrollment": enrollment.pk,
+                    "contact": enrollment.contact_id,
+                    "step_key": message.step_key,
+                    "channel": message.channel,
+                    "recipient": message.recipient,
+                    "subject": message.subject,
+                    "body": message.body,
+                    "status": OutboxMessage.Status.PENDING,
+                    "attempts": 0,
+                    "due_at": now,
+                    "error": "",
+                    "created_at": now,
+                }
+                for enrollment, message in messages
+            ],
         )
         _enqueue("deliver_messages")
     if attribute_updates:
@@ -1213,12 +1295,12 @@ def _update_contact_attributes(updates: dict[int, dict]) -> None:
     contacts = Contact.objects.filter(pk__in=sorted(updates)).order_by("pk")
     if connection.features.has_select_for_update:
         contacts = contacts.select_for_update()
-    changed = []
-    for contact in contacts:
-        contact.attributes = {**(contact.attributes or {}), **updates[contact.pk]}
-        contact.updated_at = timezone.now()
-        changed.append(contact)
-    Contact.objects.bulk_update(changed, ["attributes", "updated_at"])
+    now = timezone.now()
+    changed = [
+        SimpleNamespace(pk=pk, attributes={**(attributes or {}), **updates[pk]}, updated_at=now)
+        for pk, attributes in contacts.values_list("pk", "attributes")
+    ]
+    bulk_update_rows(Contact, changed, ["attributes", "updated_at"])
 
 
 def advance_due_enrollments(*, limit: int | None = None, now) -> int:
@@ -1391,8 +1473,10 @@ def deliver_due_messages(*, limit: int | None = None, now) -> int:
         message.status = OutboxMessage.Status.SENT
         message.sent_at = now
         message.error = ""
-    OutboxMessage.objects.bulk_update(
-        messages, ["status", "attempts", "leased_until", "sent_at", "error", "due_at"]
+    bulk_update_rows(
+        OutboxMessage,
+        messages,
+        ["status", "attempts", "leased_until", "sent_at", "error", "due_at"],
     )
     return len(messages)
 

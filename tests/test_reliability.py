@@ -1,0 +1,313 @@
+"""Reliability across processes and threads: real PostgreSQL, real Redis, real workers.
+
+Races need a database that runs writers side by side, so these tests are marked `postgres`
+and skip (with the reason) on SQLite, where the IMMEDIATE transaction serialises them.
+The kill test starts a Celery beat and two `celery -A config worker` processes against the
+pytest database and a Redis database of its own, then `kill -9`s one of them mid-run.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from django.db.models import Count
+
+from conversions.models import ConversionAward
+from journeys.actions import (
+    EnrollmentRefused,
+    enroll_contact,
+    ingest_events,
+    process_pending_events,
+    run_due,
+)
+from journeys.models import Contact, Enrollment, Event, OutboxMessage, StepVisit
+from journeys.tests.factories import ContactFactory
+from journeys.tests.flows import live_journey
+
+REPO = Path(__file__).resolve().parent.parent
+REDIS_URL = os.environ.get("RELIABILITY_REDIS_URL", "redis://127.0.0.1:6379/7")
+
+
+def needs_postgres():
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL: SQLite runs one writer at a time, so nothing races")
+
+
+def in_threads(count, target):
+    """Run target(index) in `count` threads released together; each closes its connection."""
+    barrier = threading.Barrier(count)
+    errors = []
+
+    def run(index):
+        try:
+            barrier.wait()
+            target(index)
+        except Exception as exc:  # collected, so a failure in a thread fails the test
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+SHOP = {
+    "key": "shop",
+    "conversions": [{"key": "paid", "name": "Paid", "event": {"event": "purchase"}}],
+}
+WAITING = [{"key": "w", "type": "wait", "duration": "P10D", "next": None}]
+THANKS = [{"key": "x", "type": "update_contact", "attributes": {"thanked": True}, "next": None}]
+
+
+def _shop_and_thanks():
+    live_journey(WAITING, **SHOP)
+    live_journey(
+        THANKS,
+        settings={"reentry": "concurrent", "holdout_percent": 0},
+        triggers=[{"type": "conversion", "journey": "shop", "conversion": "paid"}],
+    )
+
+
+def _one_of_everything():
+    assert Event.objects.filter(event_id="p1").count() == 1
+    assert ConversionAward.objects.count() == 1
+    assert Enrollment.objects.exclude(journey__key="shop").count() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_same_event_posted_three_times_concurrently_counts_once(client):
+    needs_postgres()
+    from journeys.actions import create_api_key
+
+    _shop_and_thanks()
+    ingest_events(events=[{"id": "s1", "contact": "ann", "name": "signed_up"}])
+    run_due()
+    _, raw_key = create_api_key(name="race")
+    answers = []
+
+    def post(index):
+        from django.test import Client
+
+        response = Client().post(
+            "/api/v1/events",
+            {"events": [{"id": "p1", "contact": "ann", "name": "purchase"}]},
+            content_type="application/json",
+            headers={"Authorization": f"Bearer {raw_key}"},
+        )
+        answers.append(response.json())
+
+    assert in_threads(3, post) == []
+    assert sorted(answer["accepted"] for answer in answers) == [0, 0, 1]
+    # Workers processing the same backlog side by side.
+    assert in_threads(3, lambda index: run_due()) == []
+    _one_of_everything()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_triggers_for_one_contact_under_once_make_one_enrollment():
+    needs_postgres()
+    journey, _ = live_journey(WAITING)
+    ingest_events(
+        events=[{"id": f"s{index}", "contact": "ann", "name": "signed_up"} for index in range(6)]
+    )
+
+    def process(index):
+        # Each thread takes its own batch of one event, so the triggers really race.
+        process_pending_events(limit=1, now=_now())
+
+    assert in_threads(6, process) == []
+    run_due()
+    assert Enrollment.objects.filter(journey=journey).count() == 1
+
+    contact = ContactFactory()
+    outcomes = []
+
+    def enroll(index):
+        try:
+            enroll_contact(journey=journey, contact=contact, now=_now())
+            outcomes.append("enrolled")
+        except EnrollmentRefused:
+            outcomes.append("refused")
+
+    assert in_threads(6, enroll) == []
+    assert sorted(outcomes) == ["enrolled"] + ["refused"] * 5
+    assert Enrollment.objects.filter(journey=journey, contact=contact).count() == 1
+
+
+def _now():
+    from django.utils import timezone
+
+    return timezone.now()
+
+
+# --- The kill test ----------------------------------------------------------------------------
+
+CONTACTS = int(os.environ.get("KILL_TEST_CONTACTS", "10000"))
+KILL_STEPS = [
+    {
+        "key": "welcome",
+        "type": "send_email",
+        "subject": "Hi {{ contact.external_id }}",
+        "body": "Welcome",
+        "next": "tag",
+    },
+    {"key": "tag", "type": "update_contact", "attributes": {"stage": "welcomed"}, "next": "pause"},
+    {"key": "pause", "type": "wait", "duration": "PT2S", "next": "is-pro"},
+    {
+        "key": "is-pro",
+        "type": "condition",
+        "if": {"attribute": "stage", "op": "eq", "value": "welcomed"},
+        "then": "buy",
+        "else": None,
+    },
+    {"key": "buy", "type": "convert", "conversion": "paid", "next": None},
+]
+
+
+def _redis():
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError:
+        pytest.skip(f"no Redis at {REDIS_URL}")
+    return client
+
+
+def _start(args, env, log):
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", *args],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _wait_for(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_killing_a_worker_mid_run_loses_nothing_and_does_nothing_twice(tmp_path):
+    needs_postgres()
+    broker = _redis()
+    broker.flushdb()
+    live_journey(
+        KILL_STEPS, key="kill-test", conversions=[{"key": "paid", "name": "Paid", "value": 1.0}]
+    )
+    for start in range(0, CONTACTS, 1000):
+        ingest_events(
+            events=[
+                {"id": f"start-{index}", "contact": f"k{index}", "name": "signed_up"}
+                for index in range(start, min(start + 1000, CONTACTS))
+            ]
+        )
+    Contact.objects.update(email="k@example.com")
+
+    database = connection.settings_dict
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.base",
+        "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
+        "CELERY_BROKER_URL": REDIS_URL,
+        "ENGINE_LEASE_SECONDS": "5",
+        "SWEEP_INTERVAL_SECONDS": "1",
+        "EMAIL_BACKEND": "django.core.mail.backends.dummy.EmailBackend",
+        "LOG_LEVEL": "WARNING",
+    }
+    worker_args = [
+        "worker",
+        "--pool=solo",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+    processes = []
+    with open(tmp_path / "celery.log", "wb") as log:
+        try:
+            processes.append(
+                _start(
+                    [
+                        "beat",
+                        "-s",
+                        str(tmp_path / "beat-schedule"),
+                        "--pidfile",
+                        str(tmp_path / "beat.pid"),
+                    ],
+                    env,
+                    log,
+                )
+            )
+            doomed = _start([*worker_args, "-n", f"doomed-{os.getpid()}@%h"], env, log)
+            survivor = _start([*worker_args, "-n", f"survivor-{os.getpid()}@%h"], env, log)
+            processes += [doomed, survivor]
+
+            _wait_for(
+                lambda: StepVisit.objects.count() >= CONTACTS // 2, 90, "the run to get going"
+            )
+            os.kill(doomed.pid, signal.SIGKILL)
+            doomed.wait(timeout=10)
+            _wait_for(
+                lambda: (
+                    not Enrollment.objects.filter(state=Enrollment.State.ACTIVE).exists()
+                    and Enrollment.objects.count() == CONTACTS
+                    and not OutboxMessage.objects.filter(
+                        status=OutboxMessage.Status.PENDING
+                    ).exists()
+                ),
+                150,
+                "every enrollment and message to finish",
+            )
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    os.killpg(process.pid, signal.SIGTERM)
+            for process in processes:
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+            broker.flushdb()
+
+    assert Enrollment.objects.filter(state=Enrollment.State.COMPLETED).count() == CONTACTS
+    assert ConversionAward.objects.count() == CONTACTS
+    assert not (
+        ConversionAward.objects.values("enrollment")
+        .annotate(n=Count("pk"))
+        .filter(n__gt=1)
+        .exists()
+    )
+    assert OutboxMessage.objects.count() == CONTACTS
+    assert not (
+        OutboxMessage.objects.values("enrollment", "step_key")
+        .annotate(n=Count("pk"))
+        .filter(n__gt=1)
+        .exists()
+    )
+    assert OutboxMessage.objects.filter(status=OutboxMessage.Status.SENT).count() == CONTACTS
+    assert StepVisit.objects.count() == CONTACTS * len(KILL_STEPS)
+    assert Event.objects.filter(name="conversion").count() == CONTACTS
+    assert not Event.objects.filter(status=Event.Status.PENDING).exists()
+    assert not Enrollment.objects.exclude(path=[step["key"] for step in KILL_STEPS]).exists()
