@@ -276,6 +276,7 @@ def test_killing_a_worker_mid_run_loses_nothing_and_does_nothing_twice(tmp_path)
                     and not OutboxMessage.objects.filter(
                         status=OutboxMessage.Status.PENDING
                     ).exists()
+                    and not Event.objects.filter(status=Event.Status.PENDING).exists()
                 ),
                 150,
                 "every enrollment and message to finish",
