@@ -179,7 +179,12 @@ def get_definition(request, key: str, version: int | None = None):
     """The canonical definition of a version (default: the newest); it round-trips through
     POST .../versions unchanged."""
     journey = _journey_or_404(key)
-    chosen = _version_or_404(journey, version, "version") if version is not None else None
+    if version is not None:
+        chosen = _version_or_404(journey, version, "version")
+    else:
+        chosen = selectors.latest_version(journey=journey)
+        if chosen is None:
+            raise ApiError.single(404, f"Journey '{key}' has no version yet.", ["version"])
     return selectors.journey_definition(journey=journey, version=chosen)
 
 
@@ -366,9 +371,7 @@ def get_contact(request, external_id: str):
     return _contact_out(contact)
 
 
-@router.delete(
-    "/contacts/{external_id}", auth=erase_auth, tags=["contacts"], response={204: None}
-)
+@router.delete("/contacts/{external_id}", auth=erase_auth, tags=["contacts"], response={204: None})
 def delete_contact(request, external_id: str):
     """Erase the contact's personal data (email, attributes, events, message contents); its
     anonymous enrollments and conversions stay so reports keep their numbers. Any scope."""

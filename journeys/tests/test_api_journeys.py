@@ -300,6 +300,15 @@ def test_unknown_version_is_a_404(api):
     assert publish.json()["errors"][0]["loc"] == ["number"]
 
 
+def test_definition_of_a_journey_without_versions_is_a_404(api):
+    JourneyFactory(key="empty")
+
+    response = api.get("/api/v1/journeys/empty/definition")
+
+    assert response.status_code == 404
+    assert response.json()["errors"][0]["loc"] == ["version"]
+
+
 def test_non_numeric_version_is_a_400(api):
     create(api, simple_definition("one"))
 
