@@ -1,6 +1,7 @@
 """Every write of the journeys app that matters, one transaction each."""
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -1385,12 +1386,15 @@ def _reentry(enrollment: Enrollment) -> str:
 # --- Messages out -----------------------------------------------------------------------------
 
 
-def _render(template_text: str, contact: dict) -> str:
+@functools.lru_cache(maxsize=512)
+def _compiled(template_text: str):
     from journeys.definition import TEMPLATE_ENGINE
 
-    return TEMPLATE_ENGINE.from_string(template_text).render(
-        TemplateContext({"contact": contact}, autoescape=False)
-    )
+    return TEMPLATE_ENGINE.from_string(template_text)
+
+
+def _render(template_text: str, contact: dict) -> str:
+    return _compiled(template_text).render(TemplateContext({"contact": contact}, autoescape=False))
 
 
 def deliver_due_messages(*, limit: int | None = None, now) -> int:
