@@ -108,8 +108,20 @@ class DraftResult:
 
 # jsonb turns a float written with an exponent (1e+16 and up) into an integer, and
 # PostgreSQL stores no NUL character in text or jsonb: both are refused before they reach
-# the database, so a definition is stored, and round-trips, the same on every database.
+# the database, so a definition is stored, and round-trips, the same on every database
+# (the API refuses such text in any body already; import_journey and the editor need this).
 LARGEST_STORABLE_FLOAT = 1e16
+
+
+def _storable_text(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        # An unpaired surrogate (a JSON \ud800 escape) cannot be encoded to reach the database.
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def storable_errors(data: object) -> list[dict]:
@@ -118,8 +130,10 @@ def storable_errors(data: object) -> list[dict]:
     stack: list[tuple[object, list]] = [(data, [])]
     while stack:
         value, loc = stack.pop()
-        if isinstance(value, str) and "\x00" in value:
-            errors.append({"loc": loc, "message": "Text must not contain NUL characters"})
+        if isinstance(value, str) and not _storable_text(value):
+            errors.append(
+                {"loc": loc, "message": "Text must not contain NUL or unpaired surrogates"}
+            )
         elif isinstance(value, float) and abs(value) >= LARGEST_STORABLE_FLOAT:
             errors.append(
                 {
@@ -129,8 +143,10 @@ def storable_errors(data: object) -> list[dict]:
             )
         elif isinstance(value, dict):
             for key, item in value.items():
-                if isinstance(key, str) and "\x00" in key:
-                    errors.append({"loc": loc, "message": "Names must not contain NUL characters"})
+                if isinstance(key, str) and not _storable_text(key):
+                    errors.append(
+                        {"loc": loc, "message": "Names must not contain NUL or unpaired surrogates"}
+                    )
                 stack.append((item, [*loc, key]))
         elif isinstance(value, list):
             stack.extend((item, [*loc, index]) for index, item in enumerate(value))

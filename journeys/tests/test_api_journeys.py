@@ -246,16 +246,22 @@ def test_oversized_body_is_a_413(api, settings):
 
 
 def test_values_the_database_cannot_store_exactly_are_refused(api):
-    definition = simple_definition(name="Nul\x00name")
+    definition = simple_definition()
     definition["triggers"][0]["where"] = [{"property": "n", "op": "eq", "value": 5.9e16}]
 
     response = api.post("/api/v1/journeys", definition)
 
     assert response.status_code == 400
     assert [error["loc"] for error in response.json()["errors"]] == [
-        ["name"],
-        ["triggers", 0, "where", 0, "value"],
+        ["triggers", 0, "where", 0, "value"]
     ]
+
+
+def test_a_nul_character_is_refused(api):
+    response = api.post("/api/v1/journeys", simple_definition(name="Nul\x00name"))
+
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["loc"] == ["body"]
 
 
 def test_duplicate_journey_key_is_refused(api):

@@ -126,3 +126,15 @@ def test_export_of_an_unknown_journey_or_version_is_a_clear_error(tmp_path):
     run("import_journey", write(tmp_path, simple_definition("one")))
     with pytest.raises(CommandError, match="has no version 4"):
         run("export_journey", "one", "--version", "4")
+
+
+@pytest.mark.parametrize("escape", ["\\u0000", "\\ud800"])
+def test_import_refuses_text_the_database_cannot_store(tmp_path, escape):
+    text = json.dumps(simple_definition("one", name="NAME")).replace("NAME", f"bad{escape}")
+    err = io.StringIO()
+
+    with pytest.raises(CommandError, match="nothing was imported"):
+        call_command("import_journey", write(tmp_path, text), stderr=err)
+
+    assert err.getvalue().startswith('["name"]: Text must not contain NUL')
+    assert not Journey.objects.exists()
