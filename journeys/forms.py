@@ -27,6 +27,8 @@ OP_CHOICES = [
 ]
 assert {op for op, _ in OP_CHOICES} == set(OPS)
 NEW = "__new__"
+# Fields shown only while the form's controlling choice is "event" (see static/js/app.js).
+EVENT_INPUT = forms.TextInput(attrs={"data-show-for": "event"})
 END = ""
 
 
@@ -144,13 +146,29 @@ class RuleForm(forms.Form):
             ("conversion", "a conversion is awarded"),
             ("goal", "a goal is achieved"),
         ],
+        widget=forms.Select(attrs={"data-controls": "type"}),
     )
-    event = forms.CharField(label="Event", required=False, max_length=100)
-    property = forms.CharField(label="Where property", required=False, max_length=100)
-    op = forms.ChoiceField(label="Operator", choices=OP_CHOICES, required=False)
-    compare = forms.CharField(label="Compared with", required=False, max_length=200)
-    conversion = forms.ChoiceField(label="Conversion", required=False)
-    goal = forms.ChoiceField(label="Goal", required=False)
+    event = forms.CharField(label="Event", required=False, max_length=100, widget=EVENT_INPUT)
+    property = forms.CharField(
+        label="Where property", required=False, max_length=100, widget=EVENT_INPUT
+    )
+    op = forms.ChoiceField(
+        label="Operator",
+        choices=OP_CHOICES,
+        required=False,
+        widget=forms.Select(attrs={"data-show-for": "event"}),
+    )
+    compare = forms.CharField(
+        label="Compared with", required=False, max_length=200, widget=EVENT_INPUT
+    )
+    conversion = forms.ChoiceField(
+        label="Conversion",
+        required=False,
+        widget=forms.Select(attrs={"data-show-for": "conversion"}),
+    )
+    goal = forms.ChoiceField(
+        label="Goal", required=False, widget=forms.Select(attrs={"data-show-for": "goal"})
+    )
 
     def __init__(self, *args, conversions=(), goals=(), **kwargs):
         super().__init__(*args, **kwargs)
@@ -320,13 +338,32 @@ class CriteriaFields(forms.Form):
     criteria_kind = forms.ChoiceField(
         label="Check",
         choices=[("attribute", "a contact attribute"), ("event", "an event the contact sent")],
+        widget=forms.Select(attrs={"data-controls": "criteria_kind"}),
     )
-    attribute = forms.CharField(label="Attribute", required=False, max_length=100)
-    op = forms.ChoiceField(label="Operator", choices=OP_CHOICES, required=False)
-    compare = forms.CharField(label="Compared with", required=False, max_length=200)
-    event = forms.CharField(label="Event", required=False, max_length=100)
+    attribute = forms.CharField(
+        label="Attribute",
+        required=False,
+        max_length=100,
+        widget=forms.TextInput(attrs={"data-show-for": "attribute"}),
+    )
+    op = forms.ChoiceField(
+        label="Operator",
+        choices=OP_CHOICES,
+        required=False,
+        widget=forms.Select(attrs={"data-show-for": "attribute"}),
+    )
+    compare = forms.CharField(
+        label="Compared with",
+        required=False,
+        max_length=200,
+        widget=forms.TextInput(attrs={"data-show-for": "attribute"}),
+    )
+    event = forms.CharField(label="Event", required=False, max_length=100, widget=EVENT_INPUT)
     within = DurationField(
-        label="Within", required=False, help_text="Leave empty for: since the enrollment started."
+        label="Within",
+        required=False,
+        help_text="Leave empty for: since the enrollment started.",
+        widget=EVENT_INPUT,
     )
 
 

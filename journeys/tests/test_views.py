@@ -569,3 +569,57 @@ def test_contact_page_shows_the_timeline(
 def test_unknown_contact_is_404(client, viewer):
     client.force_login(viewer)
     assert client.get("/contacts/nobody/").status_code == 404
+
+
+def test_flow_tab_swaps_only_the_left_panel(client, viewer, journey):
+    client.force_login(viewer)
+    response = htmx(client, "get", "/journeys/trial-nurture/", target="left-panel")
+    html = response.content.decode()
+    assert html.lstrip().startswith('<aside id="left-panel"')
+    assert "Triggers" in html and "Flow diagram" not in html
+
+
+def test_evaluate_goal_step_can_create_its_goal_inline(client, editor, journey):
+    client.force_login(editor)
+    htmx(
+        client,
+        "post",
+        "/journeys/trial-nurture/steps/add/",
+        {"after": "wait", "port": "next", "type": "evaluate_goal"},
+    )
+    response = htmx(
+        client,
+        "post",
+        "/journeys/trial-nurture/steps/evaluate-goal-1/",
+        {
+            "goal": "__new__",
+            "new_goal": "Activated",
+            "new_goal_event": "project_created",
+            "wait": "7 days",
+            "go_achieved": "convert",
+            "go_not_achieved": "",
+        },
+    )
+    assert response.status_code == 200
+    step = draft_definition(journey)["steps"][2]
+    assert step == {
+        "key": "evaluate-goal-1",
+        "type": "evaluate_goal",
+        "goal": "activated",
+        "wait": "P7D",
+        "achieved": "convert",
+        "not_achieved": None,
+    }
+    assert journey.goals.get().criteria == {"event": "project_created"}
+
+
+def test_step_form_only_offers_the_journeys_own_conversions(client, editor, journey):
+    create_journey(
+        definition={**BASE, "key": "other", "conversions": [{"key": "paid", "name": "Elsewhere"}]}
+    )
+    client.force_login(editor)
+    page = client.get("/journeys/trial-nurture/?step=convert").content.decode()
+    html = page[page.index('id="step-panel"') :]
+    assert '<option value="paid" selected>Started paid plan</option>' in html
+    assert "Elsewhere" not in html
+    assert "New conversion…" in html

@@ -51,7 +51,11 @@ def test_build_and_publish_a_journey_end_to_end(page, live_server, publisher):
     # An event trigger.
     page.get_by_text("Add trigger…").click()
     trigger = page.locator("form[action$='/triggers/']")
+    trigger.get_by_label("When").select_option("goal")
+    expect(trigger.get_by_label("Event", exact=True)).to_be_hidden()
+    expect(trigger.get_by_label("Goal", exact=True)).to_be_visible()
     trigger.get_by_label("When").select_option("event")
+    expect(trigger.get_by_label("Goal", exact=True)).to_be_hidden()
     trigger.get_by_label("Event", exact=True).fill("trial_started")
     trigger.get_by_role("button", name="Add trigger").click()
     expect(page.get_by_text("Event trial_started")).to_be_visible()

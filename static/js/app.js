@@ -1,0 +1,46 @@
+// Waypoint's own script, kept small: the pages work without it.
+(function () {
+  "use strict";
+
+  // Forms that ask "an event, or an attribute, or a conversion?" show only the fields of
+  // the choice made. Without this script every field stays visible and still works.
+  function applyToggles(root) {
+    root.querySelectorAll("select[data-controls]").forEach(function (select) {
+      var form = select.form;
+      if (!form) return;
+      form.querySelectorAll("[data-show-for]").forEach(function (element) {
+        var wanted = element.getAttribute("data-show-for").split(" ");
+        var box = element.matches("fieldset") ? element : element.closest(".field") || element;
+        box.hidden = wanted.indexOf(select.value) === -1;
+      });
+    });
+  }
+
+  document.addEventListener("change", function (event) {
+    if (event.target.matches("select[data-controls]")) applyToggles(event.target.form);
+  });
+  document.addEventListener("htmx:load", function (event) { applyToggles(event.detail.elt); });
+  document.addEventListener("DOMContentLoaded", function () { applyToggles(document); });
+
+  // A failed HTMX request would otherwise change nothing on the page and say nothing.
+  function showProblem(message) {
+    var box = document.getElementById("request-problem");
+    if (!box) return;
+    box.textContent = message;
+    box.hidden = false;
+  }
+  document.addEventListener("htmx:responseError", function (event) {
+    var status = event.detail.xhr.status;
+    var reason = status === 403 ? "you do not have permission to do that"
+      : status === 404 ? "it no longer exists (reload the page)"
+      : "the server could not do it (status " + status + ")";
+    showProblem("Not saved: " + reason + ".");
+  });
+  document.addEventListener("htmx:sendError", function () {
+    showProblem("Not saved: the server could not be reached. Check the connection and try again.");
+  });
+  document.addEventListener("htmx:beforeRequest", function () {
+    var box = document.getElementById("request-problem");
+    if (box) box.hidden = true;
+  });
+})();
