@@ -79,12 +79,32 @@ def _reject_constant(name: str):
     raise BodyError("The body is not valid JSON.")
 
 
-def _check_depth(value, limit: int) -> None:
+def _unstorable(text: str) -> bool:
+    # NUL cannot be stored in a PostgreSQL text or jsonb value, and an unpaired surrogate
+    # (valid in JSON's \u escapes, not in UTF-8) cannot be encoded to be sent there at all.
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _check_body(value, limit: int) -> None:
+    """Depth and strings of a parsed body, walked without recursion."""
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        if isinstance(item, str):
+            if _unstorable(item):
+                raise BodyError(
+                    "The body contains a NUL character or an unpaired surrogate (\\u0000, "
+                    "\\ud800-\\udfff), which cannot be stored."
+                )
+            continue
         if isinstance(item, dict):
-            children = item.values()
+            children = [*item.keys(), *item.values()]
         elif isinstance(item, list):
             children = item
         else:
@@ -96,7 +116,8 @@ def _check_depth(value, limit: int) -> None:
 
 def parse_json(raw: bytes) -> object:
     """The body as JSON, refusing NaN/Infinity (not JSON, and PostgreSQL's jsonb rejects
-    them) and nesting deeper than API_MAX_JSON_DEPTH, before any route reads it."""
+    them), strings the database cannot store, and nesting deeper than API_MAX_JSON_DEPTH,
+    before any route reads it."""
     try:
         data = json.loads(raw, parse_constant=_reject_constant)
     except BodyError:
@@ -105,7 +126,7 @@ def parse_json(raw: bytes) -> object:
         raise BodyError("The body is nested too deeply.") from None
     except (ValueError, UnicodeDecodeError):
         raise BodyError("The body is not valid JSON.") from None
-    _check_depth(data, settings.API_MAX_JSON_DEPTH)
+    _check_body(data, settings.API_MAX_JSON_DEPTH)
     return data
 
 

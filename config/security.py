@@ -4,7 +4,17 @@ keeps email addresses out of log lines."""
 import logging
 import re
 
+from csp.constants import SELF, UNSAFE_INLINE
+from csp.decorators import csp_replace
+from django.http import HttpResponseBadRequest, JsonResponse
+
 EMAIL_RE = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
+
+
+# For a page that inlines server-drawn SVG charts (pygal writes a <style> element into each):
+# HTMX swaps new charts into the page after load, so a per-response nonce cannot cover them.
+# Scripts stay 'self' only; no other page gets this.
+allow_inline_styles = csp_replace({"style-src": [SELF, UNSAFE_INLINE]})
 
 
 def mask_emails(text: str) -> str:
@@ -65,21 +75,27 @@ class ApiErrorShapeMiddleware:
     the same status and headers that matter."""
 
     KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
+    NUL_MESSAGE = "A NUL character is not allowed in the URL."
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
-        response = self.get_response(request)
+        if "\x00" in request.path or "%00" in request.META.get("QUERY_STRING", ""):
+            # No route can use a NUL, and the database refuses to store or compare one.
+            response = HttpResponseBadRequest(self.NUL_MESSAGE)
+        else:
+            response = self.get_response(request)
         if (
             response.status_code < 400
+            or response.streaming
             or not request.path.startswith("/api/")
             or response.get("Content-Type", "").startswith("application/json")
         ):
             return response
-        from django.http import JsonResponse
-
-        if response.status_code == 404:
+        if response.content == self.NUL_MESSAGE.encode():
+            message = self.NUL_MESSAGE
+        elif response.status_code == 404:
             message = f"No API route at {request.path}."
         elif response.status_code == 405:
             message = f"Method {request.method} is not allowed here; allowed: {response.get('Allow', '')}."

@@ -275,6 +275,11 @@ class EventIn(Schema):
             return None
         if timezone.is_naive(value):
             value = value.replace(tzinfo=UTC)
+        try:
+            # In UTC: PostgreSQL refuses offsets past ±15:59 that ISO 8601 parsers accept.
+            value = value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("The timestamp is out of range") from None
         if value > timezone.now() + FUTURE_TOLERANCE:
             raise ValueError("The timestamp is more than a day in the future")
         return value

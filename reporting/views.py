@@ -6,6 +6,7 @@ from django.contrib.auth.decorators import login_required, permission_required
 from django.http import HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, render
 
+from config.security import allow_inline_styles
 from conversions.models import Conversion
 from journeys.models import Journey, JourneyVersion
 from reporting import charts, selectors, stats
@@ -89,6 +90,7 @@ def _query(request) -> dict:
 
 @login_required
 @permission_required(VIEW, raise_exception=True)
+@allow_inline_styles
 def report(request, key: str):
     journey = get_object_or_404(Journey, key=key)
     form, ctx, problem = _filters(request, journey)

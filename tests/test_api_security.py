@@ -271,3 +271,39 @@ def test_wrong_method_is_a_405_in_the_error_shape(api):
 @override_settings(ALLOWED_HOSTS=["waypoint.example"])
 def test_bad_host_on_the_api_is_a_400_in_the_error_shape(api):
     _assert_error_shape(api.get("/api/v1/journeys", HTTP_HOST="evil.example"), 400)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"events": [{"id": "e-1", "contact": "c", "name": "x", "properties": {"a": "\\u0000"}}]}',
+        b'{"events": [{"id": "e-1", "contact": "c\\ud800", "name": "x"}]}',
+        b'{"events": [{"id": "e-1", "contact": "c", "name": "x", "properties": {"\\udfff": 1}}]}',
+    ],
+)
+def test_strings_the_database_cannot_store_are_a_400(api, raw):
+    errors = _assert_error_shape(api.post("/api/v1/events", raw), 400)
+    assert errors[0]["loc"] == ["body"] and "NUL" in errors[0]["message"]
+    assert Event.objects.count() == 0
+
+
+@pytest.mark.parametrize("path", ["/api/v1/contacts/a%00b", "/api/v1/journeys?x=%00"])
+def test_nul_in_the_url_is_a_400(api, path):
+    errors = _assert_error_shape(api.get(path), 400)
+    assert "NUL" in errors[0]["message"]
+
+
+def test_nul_in_a_page_url_is_a_400(client, viewer):
+    client.force_login(viewer)
+    assert client.get("/contacts/a%00b/").status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "status"),
+    [("2026-01-02T03:04:05+20:02", 202), ("0001-01-01T00:00:00+05:00", 400)],
+)
+def test_unusual_timestamp_offsets_are_stored_or_refused_cleanly(api, timestamp, status):
+    response = api.post("/api/v1/events", {"events": [_event(1, timestamp=timestamp)]})
+    assert response.status_code == status, response.content
+    if status == 400:
+        assert response.json()["errors"][0]["loc"] == ["events", 0, "timestamp"]
