@@ -1,0 +1,108 @@
+"""Rollups of the report's facts, by version and UTC day of enrollment start.
+
+They only speed the report up: a report adds the facts not rolled up yet (ids past each
+watermark) to the rollups, so its figures are exact whether or not the refresh has run.
+`refresh_rollups` folds new facts in; `rebuild_report_rollups` recomputes them from scratch.
+"""
+
+from django.db import models
+
+from conversions.models import Conversion
+from journeys.models import JourneyVersion
+
+
+class VersionDay(models.Model):
+    """Enrollments started on a version that day."""
+
+    version = models.ForeignKey(JourneyVersion, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    held_out = models.BooleanField()
+    enrolled = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["version", "day", "held_out"], name="versionday_unique")
+        ]
+
+    def __str__(self):
+        return f"{self.version_id} {self.day}: {self.enrolled}"
+
+
+class ConversionDay(models.Model):
+    """Of the enrollments started on a version that day: how many have at least one award of
+    the conversion, and the value of all their awards."""
+
+    conversion = models.ForeignKey(Conversion, on_delete=models.CASCADE, related_name="+")
+    version = models.ForeignKey(JourneyVersion, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    held_out = models.BooleanField()
+    converted = models.PositiveIntegerField(default=0)
+    value = models.DecimalField(max_digits=18, decimal_places=2, default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversion", "version", "day", "held_out"], name="conversionday_unique"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.conversion_id} {self.version_id} {self.day}: {self.converted}"
+
+
+class StepDay(models.Model):
+    """Of the enrollments started on a version that day: how many entered the step."""
+
+    version = models.ForeignKey(JourneyVersion, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    step_key = models.CharField(max_length=64)
+    entered = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["version", "day", "step_key"], name="stepday_unique")
+        ]
+
+    def __str__(self):
+        return f"{self.version_id} {self.day} {self.step_key}: {self.entered}"
+
+
+class StepConversionDay(models.Model):
+    """Of the enrollments started on a version that day that entered the step: how many
+    have at least one award of the conversion."""
+
+    conversion = models.ForeignKey(Conversion, on_delete=models.CASCADE, related_name="+")
+    version = models.ForeignKey(JourneyVersion, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    step_key = models.CharField(max_length=64)
+    converted = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversion", "version", "day", "step_key"],
+                name="stepconversionday_unique",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.conversion_id} {self.version_id} {self.day} {self.step_key}"
+
+
+class RollupWatermark(models.Model):
+    """How far each fact table is rolled up. Rows with ids up to `rolled_up` are in the
+    rollups; `seen` is the highest id at the previous refresh, folded in at the next one, so
+    that a transaction still open at one refresh has committed by the next."""
+
+    class Fact(models.TextChoices):
+        ENROLLMENT = "enrollment", "Enrollments"
+        VISIT = "visit", "Step visits"
+        AWARD = "award", "Conversion awards"
+
+    fact = models.CharField(max_length=16, choices=Fact.choices, unique=True)
+    rolled_up = models.BigIntegerField(default=0)
+    seen = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"{self.fact} up to {self.rolled_up}"

@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from conversions.models import Conversion, ConversionAward, Goal, GoalAchievement, Revision
 from journeys.models import Enrollment, Journey, JourneyVersion, OutboxMessage, StepVisit
-from reporting import stats
+from reporting import rollups, stats
 
 MESSAGE_STEP_TYPES = ("send_email", "send_sms")
 PATH_LIMIT = 10
@@ -319,23 +319,62 @@ class VersionCounts:
         return self.treated + self.held_out
 
 
-def version_counts(ctx: ReportContext) -> list[VersionCounts]:
-    """Per version: enrolled, converted and value, held-out apart; one query."""
-    where, params = _enrollment_where(ctx)
+def _split_days(ctx: ReportContext) -> dict[int, tuple[datetime.date, datetime.date | None]]:
+    """For each version randomized against the baseline: the whole UTC days both took
+    enrollments side by side, as [first, end). Whole days keep the sample-ratio check
+    the same whether it is read from rollups or from the facts."""
     base = ctx.by_number(ctx.baseline) if ctx.versions else None
-    windows = {}
+    days = {}
     for v in ctx.versions:
         window = split_window(base, v) if base and v.id != base.id else None
         if window:
-            windows[v.number] = window
+            begin, end = window
+            first = (
+                begin.date()
+                if begin.timetz() == datetime.time(tzinfo=begin.tzinfo)
+                else begin.date() + datetime.timedelta(days=1)
+            )
+            days[v.number] = (first, end.date() if end else None)
+    return days
+
+
+def _version_counts_result(ctx, rows, windows) -> list[VersionCounts]:
+    base = ctx.by_number(ctx.baseline) if ctx.versions else None
+    counts: dict[int, dict] = {
+        v.id: {"treated": Counts(), "held_out": Counts()} for v in ctx.versions
+    }
+    split_totals: dict[int, list] = defaultdict(lambda: [0] * len(windows))
+    for version_id, held_out, enrolled, converted, value, *in_split in rows:
+        counts[version_id]["held_out" if held_out else "treated"] = Counts(
+            int(enrolled), int(converted), _money(value)
+        )
+        for i, n in enumerate(in_split):
+            split_totals[version_id][i] += int(n or 0)
+    result = []
+    numbers = list(windows)
+    for v in ctx.versions:
+        in_split = None
+        if v.number in windows:
+            i = numbers.index(v.number)
+            in_split = (split_totals[v.id][i], split_totals[base.id][i])
+        result.append(VersionCounts(v.number, in_split=in_split, **counts[v.id]))
+    return result
+
+
+def version_counts_from_facts(ctx: ReportContext) -> list[VersionCounts]:
+    """Per version: enrolled, converted and value, held-out apart, straight from the facts;
+    one query. The reference `version_counts` must equal."""
+    where, params = _enrollment_where(ctx)
+    windows = _split_days(ctx)
     split_columns, split_params = [], []
-    for begin, end in windows.values():
+    for first, end in windows.values():
         split_columns.append(
             "SUM(CASE WHEN e.started_at >= %s"
             + (" AND e.started_at < %s" if end else "")
             + " THEN 1 ELSE 0 END)"
         )
-        split_params += [_db_datetime(begin)] + ([_db_datetime(end)] if end else [])
+        split_params += [_db_datetime(_day_start(first))]
+        split_params += [_db_datetime(_day_start(end))] if end else []
     extra = "".join(f", {c}" for c in split_columns)
     rows = _fetch(
         f"""
@@ -351,25 +390,72 @@ def version_counts(ctx: ReportContext) -> list[VersionCounts]:
         """,
         [ctx.conversion.id, *split_params, *params],
     )
-    counts: dict[int, dict] = {
-        v.id: {"treated": Counts(), "held_out": Counts()} for v in ctx.versions
-    }
-    split_totals: dict[int, list] = defaultdict(lambda: [0] * len(windows))
-    for version_id, held_out, enrolled, converted, value, *in_split in rows:
-        counts[version_id]["held_out" if held_out else "treated"] = Counts(
-            enrolled, converted, _money(value)
+    return _version_counts_result(ctx, rows, windows)
+
+
+def _rollup_where(ctx: ReportContext, alias: str = "r") -> tuple[str, list]:
+    ids = ctx.version_ids or [0]
+    clauses = [f"{alias}.version_id IN ({', '.join(['%s'] * len(ids))})"]
+    params: list = list(ids)
+    if ctx.start:
+        clauses.append(f"{alias}.day >= %s")
+        params.append(rollups.day_param(ctx.start))
+    if ctx.end:
+        clauses.append(f"{alias}.day <= %s")
+        params.append(rollups.day_param(ctx.end))
+    return " AND ".join(clauses), params
+
+
+def version_counts(ctx: ReportContext, marks: dict | None = None) -> list[VersionCounts]:
+    """Per version: enrolled, converted and value, held-out apart: the rollups plus the
+    facts not rolled up yet; one query (two without the watermarks `marks`)."""
+    marks = marks or rollups.rolled_up()
+    where, params = _enrollment_where(ctx)
+    rwhere, rparams = _rollup_where(ctx)
+    windows = _split_days(ctx)
+    split_columns, split_params = [], []
+    for first, end in windows.values():
+        split_columns.append(
+            "SUM(CASE WHEN x.day >= %s"
+            + (" AND x.day < %s" if end else "")
+            + " THEN x.enrolled ELSE 0 END)"
         )
-        for i, n in enumerate(in_split):
-            split_totals[version_id][i] += int(n or 0)
-    result = []
-    numbers = list(windows)
-    for v in ctx.versions:
-        in_split = None
-        if v.number in windows:
-            i = numbers.index(v.number)
-            in_split = (split_totals[v.id][i], split_totals[base.id][i])
-        result.append(VersionCounts(v.number, in_split=in_split, **counts[v.id]))
-    return result
+        split_params += [rollups.day_param(first)] + ([rollups.day_param(end)] if end else [])
+    extra = "".join(f", {c}" for c in split_columns)
+    day = _day("e.started_at")
+    rows = _fetch(
+        f"""
+        SELECT x.version_id, x.held_out, SUM(x.enrolled), SUM(x.converted), SUM(x.value){extra}
+        FROM (
+            SELECT r.version_id, r.held_out, r.day, r.enrolled, 0 AS converted, 0 AS value
+            FROM {rollups.VERSION_DAY} r WHERE {rwhere}
+            UNION ALL
+            SELECT r.version_id, r.held_out, r.day, 0, r.converted, r.value
+            FROM {rollups.CONVERSION_DAY} r WHERE r.conversion_id = %s AND {rwhere}
+            UNION ALL
+            SELECT e.version_id, e.held_out, {day}, 1, 0, 0
+            FROM {ENROLLMENT} e WHERE e.id > %s AND {where}
+            UNION ALL
+            SELECT e.version_id, e.held_out, {day}, 0,
+                   CASE WHEN {rollups.FIRST_AWARD} THEN 1 ELSE 0 END, a.value
+            FROM {AWARD} a JOIN {ENROLLMENT} e ON e.id = a.enrollment_id
+            WHERE a.id > %s AND a.conversion_id = %s AND {where}
+        ) x
+        GROUP BY x.version_id, x.held_out
+        """,
+        [
+            *split_params,
+            *rparams,
+            ctx.conversion.id,
+            *rparams,
+            marks["enrollment"],
+            *params,
+            marks["award"],
+            ctx.conversion.id,
+            *params,
+        ],
+    )
+    return _version_counts_result(ctx, rows, windows)
 
 
 @dataclass(frozen=True)
@@ -421,9 +507,9 @@ class StepCounts:
     converted: int
 
 
-def step_funnel(ctx: ReportContext) -> list[StepCounts]:
-    """Per version and step of its definition: enrollments that entered the step, and those
-    of them that converted; steps line up across versions by key. One query."""
+def step_funnel_from_facts(ctx: ReportContext) -> list[StepCounts]:
+    """Per version and step, straight from the facts; one query. The reference
+    `step_funnel` must equal."""
     where, params = _enrollment_where(ctx)
     rows = _fetch(
         f"""
@@ -438,8 +524,68 @@ def step_funnel(ctx: ReportContext) -> list[StepCounts]:
         """,
         [ctx.conversion.id, *params],
     )
+    return _funnel_result(ctx, rows)
+
+
+def step_funnel(ctx: ReportContext, marks: dict | None = None) -> list[StepCounts]:
+    """Per version and step of its definition: enrollments that entered the step, and those
+    of them that converted; steps line up across versions by key. The rollups plus the facts
+    not rolled up yet (see reporting/rollups.py for why each pair counts once); one query
+    (two without the watermarks `marks`)."""
+    marks = marks or rollups.rolled_up()
+    where, params = _enrollment_where(ctx)
+    rwhere, rparams = _rollup_where(ctx)
+    first_visit, first_award = rollups.FIRST_VISIT, rollups.FIRST_AWARD
+    rows = _fetch(
+        f"""
+        SELECT x.version_id, x.step_key, SUM(x.entered), SUM(x.converted)
+        FROM (
+            SELECT r.version_id, r.step_key, r.entered, 0 AS converted
+            FROM {rollups.STEP_DAY} r WHERE {rwhere}
+            UNION ALL
+            SELECT r.version_id, r.step_key, 0, r.converted
+            FROM {rollups.STEP_CONVERSION_DAY} r WHERE r.conversion_id = %s AND {rwhere}
+            UNION ALL
+            SELECT e.version_id, v.step_key, 1, 0
+            FROM {VISIT} v JOIN {ENROLLMENT} e ON e.id = v.enrollment_id
+            WHERE v.id > %s AND {first_visit} AND {where}
+            UNION ALL
+            SELECT e.version_id, v.step_key, 0, 1
+            FROM {VISIT} v JOIN {ENROLLMENT} e ON e.id = v.enrollment_id
+            JOIN {AWARD} a ON a.enrollment_id = v.enrollment_id AND a.conversion_id = %s
+                 AND a.id <= %s
+            WHERE v.id > %s AND {first_visit} AND {first_award} AND {where}
+            UNION ALL
+            SELECT e.version_id, v.step_key, 0, 1
+            FROM {AWARD} a JOIN {ENROLLMENT} e ON e.id = a.enrollment_id
+            JOIN {VISIT} v ON v.enrollment_id = a.enrollment_id
+            WHERE a.id > %s AND a.conversion_id = %s AND {first_award} AND {first_visit}
+                  AND {where}
+        ) x
+        GROUP BY x.version_id, x.step_key
+        """,
+        [
+            *rparams,
+            ctx.conversion.id,
+            *rparams,
+            marks["visit"],
+            *params,
+            ctx.conversion.id,
+            marks["award"],
+            marks["visit"],
+            *params,
+            marks["award"],
+            ctx.conversion.id,
+            *params,
+        ],
+    )
+    return _funnel_result(ctx, rows)
+
+
+def _funnel_result(ctx: ReportContext, rows) -> list[StepCounts]:
     found = {
-        (version_id, key): (entered, converted) for version_id, key, entered, converted in rows
+        (version_id, key): (int(entered), int(converted))
+        for version_id, key, entered, converted in rows
     }
     result = []
     for v in ctx.versions:
@@ -740,18 +886,20 @@ class Report:
 
 
 def version_report(ctx: ReportContext) -> Report:
-    """What the report call answers: the comparison and the step funnel (two queries)."""
-    counts = version_counts(ctx)
-    return Report(ctx, version_rows(ctx, counts), step_funnel(ctx), holdout(counts))
+    """What the report call answers: the comparison and the step funnel (three queries)."""
+    marks = rollups.rolled_up()
+    counts = version_counts(ctx, marks)
+    return Report(ctx, version_rows(ctx, counts), step_funnel(ctx, marks), holdout(counts))
 
 
 def full_report(ctx: ReportContext) -> Report:
-    """Every panel of the report page: one query each, nine in all."""
-    counts = version_counts(ctx)
+    """Every panel of the report page: one query each, ten in all with the watermarks."""
+    marks = rollups.rolled_up()
+    counts = version_counts(ctx, marks)
     return Report(
         ctx,
         version_rows(ctx, counts),
-        step_funnel(ctx),
+        step_funnel(ctx, marks),
         holdout(counts),
         daily=daily_counts(ctx),
         revisions=conversion_revisions(ctx),

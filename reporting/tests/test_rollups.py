@@ -1,0 +1,124 @@
+"""The rollups plus the not-yet-rolled-up tail equal the raw facts, at every stage of
+incremental refreshing and after a rebuild."""
+
+import datetime
+
+import pytest
+from django.core.management import call_command
+
+from conversions.models import ConversionAward
+from conversions.tests.factories import ConversionAwardFactory
+from journeys.models import Enrollment, StepVisit
+from reporting import rollups, selectors
+from reporting.models import ConversionDay, StepConversionDay, StepDay, VersionDay
+from reporting.tasks import refresh_report_rollups
+from reporting.tests.factories import StepVisitFactory, enroll, trial_history
+from reporting.tests.test_selectors import T0, D, H, history  # noqa: F401 - a fixture
+
+pytestmark = pytest.mark.django_db
+
+
+def contexts(journey):
+    """The report under several filters: each conversion, a date range, one version."""
+    found = [selectors.report_context(journey=journey)]
+    for conversion in journey.conversions.all():
+        found.append(selectors.report_context(journey=journey, conversion_key=conversion.key))
+    first = journey.enrollments.order_by("started_at").first()
+    if first:
+        day = first.started_at.date()
+        found.append(
+            selectors.report_context(
+                journey=journey,
+                start=day + datetime.timedelta(days=1),
+                end=day + datetime.timedelta(days=9),
+            )
+        )
+    numbers = list(
+        journey.versions.filter(published_at__isnull=False).values_list("number", flat=True)
+    )
+    if len(numbers) > 1:
+        found.append(selectors.report_context(journey=journey, versions=[numbers[-1]]))
+    return found
+
+
+def assert_rollups_equal_facts(journey):
+    for ctx in contexts(journey):
+        assert selectors.version_counts(ctx) == selectors.version_counts_from_facts(ctx)
+        assert selectors.step_funnel(ctx) == selectors.step_funnel_from_facts(ctx)
+
+
+def test_rebuilt_rollups_equal_the_facts(history):  # noqa: F811
+    journey = history["journey"]
+    rollups.rebuild_rollups()
+    assert rollups.rolled_up() == {
+        "enrollment": Enrollment.objects.order_by("-id").first().id,
+        "visit": StepVisit.objects.order_by("-id").first().id,
+        "award": ConversionAward.objects.order_by("-id").first().id,
+    }
+    assert sum(VersionDay.objects.values_list("enrolled", flat=True)) == Enrollment.objects.count()
+    assert ConversionDay.objects.exists() and StepDay.objects.exists()
+    assert StepConversionDay.objects.exists()
+    assert_rollups_equal_facts(journey)
+
+
+def test_a_believable_history_rolls_up_exactly():
+    journey = trial_history(days=24, per_day=14, seed=3)
+    assert_rollups_equal_facts(journey)  # nothing rolled up: the tail is everything
+    rollups.rebuild_rollups()
+    assert_rollups_equal_facts(journey)
+
+
+def test_incremental_refreshes_equal_the_facts_at_every_stage(history):  # noqa: F811
+    journey, paid = history["journey"], history["paid"]
+    v1 = journey.versions.get(number=1)
+    refresh_report_rollups()  # records what it saw; folds it in next time
+    assert rollups.rolled_up()["enrollment"] == 0
+    assert_rollups_equal_facts(journey)
+    refresh_report_rollups()
+    assert rollups.rolled_up()["enrollment"] > 0
+    assert_rollups_equal_facts(journey)
+
+    # New facts arrive in every order: an award before the visits it pairs with, visits of
+    # enrollments converted long ago, a second visit of a step, a second award.
+    late = enroll(v1, T0 + 2 * D, path=("welcome",))
+    ConversionAwardFactory(enrollment=late, conversion=paid, awarded_at=T0 + 3 * D, dedupe_key="x")
+    assert_rollups_equal_facts(journey)
+    refresh_report_rollups()
+    assert_rollups_equal_facts(journey)
+    StepVisitFactory(enrollment=late, step_key="wait", seq=1, entered_at=T0 + 3 * D)
+    StepVisitFactory(enrollment=late, step_key="welcome", seq=2, entered_at=T0 + 4 * D)
+    converted_long_ago = (
+        Enrollment.objects.filter(awards__conversion=paid, held_out=False).order_by("id").first()
+    )
+    StepVisitFactory(enrollment=converted_long_ago, step_key="nudge", seq=10, entered_at=T0 + 9 * D)
+    assert_rollups_equal_facts(journey)
+    refresh_report_rollups()
+    assert_rollups_equal_facts(journey)
+    ConversionAwardFactory(enrollment=late, conversion=paid, awarded_at=T0 + 5 * D, dedupe_key="y")
+    fresh = enroll(v1, T0 + 3 * D, path=("welcome", "wait"), awards=((paid, H),))
+    refresh_report_rollups()
+    assert_rollups_equal_facts(journey)
+    refresh_report_rollups()
+    assert_rollups_equal_facts(journey)
+    assert rollups.rolled_up()["award"] == fresh.awards.get().id
+
+    # Once rolled up, the figures come from the rollups alone.
+    before = selectors.version_counts(selectors.report_context(journey=journey))
+    VersionDay.objects.update(enrolled=0)
+    after = selectors.version_counts(selectors.report_context(journey=journey))
+    assert [c.total.enrolled for c in after] == [0, 0] != [c.total.enrolled for c in before]
+
+
+def test_rebuild_command_repairs_drifted_rollups(history, capsys):  # noqa: F811
+    journey = history["journey"]
+    call_command("rebuild_report_rollups")
+    assert "Rebuilt the report rollups" in capsys.readouterr().out
+    StepDay.objects.update(entered=999)
+    assert selectors.step_funnel(selectors.report_context(journey=journey)) != (
+        selectors.step_funnel_from_facts(selectors.report_context(journey=journey))
+    )
+    call_command("rebuild_report_rollups")
+    assert_rollups_equal_facts(journey)
+    call_command("refresh_report_rollups")
+    assert "Report rollups now hold" in capsys.readouterr().out
+    assert_rollups_equal_facts(journey)
