@@ -580,10 +580,12 @@ def award_conversions(*, requests: Iterable[AwardRequest], now: datetime.datetim
     rows = [_award_rows(request, now) for request in _distinct(requests)]
     if not rows:
         return
+    from journeys.actions import insert_objects
+
     # Awards first, then their events, in every caller: the transaction that wins an award's
     # row is the one that also stores its event.
-    ConversionAward.objects.bulk_create([award for award, _ in rows], ignore_conflicts=True)
-    Event.objects.bulk_create([event for _, event in rows], ignore_conflicts=True)
+    insert_objects([award for award, _ in rows], ignore_conflicts=True)
+    insert_objects([event for _, event in rows], ignore_conflicts=True)
 
 
 def award_conversion(
