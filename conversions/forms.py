@@ -40,8 +40,12 @@ def add_action_errors(form: forms.Form, errors: list[dict], fields: dict) -> Non
         form.add_error(field, error.get("message", "Invalid value"))
 
 
+# The inline form opens on request; focus goes to its first field (htmx honours autofocus).
+NAME_INPUT = forms.TextInput(attrs={"autofocus": True})
+
+
 class ConversionForm(forms.Form):
-    name = forms.CharField(label="Name", max_length=200)
+    name = forms.CharField(label="Name", max_length=200, widget=NAME_INPUT)
     value = forms.DecimalField(
         label="Value",
         min_value=0,
@@ -112,7 +116,7 @@ class ConversionForm(forms.Form):
 
 
 class GoalForm(CriteriaFields):
-    name = forms.CharField(label="Name", max_length=200)
+    name = forms.CharField(label="Name", max_length=200, widget=NAME_INPUT)
     conversion = forms.ChoiceField(
         label="Awards conversion",
         required=False,
