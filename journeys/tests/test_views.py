@@ -633,3 +633,26 @@ def test_step_form_only_offers_the_journeys_own_conversions(client, editor, jour
     assert '<option value="paid" selected>Started paid plan</option>' in html
     assert "Elsewhere" not in html
     assert "New conversion…" in html
+
+
+@pytest.mark.parametrize("role", ["editor", "publisher"])
+@pytest.mark.parametrize("url", PAGES)
+def test_editors_and_publishers_read_every_page_with_controls(
+    request, client, journey, contact, role, url
+):
+    client.force_login(request.getfixturevalue(role))
+    response = client.get(url)
+    assert response.status_code == 200
+    if url == "/journeys/trial-nurture/":
+        html = response.content.decode()
+        assert "Add a step" in html
+        assert (">Publish</button>" in html) == (role == "publisher")
+
+
+@pytest.mark.parametrize(("url", "data"), WRITES)
+def test_a_user_without_a_role_gets_403_everywhere(client, journey, url, data):
+    from journeys.tests.factories import UserFactory
+
+    client.force_login(UserFactory(username="nobody"))
+    assert client.post(url, data).status_code == 403
+    assert client.get("/journeys/").status_code == 403
