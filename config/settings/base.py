@@ -8,7 +8,10 @@ import environ
 from csp.constants import NONCE, NONE, SELF
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
-VAR_DIR = BASE_DIR / "var"
+# Where the embedded default keeps its state: the SQLite file, the broker's folders, beat's
+# schedule, the file cache and collected static files. VAR_DIR moves all of it at once, so
+# that a second instance on one checkout (a test of bin/run, say) shares nothing.
+VAR_DIR = Path(os.environ.get("VAR_DIR") or BASE_DIR / "var")
 
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
