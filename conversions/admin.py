@@ -10,6 +10,7 @@ from django.contrib import admin
 
 from conversions.actions import check_conversion, check_goal, save_conversion, save_goal
 from conversions.models import Conversion, ConversionAward, Goal, GoalAchievement, Revision
+from journeys.admin import ReadOnlyAdmin
 from journeys.definition import DefinitionError, format_duration
 
 CONVERSION_FIELDS = {
@@ -184,18 +185,8 @@ class GoalAdmin(DefinitionAdmin):
     list_select_related = ["journey", "conversion"]
 
 
-class HistoryAdmin(admin.ModelAdmin):
-    """What happened: viewable, never added or changed by hand."""
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(Revision)
-class RevisionAdmin(HistoryAdmin):
+class RevisionAdmin(ReadOnlyAdmin):
     list_display = [
         "created_at",
         "journey",
@@ -212,7 +203,7 @@ class RevisionAdmin(HistoryAdmin):
 
 
 @admin.register(GoalAchievement)
-class GoalAchievementAdmin(HistoryAdmin):
+class GoalAchievementAdmin(ReadOnlyAdmin):
     list_display = ["goal", "contact", "journey", "version", "step_key", "achieved_at"]
     list_filter = ["journey"]
     search_fields = ["goal__key", "contact__external_id", "journey__key"]
@@ -221,7 +212,7 @@ class GoalAchievementAdmin(HistoryAdmin):
 
 
 @admin.register(ConversionAward)
-class ConversionAwardAdmin(HistoryAdmin):
+class ConversionAwardAdmin(ReadOnlyAdmin):
     list_display = [
         "conversion",
         "contact",
