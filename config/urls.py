@@ -5,6 +5,7 @@ from django.views.generic import RedirectView
 
 from config.api import api
 from config.health import healthz
+from journeys.audit import journey_audit_page
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/journeys/", permanent=False)),
@@ -12,6 +13,7 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/v1/", api.urls),
+    path("journeys/<slug:key>/audit/", journey_audit_page, name="journey-audit"),
     path("", include("journeys.urls")),
     path("", include("conversions.urls")),
     path("", include("reporting.urls")),

@@ -68,9 +68,14 @@ def create_api_key(
     return key, raw_key
 
 
+@transaction.atomic
 def revoke_api_key(*, key: ApiKey) -> None:
-    """Idempotent: revoking a revoked key keeps the first revocation time."""
-    ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    """Idempotent: revoking a revoked key keeps the first revocation time. Saved through the
+    model (row locked) rather than a queryset update so the audit log records who revoked it."""
+    locked = ApiKey.objects.select_for_update().get(pk=key.pk)
+    if locked.revoked_at is None:
+        locked.revoked_at = timezone.now()
+        locked.save(update_fields=["revoked_at"])
 
 
 def authenticate_api_key(*, raw_key: str) -> ApiKey | None:

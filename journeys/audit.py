@@ -9,10 +9,12 @@ for every code path that goes through the ORM's save(); the admin shows them rea
 import dataclasses
 from datetime import datetime
 
+from django.contrib.auth.decorators import login_required, permission_required
 from django.contrib.contenttypes.models import ContentType
 from django.db.models import Q
 from django.db.models.signals import pre_save
 from django.dispatch import receiver
+from django.shortcuts import get_object_or_404, render
 
 from journeys.models import Journey, JourneyVersion
 
@@ -128,3 +130,20 @@ def audit_rows(entries) -> list[AuditRow]:
             )
         )
     return rows
+
+
+AUDIT_PAGE_SIZE = 200
+
+
+@login_required
+@permission_required("journeys.view_journey", raise_exception=True)
+def journey_audit_page(request, key: str):
+    """The journey's audit log: who changed it, its versions, goals and conversions, when,
+    and what changed; the newest AUDIT_PAGE_SIZE entries."""
+    journey = get_object_or_404(Journey, key=key)
+    rows = audit_rows(journey_audit_entries(journey)[:AUDIT_PAGE_SIZE])
+    return render(
+        request,
+        "journeys/audit.html",
+        {"journey": journey, "rows": rows, "limit": AUDIT_PAGE_SIZE, "nav": "journeys"},
+    )
