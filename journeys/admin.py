@@ -27,6 +27,21 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+@admin.action(description="Erase personal data of selected contacts", permissions=["change"])
+def erase_contacts(modeladmin, request, queryset):
+    from journeys.actions import erase_contact
+
+    erased = 0
+    for contact in queryset.filter(erased_at__isnull=True):
+        erase_contact(contact=contact)
+        erased += 1
+    modeladmin.message_user(
+        request,
+        f"{erased} contact(s) erased: email, attributes, events and message contents removed; "
+        "their anonymous enrollments and conversions still count in reports.",
+    )
+
+
 @admin.register(Contact)
 class ContactAdmin(admin.ModelAdmin):
     list_display = ["external_id", "email", "created_at", "updated_at", "erased_at"]
@@ -34,6 +49,7 @@ class ContactAdmin(admin.ModelAdmin):
     search_fields = ["external_id", "email"]
     date_hierarchy = "created_at"
     readonly_fields = ["created_at", "updated_at"]
+    actions = [erase_contacts]
 
 
 @admin.register(Event)
