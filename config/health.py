@@ -18,7 +18,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from kombu import Connection
 
-from journeys.models import Enrollment, Event, OutboxMessage
+from journeys.selectors import due_work_ages
 
 logger = logging.getLogger(__name__)
 
@@ -58,31 +58,6 @@ def check_broker() -> str:
     return "ok"
 
 
-def due_work_ages(now) -> dict[str, float | None]:
-    """Seconds the oldest item of each queue of record has been due; None when none is.
-
-    Each query walks the partial index that the workers use to find the same work.
-    """
-    oldest = {
-        "events": Event.objects.filter(status=Event.Status.PENDING)
-        .order_by("id")
-        .values_list("received_at", flat=True)
-        .first(),
-        "enrollments": Enrollment.objects.filter(state=Enrollment.State.ACTIVE, due_at__lte=now)
-        .order_by("due_at")
-        .values_list("due_at", flat=True)
-        .first(),
-        "outbox": OutboxMessage.objects.filter(status=OutboxMessage.Status.PENDING, due_at__lte=now)
-        .order_by("due_at")
-        .values_list("due_at", flat=True)
-        .first(),
-    }
-    return {
-        name: None if since is None else round(max((now - since).total_seconds(), 0.0), 3)
-        for name, since in oldest.items()
-    }
-
-
 @login_not_required
 @never_cache
 @require_GET
@@ -92,7 +67,7 @@ def healthz(request):
     due = {"events": None, "enrollments": None, "outbox": None}
     if database == "ok":
         try:
-            due = due_work_ages(timezone.now())
+            due = due_work_ages(now=timezone.now())
         except Exception as exc:
             logger.warning("Health check: cannot read the due work: %s", exc)
             database = f"error: {type(exc).__name__}"

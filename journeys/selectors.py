@@ -12,7 +12,7 @@ from django.db.models.functions import Coalesce
 from pydantic import ValidationError
 
 from journeys.definition import Definition, format_duration, render_definition
-from journeys.models import Journey, JourneyVersion
+from journeys.models import Enrollment, Event, Journey, JourneyVersion, OutboxMessage
 
 # The parts of a definition that a version row stores; key, name and description live on
 # the journey, goals and conversions in their own journey-level rows.
@@ -523,3 +523,78 @@ def journey_revisions(*, journey: Journey, limit: int = 30) -> list:
         .select_related("conversion", "goal", "created_by")
         .order_by("-created_at", "-id")[:limit]
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineStatus:
+    """What the workers have to do and what went wrong, for operators."""
+
+    events_pending: int
+    events_dropped: int
+    events_failed: int
+    enrollments_due: int
+    enrollments_running: int
+    enrollments_waiting: int
+    enrollments_failed: int
+    messages_pending: int
+    messages_failed: int
+    oldest_due_seconds: dict
+
+
+def engine_status(*, now) -> EngineStatus:
+    """One aggregate query per queue of record, plus the age of each queue's oldest due item."""
+
+    events = Event.objects.aggregate(
+        pending=Count("id", filter=Q(status=Event.Status.PENDING)),
+        dropped=Count("id", filter=Q(status=Event.Status.DROPPED)),
+        failed=Count("id", filter=Q(status=Event.Status.FAILED)),
+    )
+    active = Q(state=Enrollment.State.ACTIVE)
+    running = active & Q(leased_until__gt=now)
+    enrollments = Enrollment.objects.filter(Q(state=Enrollment.State.FAILED) | active).aggregate(
+        due=Count("id", filter=active & Q(due_at__lte=now) & ~running),
+        running=Count("id", filter=running),
+        waiting=Count("id", filter=active & Q(due_at__gt=now)),
+        failed=Count("id", filter=Q(state=Enrollment.State.FAILED)),
+    )
+    messages = OutboxMessage.objects.aggregate(
+        pending=Count("id", filter=Q(status=OutboxMessage.Status.PENDING)),
+        failed=Count("id", filter=Q(status=OutboxMessage.Status.FAILED)),
+    )
+    return EngineStatus(
+        events_pending=events["pending"],
+        events_dropped=events["dropped"],
+        events_failed=events["failed"],
+        enrollments_due=enrollments["due"],
+        enrollments_running=enrollments["running"],
+        enrollments_waiting=enrollments["waiting"],
+        enrollments_failed=enrollments["failed"],
+        messages_pending=messages["pending"],
+        messages_failed=messages["failed"],
+        oldest_due_seconds=due_work_ages(now=now),
+    )
+
+
+def due_work_ages(*, now) -> dict[str, float | None]:
+    """Seconds the oldest item of each queue of record has been due; None when none is.
+
+    Each query walks the partial index that the workers use to find the same work.
+    """
+    oldest = {
+        "events": Event.objects.filter(status=Event.Status.PENDING)
+        .order_by("id")
+        .values_list("received_at", flat=True)
+        .first(),
+        "enrollments": Enrollment.objects.filter(state=Enrollment.State.ACTIVE, due_at__lte=now)
+        .order_by("due_at")
+        .values_list("due_at", flat=True)
+        .first(),
+        "outbox": OutboxMessage.objects.filter(status=OutboxMessage.Status.PENDING, due_at__lte=now)
+        .order_by("due_at")
+        .values_list("due_at", flat=True)
+        .first(),
+    }
+    return {
+        name: None if since is None else round(max((now - since).total_seconds(), 0.0), 3)
+        for name, since in oldest.items()
+    }

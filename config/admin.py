@@ -1,0 +1,15 @@
+from django.contrib import admin
+from django.utils import timezone
+
+
+class WaypointAdminSite(admin.AdminSite):
+    """Django's admin with the engine's state on its index page, for operators."""
+
+    site_header = "Waypoint administration"
+    site_title = "Waypoint admin"
+
+    def index(self, request, extra_context=None):
+        from journeys.selectors import engine_status
+
+        extra_context = {**(extra_context or {}), "engine": engine_status(now=timezone.now())}
+        return super().index(request, extra_context)
