@@ -3,9 +3,11 @@ gunicorn, two Celery workers and one beat on PostgreSQL and Redis, with DEBUG of
 SECURE_* settings on behind a (simulated) TLS proxy. It waits for /healthz, runs a journey
 through the HTTP API, and stops every process it started, even when the test fails.
 
-Needs DATABASE_URL pointing at PostgreSQL (the server is used to create a database of the
-test's own) and a Redis; PRODUCTION_TEST_REDIS_URL picks the Redis database (default db 11,
-which nothing else uses) for the broker and the cache.
+It runs twice: with Redis as the broker and with RabbitMQ, the two brokers the operations
+guide offers. Needs DATABASE_URL pointing at PostgreSQL (the server is used to create a
+database of the test's own), a Redis and a RabbitMQ; PRODUCTION_TEST_REDIS_URL picks the Redis
+database (default db 11, which nothing else uses) for the cache and the Redis broker,
+PRODUCTION_TEST_AMQP_URL the RabbitMQ.
 """
 
 import os
@@ -28,25 +30,37 @@ from tests.processes import (
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 REDIS_URL = os.environ.get("PRODUCTION_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
+AMQP_URL = os.environ.get("PRODUCTION_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 START_TIMEOUT = 90
 
 
-@pytest.fixture
-def production_env(tmp_path):
+def reachable(url: str) -> bool:
+    from kombu import Connection
+
+    try:
+        with Connection(url, connect_timeout=2) as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def production_env(request, tmp_path):
     database_url = os.environ.get("DATABASE_URL", "")
     if not database_url.startswith(("postgres://", "postgresql://")):
         pytest.skip("needs DATABASE_URL pointing at PostgreSQL")
+    broker_url = {"redis": REDIS_URL, "rabbitmq": AMQP_URL}[request.param]
+    for url in {REDIS_URL, broker_url}:
+        if not reachable(url):
+            # CI has both servers: there a missing one is a failure, not a skip.
+            assert not os.environ.get("CI"), f"no server answers at {url}"
+            pytest.skip(f"needs a server at {url}")
     import psycopg
     import redis
 
-    broker = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        broker.ping()
-    except redis.ConnectionError:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"needs a Redis at {REDIS_URL}")
-    broker.flushdb()
+    cache = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    cache.flushdb()
 
     name = f"waypoint_prod_{os.getpid()}"
     server = urlsplit(database_url)._replace(path="/postgres").geturl()
@@ -59,7 +73,7 @@ def production_env(tmp_path):
             # Nothing of the checkout's var/ is shared with a developer's bin/run.
             VAR_DIR=str(tmp_path / "var"),
             DATABASE_URL=urlsplit(database_url)._replace(path=f"/{name}").geturl(),
-            CELERY_BROKER_URL=REDIS_URL,
+            CELERY_BROKER_URL=broker_url,
             CACHE_URL=REDIS_URL,
             SECRET_KEY=secrets.token_urlsafe(50),
             DEBUG="0",
@@ -78,8 +92,8 @@ def production_env(tmp_path):
     finally:
         with psycopg.connect(server, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        broker.flushdb()
-        broker.close()
+        cache.flushdb()
+        cache.close()
 
 
 @pytest.fixture
