@@ -76,6 +76,11 @@ class ConversionForm(forms.Form):
         help_text="Optional: read the amount from this property of the event.",
     )
 
+    def __init__(self, *args, keep_where=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        # An event filter the form cannot show is kept as it is.
+        self.keep_where = keep_where
+
     @classmethod
     def for_conversion(cls, conversion, data=None):
         initial = {}
@@ -96,7 +101,7 @@ class ConversionForm(forms.Form):
             self.add_error("value_property", "Name the event whose property holds the amount.")
         return data
 
-    def definition(self, *, keep_where=None) -> dict:
+    def definition(self) -> dict:
         data = self.cleaned_data
         result = {
             "name": data["name"].strip(),
@@ -107,8 +112,8 @@ class ConversionForm(forms.Form):
             result["window"] = data["window"]
         if data.get("event"):
             event = {"event": data["event"].strip()}
-            if keep_where:
-                event["where"] = keep_where
+            if self.keep_where:
+                event["where"] = self.keep_where
             if data.get("value_property"):
                 event["value_property"] = data["value_property"].strip()
             result["event"] = event

@@ -155,6 +155,23 @@ def _done(request, journey_key: str, notice: str):
     return HttpResponseRedirect(reverse("conversions:panel", args=[journey_key]))
 
 
+def _save_item(request, journey: Journey, *, kind: str, key: str | None, form, save, fields):
+    """Save a valid form through its action; errors go beside their fields."""
+    if form.is_valid():
+        data = form.definition()
+        data["key"] = key or new_definition_key(journey, kind, data["name"])
+        try:
+            saved = save(journey=journey, data=data, key=key, user=request.user)
+        except DefinitionError as exc:
+            add_action_errors(form, exc.errors, fields)
+        else:
+            notice = f"{kind.capitalize()} “{saved.name}” {'saved' if key else 'added'}."
+            if _is_live(journey):
+                notice += " " + LIVE_WARNING
+            return _done(request, journey.key, notice)
+    return _render_panel(request, journey, form=form, form_kind=kind, form_key=key or "")
+
+
 @login_required
 @require_POST
 def conversion_save(request, key: str, conversion_key: str | None = None):
@@ -162,24 +179,15 @@ def conversion_save(request, key: str, conversion_key: str | None = None):
         raise PermissionDenied
     journey = _journey(key)
     row = _row(Conversion, journey, conversion_key) if conversion_key else None
-    form = ConversionForm(request.POST)
-    if form.is_valid():
-        data = form.definition(keep_where=row.event_where if row is not None else None)
-        data["key"] = conversion_key or new_definition_key(journey, "conversion", data["name"])
-        try:
-            saved = save_conversion(
-                journey=journey, data=data, key=conversion_key, user=request.user
-            )
-        except DefinitionError as exc:
-            add_action_errors(form, exc.errors, CONVERSION_ERROR_FIELDS)
-        else:
-            verb = "saved" if conversion_key else "added"
-            notice = f"Conversion “{saved.name}” {verb}."
-            if _is_live(journey):
-                notice += " " + LIVE_WARNING
-            return _done(request, key, notice)
-    return _render_panel(
-        request, journey, form=form, form_kind="conversion", form_key=conversion_key or ""
+    form = ConversionForm(request.POST, keep_where=row.event_where if row is not None else None)
+    return _save_item(
+        request,
+        journey,
+        kind="conversion",
+        key=conversion_key,
+        form=form,
+        save=save_conversion,
+        fields=CONVERSION_ERROR_FIELDS,
     )
 
 
@@ -195,20 +203,15 @@ def goal_save(request, key: str, goal_key: str | None = None):
         conversions=_conversion_choices(journey),
         keep_criteria=GoalForm.for_goal(row, conversions=[]).keep_criteria if row else None,
     )
-    if form.is_valid():
-        data = form.definition()
-        data["key"] = goal_key or new_definition_key(journey, "goal", data["name"])
-        try:
-            saved = save_goal(journey=journey, data=data, key=goal_key, user=request.user)
-        except DefinitionError as exc:
-            add_action_errors(form, exc.errors, GOAL_ERROR_FIELDS)
-        else:
-            verb = "saved" if goal_key else "added"
-            notice = f"Goal “{saved.name}” {verb}."
-            if _is_live(journey):
-                notice += " " + LIVE_WARNING
-            return _done(request, key, notice)
-    return _render_panel(request, journey, form=form, form_kind="goal", form_key=goal_key or "")
+    return _save_item(
+        request,
+        journey,
+        kind="goal",
+        key=goal_key,
+        form=form,
+        save=save_goal,
+        fields=GOAL_ERROR_FIELDS,
+    )
 
 
 def _where_used(journey: Journey, kind: str, key: str) -> str:

@@ -294,13 +294,18 @@ def _save(request, journey: Journey, definition: dict):
     return _load(journey.key), result
 
 
+def _back_to_editor(request, journey: Journey, *, notice: str, selected: str | None = None):
+    """Without HTMX: the notice as a message, and the editor page again."""
+    if notice:
+        messages.success(request, notice)
+    url = reverse("journeys:editor", args=[journey.key])
+    return HttpResponseRedirect(url + (f"?step={selected}" if selected else ""))
+
+
 def _after_change(request, journey: Journey, *, selected: str | None = None, notice: str = ""):
-    """Answer a change: the workspace (and left panel) for HTMX, a redirect otherwise."""
+    """Answer a change: the workspace for HTMX, a redirect otherwise."""
     if not request.htmx:
-        if notice:
-            messages.success(request, notice)
-        url = reverse("journeys:editor", args=[journey.key])
-        return HttpResponseRedirect(url + (f"?step={selected}" if selected else ""))
+        return _back_to_editor(request, journey, notice=notice, selected=selected)
     context = editor_context(request, journey, selected=selected, notice=notice)
     return _render_editor(request, context, fragment="workspace")
 
@@ -405,9 +410,7 @@ def step_delete(request, key: str, step_key: str):
 def _left_change(request, journey: Journey, *, forms: dict | None = None, notice: str = ""):
     """Answer a change made in the left panel: the panel and, out of band, the workspace."""
     if not request.htmx and not forms:
-        if notice:
-            messages.success(request, notice)
-        return HttpResponseRedirect(reverse("journeys:editor", args=[journey.key]))
+        return _back_to_editor(request, journey, notice=notice)
     context = editor_context(request, journey, left_forms=forms, notice=notice)
     if not request.htmx:
         return _render_editor(request, context)

@@ -243,3 +243,16 @@ def test_viewer_cannot_open_forms_or_post(client, viewer, journey):
     assert htmx_get(client, PANEL, {"add": "conversion"}).status_code == 403
     assert htmx_post(client, "/journeys/trial/goals/activated/archive/").status_code == 403
     assert ">Add conversion<" not in htmx_get(client, PANEL).content.decode()
+
+
+def test_editor_gets_edit_and_archive_buttons_for_each_item(client, editor, journey):
+    client.force_login(editor)
+    html = htmx_get(client, PANEL).content.decode()
+    for label in (
+        "Edit conversion Started paid plan",
+        "Archive conversion Booked demo",
+        "Edit goal Activated",
+        "Archive goal Activated",
+    ):
+        assert f'aria-label="{label}"' in html, label
+    assert 'name="edit" value="goal:activated"' in html
