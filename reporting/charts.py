@@ -142,7 +142,7 @@ def over_time_chart(report: selectors.Report) -> SafeString | None:
         x_label_rotation=0,
         show_minor_x_labels=False,
         x_labels_major_every=7,
-        y_title="Conversions per day",
+        y_title="Converted, by start day",
         min_scale=3,
         include_x_axis=True,
     )

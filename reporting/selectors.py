@@ -466,35 +466,76 @@ class DayCounts:
     converted: int
 
 
-def daily_counts(ctx: ReportContext) -> list[DayCounts]:
-    """Per version and UTC day: enrollments started, and enrollments whose first award of
-    the conversion came that day; one query."""
+def daily_counts_from_facts(ctx: ReportContext) -> list[DayCounts]:
+    """Per version and UTC day of enrollment start: enrollments started, and those of them
+    that converted, straight from the facts; one query. `daily_counts` must equal."""
     where, params = _enrollment_where(ctx)
+    day = _day("e.started_at")
     rows = _fetch(
         f"""
-        WITH a AS (
-            SELECT enrollment_id, MIN(awarded_at) AS first_at FROM {AWARD}
-            WHERE conversion_id = %s GROUP BY enrollment_id
-        )
-        SELECT 'e', e.version_id, {_day("e.started_at")}, COUNT(*)
-        FROM {ENROLLMENT} e WHERE {where}
-        GROUP BY e.version_id, {_day("e.started_at")}
-        UNION ALL
-        SELECT 'c', e.version_id, {_day("a.first_at")}, COUNT(*)
-        FROM {ENROLLMENT} e JOIN a ON a.enrollment_id = e.id WHERE {where}
-        GROUP BY e.version_id, {_day("a.first_at")}
+        WITH a AS (SELECT DISTINCT enrollment_id FROM {AWARD} WHERE conversion_id = %s)
+        SELECT e.version_id, {day}, COUNT(*), COUNT(a.enrollment_id)
+        FROM {ENROLLMENT} e LEFT JOIN a ON a.enrollment_id = e.id
+        WHERE {where}
+        GROUP BY e.version_id, {day}
         """,
-        [ctx.conversion.id, *params, *params],
+        [ctx.conversion.id, *params],
     )
+    return _daily_result(ctx, rows)
+
+
+def daily_counts(ctx: ReportContext, marks: dict | None = None) -> list[DayCounts]:
+    """Per version and UTC day of enrollment start (a cohort): enrollments started, and
+    those of them that converted so far; the rollups plus the facts not rolled up yet, one
+    query (two without the watermarks `marks`)."""
+    marks = marks or rollups.rolled_up()
+    where, params = _enrollment_where(ctx)
+    rwhere, rparams = _rollup_where(ctx)
+    day = _day("e.started_at")
+    rows = _fetch(
+        f"""
+        SELECT x.version_id, x.day, SUM(x.enrolled), SUM(x.converted)
+        FROM (
+            SELECT r.version_id, r.day, r.enrolled, 0 AS converted
+            FROM {rollups.VERSION_DAY} r WHERE {rwhere}
+            UNION ALL
+            SELECT r.version_id, r.day, 0, r.converted
+            FROM {rollups.CONVERSION_DAY} r WHERE r.conversion_id = %s AND {rwhere}
+            UNION ALL
+            SELECT e.version_id, {day}, 1, 0 FROM {ENROLLMENT} e WHERE e.id > %s AND {where}
+            UNION ALL
+            SELECT e.version_id, {day}, 0, CASE WHEN {rollups.FIRST_AWARD} THEN 1 ELSE 0 END
+            FROM {AWARD} a JOIN {ENROLLMENT} e ON e.id = a.enrollment_id
+            WHERE a.id > %s AND a.conversion_id = %s AND {where}
+        ) x
+        GROUP BY x.version_id, x.day
+        """,
+        [
+            *rparams,
+            ctx.conversion.id,
+            *rparams,
+            marks["enrollment"],
+            *params,
+            marks["award"],
+            ctx.conversion.id,
+            *params,
+        ],
+    )
+    return _daily_result(ctx, rows)
+
+
+def _daily_result(ctx: ReportContext, rows) -> list[DayCounts]:
     numbers = {v.id: v.number for v in ctx.versions}
     merged: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
-    for kind, version_id, day, n in rows:
+    for version_id, day, enrolled, converted in rows:
         if isinstance(day, str):
             day = datetime.date.fromisoformat(day)
-        merged[(day, numbers[version_id])][0 if kind == "e" else 1] += n
+        merged[(day, numbers[version_id])][0] += int(enrolled)
+        merged[(day, numbers[version_id])][1] += int(converted)
     return [
         DayCounts(day, version, enrolled, converted)
         for (day, version), (enrolled, converted) in sorted(merged.items())
+        if enrolled or converted
     ]
 
 
@@ -885,26 +926,37 @@ class Report:
         return timezone.now()
 
 
-def version_report(ctx: ReportContext) -> Report:
-    """What the report call answers: the comparison and the step funnel (three queries)."""
-    marks = rollups.rolled_up()
-    counts = version_counts(ctx, marks)
-    return Report(ctx, version_rows(ctx, counts), step_funnel(ctx, marks), holdout(counts))
+# Panels beyond the version comparison (always there: every panel leans on its counts).
+# The first three come from the rollups; the rest read the raw facts, so the page loads
+# them on their own, after it has answered.
+FAST_PANELS = ("steps", "daily", "revisions")
+SLOW_PANELS = ("paths", "messages", "goals", "time_to_convert")
+PANELS = (*FAST_PANELS, *SLOW_PANELS)
 
 
-def full_report(ctx: ReportContext) -> Report:
-    """Every panel of the report page: one query each, ten in all with the watermarks."""
+def build_report(ctx: ReportContext, panels=PANELS) -> Report:
+    """The version comparison and the named panels: one query each, plus the watermarks."""
     marks = rollups.rolled_up()
     counts = version_counts(ctx, marks)
     return Report(
         ctx,
         version_rows(ctx, counts),
-        step_funnel(ctx, marks),
+        step_funnel(ctx, marks) if "steps" in panels else [],
         holdout(counts),
-        daily=daily_counts(ctx),
-        revisions=conversion_revisions(ctx),
-        paths=common_paths(ctx),
-        messages=message_attribution(ctx),
-        goals=goal_achievements(ctx),
-        convert_times=time_to_convert(ctx),
+        daily=daily_counts(ctx, marks) if "daily" in panels else [],
+        revisions=conversion_revisions(ctx) if "revisions" in panels else [],
+        paths=common_paths(ctx) if "paths" in panels else [],
+        messages=message_attribution(ctx) if "messages" in panels else [],
+        goals=goal_achievements(ctx) if "goals" in panels else [],
+        convert_times=time_to_convert(ctx) if "time_to_convert" in panels else [],
     )
+
+
+def version_report(ctx: ReportContext) -> Report:
+    """What the report call answers: the comparison and the step funnel (three queries)."""
+    return build_report(ctx, ("steps",))
+
+
+def full_report(ctx: ReportContext) -> Report:
+    """Every panel: ten queries with the watermarks."""
+    return build_report(ctx, PANELS)

@@ -121,21 +121,23 @@ def contacts_url(report: selectors.Report, path: tuple[str, ...], query: dict) -
     return f"{url}?{urlencode({**query, 'path': ','.join(path)})}"
 
 
-def report_tables(report: selectors.Report, *, query: dict | None = None) -> dict[str, Table]:
-    """Every table of the page, by the key `?table=` uses in the CSV download."""
+def report_tables(
+    report: selectors.Report, *, query: dict | None = None, only=None
+) -> dict[str, Table]:
+    """The tables of the page (`only` those keys), by the key `?table=` uses in the CSV."""
     query = query or {}
-    tables = [
-        versions_table(report),
-        holdout_table(report),
-        daily_table(report),
-        revisions_table(report),
-        steps_table(report),
-        paths_table(report, query),
-        messages_table(report),
-        goals_table(report),
-        time_to_convert_table(report),
-    ]
-    return {t.key: t for t in tables}
+    builders = {
+        "versions": versions_table,
+        "holdout": holdout_table,
+        "daily": daily_table,
+        "revisions": revisions_table,
+        "steps": steps_table,
+        "paths": lambda r: paths_table(r, query),
+        "messages": messages_table,
+        "goals": goals_table,
+        "time_to_convert": time_to_convert_table,
+    }
+    return {key: build(report) for key, build in builders.items() if only is None or key in only}
 
 
 TABLE_KEYS = (

@@ -3,7 +3,7 @@
 import csv
 
 from django.contrib.auth.decorators import login_required, permission_required
-from django.http import HttpResponse, HttpResponseBadRequest
+from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, render
 
 from config.security import allow_inline_styles
@@ -96,8 +96,8 @@ def report(request, key: str):
     form, ctx, problem = _filters(request, journey)
     context = {"journey": journey, "form": form, "problem": problem, "nav": "journeys"}
     if ctx is not None:
-        full = selectors.full_report(ctx)
-        tables = report_tables(full, query=_query(request))
+        full = selectors.build_report(ctx, selectors.FAST_PANELS)
+        tables = report_tables(full, only=("versions", "holdout", "daily", "revisions", "steps"))
         comparisons = [row.comparison for row in full.versions if row.comparison]
         context.update(
             report=full,
@@ -111,11 +111,39 @@ def report(request, key: str):
             over_time_chart=charts.over_time_chart(full),
             funnel_chart=charts.funnel_chart(full),
             csv_query=request.GET.urlencode(),
+            panels=[(key, PANEL_TITLES[key]) for key in selectors.SLOW_PANELS],
         )
     template = "reporting/report.html"
     if request.htmx:
         template += "#report"
     return render(request, template, context)
+
+
+PANEL_TITLES = {
+    "paths": "Most common paths",
+    "messages": "Messages",
+    "goals": "Goals",
+    "time_to_convert": "Time to convert",
+}
+
+
+@login_required
+@permission_required(VIEW, raise_exception=True)
+def report_panel(request, key: str, panel: str):
+    """One of the panels that read the raw facts, loaded by the page after it answered."""
+    journey = get_object_or_404(Journey, key=key)
+    if panel not in selectors.SLOW_PANELS:
+        raise Http404(f"No report panel '{panel}'.")
+    form, ctx, problem = _filters(request, journey)
+    if ctx is None:
+        return HttpResponseBadRequest(problem or "Fix the filters.", content_type="text/plain")
+    report = selectors.build_report(ctx, (panel,))
+    table = report_tables(report, query=_query(request), only=(panel,))[panel]
+    return render(
+        request,
+        "reporting/_panel.html",
+        {"panel": panel, "title": PANEL_TITLES[panel], "table": table, "report": report},
+    )
 
 
 @login_required
@@ -134,7 +162,7 @@ def report_csv(request, key: str):
         errors = "; ".join(f"{field}: {' '.join(e)}" for field, e in form.errors.items())
         return HttpResponseBadRequest(problem or errors, content_type="text/plain")
     name = choice.cleaned_data["table"] or "versions"
-    table = report_tables(selectors.full_report(ctx))[name]
+    table = report_tables(selectors.build_report(ctx, (name,)), only=(name,))[name]
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = (
         f'attachment; filename="{journey.key}-{ctx.conversion.key}-{name}.csv"'

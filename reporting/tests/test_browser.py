@@ -37,6 +37,9 @@ def test_report_page_reads_like_a_report_and_filters_in_place(logged_in_page, li
     ).is_visible()
     verdict = page.locator(".verdict").first.inner_text()
     assert verdict.startswith("v2 converts better than v1") or "No clear difference" in verdict
+    for panel in ("paths", "messages", "goals", "time_to_convert"):
+        page.wait_for_selector(f"#panel-{panel} table")
+    assert page.get_by_role("link", name="welcome → wait-2d → ab → check").first.is_visible()
     assert all(url.startswith(live_server.url) for url in requests), requests
     if os.environ.get("SAVE_SCREENSHOTS") == "1":
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)

@@ -45,6 +45,7 @@ def assert_rollups_equal_facts(journey):
     for ctx in contexts(journey):
         assert selectors.version_counts(ctx) == selectors.version_counts_from_facts(ctx)
         assert selectors.step_funnel(ctx) == selectors.step_funnel_from_facts(ctx)
+        assert selectors.daily_counts(ctx) == selectors.daily_counts_from_facts(ctx)
 
 
 def test_rebuilt_rollups_equal_the_facts(history):  # noqa: F811

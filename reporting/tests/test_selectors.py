@@ -209,18 +209,16 @@ def test_journey_without_conversions_cannot_be_reported():
     assert raised.value.field == "conversion"
 
 
-def test_daily_counts_by_start_day_and_first_award_day(history):
+def test_daily_counts_are_cohorts_by_start_day(history):
     got = {
         (d.day, d.version): (d.enrolled, d.converted)
         for d in selectors.daily_counts(context(history))
     }
     expected: dict = {}
     for number, offset, _, _, awards, _ in expected_history():
-        start = T0 + offset
-        expected.setdefault((start.date(), number), [0, 0])[0] += 1
-        if awards:
-            first = start + min(h for h, _ in awards) * H
-            expected.setdefault((first.date(), number), [0, 0])[1] += 1
+        entry = expected.setdefault(((T0 + offset).date(), number), [0, 0])
+        entry[0] += 1
+        entry[1] += bool(awards)
     assert got == {k: tuple(v) for k, v in expected.items()}
 
 

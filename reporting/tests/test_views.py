@@ -237,7 +237,7 @@ def test_csv_defaults_to_the_version_comparison(client, viewer, api, journey):
 
 @pytest.mark.parametrize(
     "table,first",
-    [("steps", ["welcome", "12", "5"]), ("daily", ["2026-06-01", "v1", "3", "0"]),
+    [("steps", ["welcome", "12", "5"]), ("daily", ["2026-06-01", "v1", "3", "1"]),
      ("paths", ["welcome → wait → nudge → convert", "11", "11"]),
      ("messages", ["welcome", "email", "v1", "12", "0"]), ("goals", ["Activated", "v1", "3"]),
      ("time_to_convert", ["v1", "5", "108000.0", "108000.0"]), ("revisions", [])],
@@ -258,9 +258,23 @@ def test_csv_refuses_an_unknown_table_or_bad_filter(client, viewer, journey):
     assert response.status_code == 400
 
 
+def test_page_loads_the_raw_fact_panels_after_answering(client, viewer, journey):
+    client.force_login(viewer)
+    html = client.get(URL + "?versions=1").content.decode()
+    for panel in ("paths", "messages", "goals", "time_to_convert"):
+        assert f'hx-get="/journeys/trial-nurture/report/panels/{panel}/?versions=1"' in html
+    response = client.get("/journeys/trial-nurture/report/panels/goals/?versions=1")
+    assert response.status_code == 200
+    rows = tables_of(response.content.decode())["Goals"]
+    assert rows[1][:3] == ["Activated", "v1", "3"]
+    assert len(rows) == 2  # v2 filtered out
+    assert client.get("/journeys/trial-nurture/report/panels/nope/").status_code == 404
+    assert client.get("/journeys/trial-nurture/report/panels/goals/?baseline=9").status_code == 400
+
+
 def test_path_link_lists_the_contacts_who_took_it(client, viewer, journey):
     client.force_login(viewer)
-    html = client.get(URL).content.decode()
+    html = client.get("/journeys/trial-nurture/report/panels/paths/").content.decode()
     link = re.search(
         r'href="(/journeys/trial-nurture/report/contacts/\?path=welcome%2Cwait)"', html
     )
