@@ -9,6 +9,11 @@ urlpatterns = [
     path("journeys/new/", views.journey_create, name="create"),
     path("journeys/<slug:key>/", views.journey_editor, name="editor"),
     path("journeys/<slug:key>/versions/<int:number>/", views.version_detail, name="version"),
+    path(
+        "journeys/<slug:key>/versions/<int:number>/publish/",
+        views.publish,
+        name="version-publish",
+    ),
     path("journeys/<slug:key>/steps/add/", views.step_add, name="step-add"),
     path("journeys/<slug:key>/steps/<slug:step_key>/", views.step_detail, name="step"),
     path(

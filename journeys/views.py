@@ -228,6 +228,9 @@ def editor_context(
         "step_form": form,
         "can_edit": can_edit,
         "can_publish": request.user.has_perm(PUBLISH) and not state.readonly,
+        "can_republish": request.user.has_perm(PUBLISH)
+        and state.version is not None
+        and state.version.state == JourneyVersion.State.RETIRED,
         "history": _history(journey),
         "panel": panel,
         "notice": notice,
@@ -469,14 +472,17 @@ def rule_delete(request, key: str, section: str, index: int):
 
 @login_required
 @require_POST
-def publish(request, key: str):
+def publish(request, key: str, number: int | None = None):
+    """Publish the draft (alone, or as a split test with a share of traffic), or with
+    `number` an older version again (a rollback)."""
     _require(request, PUBLISH)
     journey = _load(key)
-    state = _state(journey)
+    state = _state(journey, number=number)
+    target = state.draft if number is None else state.version
     form = PublishForm(request.POST)
     split = "split" in request.POST
     problems: list[dict] = []
-    if state.draft is None:
+    if target is None:
         problems = [{"loc": [], "message": "There is no draft to publish: change something first."}]
     elif not form.is_valid():
         problems = [{"loc": ["traffic"], "message": e} for e in form.errors.get("traffic", [])]
@@ -485,7 +491,7 @@ def publish(request, key: str):
     if not problems:
         try:
             version = publish_version(
-                version=state.draft,
+                version=target,
                 traffic=form.cleaned_data["traffic"] if split else None,
                 user=request.user,
             )
@@ -500,6 +506,7 @@ def publish(request, key: str):
     context = editor_context(
         request,
         journey,
+        number=number,
         notice="Not published: fix what is listed below first.",
         errors_override=problems,
     )

@@ -656,3 +656,28 @@ def test_a_user_without_a_role_gets_403_everywhere(client, journey, url, data):
     client.force_login(UserFactory(username="nobody"))
     assert client.post(url, data).status_code == 403
     assert client.get("/journeys/").status_code == 403
+
+
+def test_publisher_rolls_back_to_a_retired_version(client, publisher, live_journey, editor):
+    client.force_login(publisher)
+    client.post("/journeys/trial-nurture/steps/wait/", {"duration": "5 days", "go_next": "convert"})
+    client.post("/journeys/trial-nurture/publish/", {"publish": "1"})
+    page = client.get("/journeys/trial-nurture/versions/1/").content.decode()
+    assert "Publish version 1 again" in page
+    response = htmx(client, "post", "/journeys/trial-nurture/versions/1/publish/")
+    assert "Version 1 is live." in response.content.decode()
+    states = dict(live_journey.versions.values_list("number", "state"))
+    assert states == {1: "live", 2: "retired"}
+    client.force_login(editor)
+    assert "again" not in client.get("/journeys/trial-nurture/versions/2/").content.decode()
+    assert client.post("/journeys/trial-nurture/versions/2/publish/").status_code == 403
+
+
+def test_contacts_list_query_count_does_not_grow(client, viewer, django_assert_num_queries):
+    for _ in range(5):
+        EnrollmentFactory()
+    client.force_login(viewer)
+    client.get("/contacts/")
+    with django_assert_num_queries(5):  # session, user, 2 permission queries, contacts
+        html = client.get("/contacts/").content.decode()
+    assert html.count("row-title") == 5
