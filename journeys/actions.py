@@ -656,9 +656,24 @@ def insert_rows(
     columns = ", ".join(quote(field.column) for field in fields)
     sql = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) "
     if connection.vendor == "postgresql":
-        params = [_pg_array(field, [row[field.name] for row in rows]) for field in fields]
-        casts = [_pg_cast(field, connection) for field in fields]
-        sql += f"SELECT * FROM unnest({', '.join(casts)})"
+        # A column with one value in every row (a batch's time, version, status) is sent
+        # once; the others as one array each.
+        arrays, array_casts, selects, scalars = [], [], [], []
+        for index, field in enumerate(fields):
+            values = [row[field.name] for row in rows]
+            first = values[0]
+            # The first column always goes as an array: unnest() needs one to count rows.
+            if index and all(value == first and type(value) is type(first) for value in values):
+                selects.append(f"%s::{field.db_type(connection)}")
+                scalars.append(_pg_array(field, [first])[0])
+            else:
+                selects.append(f"u.c{len(arrays)}")
+                arrays.append(_pg_array(field, values))
+                array_casts.append(_pg_cast(field, connection))
+        names = ", ".join(f"c{index}" for index in range(len(arrays)))
+        # Parameters in the order they appear: the selected scalars, then the arrays.
+        params = [*scalars, *arrays]
+        sql += f"SELECT {', '.join(selects)} FROM unnest({', '.join(array_casts)}) AS u({names})"
     else:
         params = []
         for row in rows:

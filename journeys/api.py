@@ -7,7 +7,7 @@ from django.core.validators import validate_email
 from django.utils import timezone
 from ninja import Router, Schema
 from ninja.responses import Status
-from pydantic import ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic import Field as PydanticField
 
 from config.api import ApiError, BodyError, erase_auth, ingest_auth, manage_auth, parse_json
@@ -259,7 +259,7 @@ class ContactIn(Schema):
         return value
 
 
-class EventIn(Schema):
+class EventIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = PydanticField(min_length=1, max_length=100)
@@ -285,7 +285,7 @@ class EventIn(Schema):
         return value
 
 
-class EventBatchIn(Schema):
+class EventBatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     events: list[EventIn] = PydanticField(
