@@ -34,6 +34,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "template_partials",
+    # For its static Swagger UI: /api/v1/docs then loads nothing from a CDN, which the
+    # content security policy would block.
+    "ninja",
     "axes",
     "csp",
     "auditlog",

@@ -60,3 +60,13 @@ def test_pages_work_under_the_policy_without_a_violation(page, live_server, publ
     assert fill not in ("rgb(0, 0, 0)", "#000000"), fill
 
     assert violations == []
+
+
+def test_api_docs_load_from_this_site_under_the_policy(page, live_server):
+    violations = _watch_violations(page)
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(f"{live_server.url}/api/v1/docs")
+    expect(page.get_by_text("POST/api/v1/events", exact=False).first).to_be_visible()
+    assert all(url.startswith(live_server.url) for url in requests), requests
+    assert violations == []
