@@ -29,6 +29,7 @@ assert {op for op, _ in OP_CHOICES} == set(OPS)
 NEW = "__new__"
 # Fields shown only while the form's controlling choice is "event" (see static/js/app.js).
 EVENT_INPUT = forms.TextInput(attrs={"data-show-for": "event"})
+NEW_INPUT = forms.TextInput(attrs={"data-show-for": NEW})
 END = ""
 
 
@@ -490,17 +491,19 @@ class UpdateContactForm(StepForm):
 
 
 class EvaluateGoalForm(StepForm):
-    goal = forms.ChoiceField(label="Goal")
+    goal = forms.ChoiceField(label="Goal", widget=forms.Select(attrs={"data-controls": "goal"}))
     new_goal = forms.CharField(
         label="New goal called",
         required=False,
         max_length=200,
         help_text="Only when you choose “New goal…”.",
+        widget=NEW_INPUT,
     )
     new_goal_event = forms.CharField(
         label="Achieved when the contact sends event",
         required=False,
         max_length=100,
+        widget=NEW_INPUT,
     )
     wait = DurationField(
         label="Wait up to",
@@ -536,12 +539,15 @@ class EvaluateGoalForm(StepForm):
 
 
 class ConvertForm(StepForm):
-    conversion = forms.ChoiceField(label="Conversion")
+    conversion = forms.ChoiceField(
+        label="Conversion", widget=forms.Select(attrs={"data-controls": "conversion"})
+    )
     new_conversion = forms.CharField(
         label="New conversion called",
         required=False,
         max_length=200,
         help_text="Only when you choose “New conversion…”.",
+        widget=NEW_INPUT,
     )
 
     def __init__(self, *args, conversions=(), **kwargs):

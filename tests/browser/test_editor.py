@@ -193,3 +193,24 @@ def test_a_viewer_sees_no_edit_controls(page, live_server, viewer):
     expect(page.locator("main input:not([type=hidden]), main textarea, main select")).to_have_count(
         0
     )
+
+
+def test_convert_step_new_conversion_inline_cannot_duplicate_a_name(page, live_server, editor):
+    journey, _, _ = create_journey(definition=SIMPLE)
+    ConversionFactory(journey=journey, key="booked-meeting", name="Booked meeting")
+    log_in(page, live_server, editor)
+    page.goto(f"{live_server.url}/journeys/onboarding/")
+    add_step(page, "after welcome", "Convert")
+    panel = page.locator("#step-panel")
+    new_name = panel.get_by_label("New conversion called")
+    expect(new_name).to_be_hidden()
+    panel.get_by_label("Conversion", exact=True).select_option(label="New conversion…")
+    new_name.fill("Booked  Meeting!")
+    panel.get_by_role("button", name="Update step").click()
+    expect(panel.locator(".field-error")).to_contain_text('"Booked meeting"')
+    assert journey.conversions.count() == 1
+
+    page.locator("#step-panel").get_by_label("New conversion called").fill("Signed contract")
+    update_step(page)
+    expect(page.locator(".step-card", has_text="Award: Signed contract")).to_be_visible()
+    assert journey.conversions.count() == 2
