@@ -6,9 +6,11 @@ nothing from elsewhere and the markup can be marked safe.
 """
 
 import datetime
+import hashlib
 from xml.etree import ElementTree
 
 import pygal
+from django.core.cache import cache
 from django.utils.safestring import SafeString, mark_safe
 from pygal.style import Style
 
@@ -17,6 +19,8 @@ from reporting import selectors
 # The product's palette (static/css/app.css): accent first, then calm contrasting hues.
 SERIES_COLOURS = ("#3656d9", "#e0792b", "#1c9a6c", "#8a4fd1", "#c8376b", "#1b8fb3")
 MARKER_COLOUR = "#b42318"
+CHART_CACHE_VERSION = 1
+CHART_CACHE_SECONDS = 600
 
 STYLE = Style(
     background="transparent",
@@ -60,7 +64,29 @@ def _style(colours) -> Style:
 
 
 def inline_svg(chart, *, label: str) -> SafeString:
-    """The chart as inline SVG with an accessible name and no script of any kind."""
+    """The chart as inline SVG with an accessible name and no script of any kind.
+
+    Drawing costs pygal tens of milliseconds, so the result is cached under a digest of
+    everything that shapes it (type, options, labels, series): the same figures give the
+    same chart, and new figures a new key."""
+    options = {
+        name: value.to_dict() if isinstance(value, Style) else value
+        for name, value in chart.config.__dict__.items()
+    }
+    key = "report-chart:" + hashlib.sha256(
+        repr(
+            (CHART_CACHE_VERSION, type(chart).__name__, label, options, chart.x_labels,
+             chart.raw_series)
+        ).encode()
+    ).hexdigest()  # fmt: skip
+    svg = cache.get(key)
+    if svg is None:
+        svg = _draw(chart, label=label)
+        cache.set(key, svg, CHART_CACHE_SECONDS)
+    return mark_safe(svg)  # noqa: S308 - built from our numbers, scripts removed in _draw
+
+
+def _draw(chart, *, label: str) -> str:
     tree = chart.render_tree()
     for parent in tree.iter():
         for child in list(parent):
@@ -71,7 +97,7 @@ def inline_svg(chart, *, label: str) -> SafeString:
     svg = ElementTree.tostring(tree, encoding="unicode")
     if "<script" in svg.lower():
         raise ValueError("A chart still contains a script; refusing to inline it.")
-    return mark_safe(svg)  # noqa: S308 - built from our numbers, scripts removed above
+    return svg
 
 
 def percent(value: float) -> str:
