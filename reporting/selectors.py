@@ -319,7 +319,7 @@ class VersionCounts:
         return self.treated + self.held_out
 
 
-def _split_days(ctx: ReportContext) -> dict[int, tuple[datetime.date, datetime.date | None]]:
+def split_days(ctx: ReportContext) -> dict[int, tuple[datetime.date, datetime.date | None]]:
     """For each version randomized against the baseline: the whole UTC days both took
     enrollments side by side, as [first, end). Whole days keep the sample-ratio check
     the same whether it is read from rollups or from the facts."""
@@ -365,7 +365,7 @@ def version_counts_from_facts(ctx: ReportContext) -> list[VersionCounts]:
     """Per version: enrolled, converted and value, held-out apart, straight from the facts;
     one query. The reference `version_counts` must equal."""
     where, params = _enrollment_where(ctx)
-    windows = _split_days(ctx)
+    windows = split_days(ctx)
     split_columns, split_params = [], []
     for first, end in windows.values():
         split_columns.append(
@@ -412,7 +412,7 @@ def version_counts(ctx: ReportContext, marks: dict | None = None) -> list[Versio
     marks = marks or rollups.rolled_up()
     where, params = _enrollment_where(ctx)
     rwhere, rparams = _rollup_where(ctx)
-    windows = _split_days(ctx)
+    windows = split_days(ctx)
     split_columns, split_params = [], []
     for first, end in windows.values():
         split_columns.append(
@@ -853,6 +853,8 @@ class VersionRow:
     ci_high: float | None
     comparison: stats.Comparison | None  # None on the baseline row
     held_out: Counts
+    # For a randomized comparison: the first whole day both versions took enrollments.
+    split_from: datetime.date | None = None
 
     @property
     def enrolled(self) -> int:
@@ -870,6 +872,7 @@ class VersionRow:
 def version_rows(ctx: ReportContext, counts: list[VersionCounts]) -> list[VersionRow]:
     base_counts = next((c.total for c in counts if c.version == ctx.baseline), Counts())
     base = ctx.by_number(ctx.baseline) if ctx.versions else None
+    split = split_days(ctx)
     rows = []
     for c in counts:
         total = c.total
@@ -891,7 +894,8 @@ def version_rows(ctx: ReportContext, counts: list[VersionCounts]) -> list[Versio
                 kind=comparison_kind(base, info),
                 sample_ratio=ratio,
             )
-        rows.append(VersionRow(c.version, total, low, high, comparison, c.held_out))
+        split_from = split[c.version][0] if c.version in split else None
+        rows.append(VersionRow(c.version, total, low, high, comparison, c.held_out, split_from))
     return rows
 
 

@@ -49,6 +49,21 @@ def _filters(request, journey: Journey):
     return form, ctx, None
 
 
+def _split_notes(request, report: selectors.Report) -> list[dict]:
+    """Randomized comparisons whose report also holds enrollments from before the split:
+    offer the side-by-side period alone, the comparison the randomization protects."""
+    notes = []
+    for row in report.versions:
+        if row.split_from is None:
+            continue
+        if report.ctx.start is not None and report.ctx.start >= row.split_from:
+            continue
+        query = request.GET.copy()
+        query["start"] = row.split_from.isoformat()
+        notes.append({"version": row.version, "since": row.split_from, "query": query.urlencode()})
+    return notes
+
+
 def _kpis(report: selectors.Report) -> list[tuple[str, str]]:
     totals = sum((row.counts for row in report.versions), selectors.Counts())
     return [
@@ -105,6 +120,7 @@ def report(request, key: str):
             comparisons=comparisons,
             sequential=any(c.kind == "sequential" for c in comparisons),
             mismatches=[c for c in comparisons if c.sample_ratio and c.sample_ratio.mismatch],
+            split_notes=_split_notes(request, full),
             kpis=_kpis(full),
             holdout_text=_holdout_text(full.holdout),
             rates_chart=charts.rates_chart(full),

@@ -283,3 +283,20 @@ def test_path_link_lists_the_contacts_who_took_it(client, viewer, journey):
     assert response.status_code == 200
     rows = tables_of(response.content.decode())["Contacts who took this path"]
     assert len(rows) == 1 + 7  # header + the seven v1 enrollments that stopped at wait
+
+
+def test_randomized_report_offers_the_side_by_side_period_alone(client, viewer):
+    journey = JourneyFactory(key="split")
+    ConversionFactory(journey=journey, key="paid")
+    v1 = JourneyVersionFactory(journey=journey, number=1, definition=DEFINITION, published_at=T0)
+    JourneyVersionFactory(
+        journey=journey, number=2, definition=DEFINITION, published_at=T0 + 3 * D + H,
+        split_with=v1, traffic=50,
+    )  # fmt: skip
+    enroll(v1, T0 + D)
+    client.force_login(viewer)
+    html = client.get("/journeys/split/report/").content.decode()
+    assert "ran side by side from Jun 5, 2026" in html
+    assert 'href="/journeys/split/report/?start=2026-06-05"' in html
+    html = client.get("/journeys/split/report/?start=2026-06-05").content.decode()
+    assert "ran side by side" not in html
