@@ -5,7 +5,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
-from csp.constants import NONCE, NONE, SELF
+from csp.constants import NONE, SELF
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 # Where the embedded default keeps its state: the SQLite file, the broker's folders, beat's
@@ -208,14 +208,15 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "config.security.lockout_response"
 
-# Content security policy (django-csp): everything from this origin, no inline script at all.
-# Inline <style> is allowed only with the per-response nonce (the report's SVG charts carry
-# it); style attributes stay allowed because pygal's SVG uses one.
+# Content security policy (django-csp): everything from this origin, no inline script or
+# <style> at all (the report page alone relaxes style-src for its SVG charts:
+# config.security.allow_inline_styles); style attributes stay allowed because pygal's SVG
+# uses one.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": [SELF],
         "script-src": [SELF],
-        "style-src": [SELF, NONCE],
+        "style-src": [SELF],
         "style-src-attr": ["'unsafe-inline'"],
         "img-src": [SELF, "data:"],
         "font-src": [SELF],
