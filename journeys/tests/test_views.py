@@ -681,3 +681,36 @@ def test_contacts_list_query_count_does_not_grow(client, viewer, django_assert_n
     with django_assert_num_queries(5):  # session, user, 2 permission queries, contacts
         html = client.get("/contacts/").content.decode()
     assert html.count("row-title") == 5
+
+
+def test_the_contract_example_is_drawn_and_every_step_opens(client, editor):
+    from journeys.tests.contract_example import contract_example
+
+    definition = contract_example()
+    create_journey(definition=definition)
+    client.force_login(editor)
+    html = client.get("/journeys/trial-nurture/").content.decode()
+    assert "Journey &#x27;lead-nurture&#x27; does not exist yet" in html
+    assert "Event trial_started where plan = pro" in html
+    for step in definition["steps"]:
+        response = htmx(client, "get", f"/journeys/trial-nurture/steps/{step['key']}/")
+        assert response.status_code == 200, step["key"]
+        assert f"key <code>{step['key']}</code>" in response.content.decode()
+    # Saving a step unchanged from its form keeps the definition as it was.
+    before = draft_definition(Journey.objects.get())
+    form = htmx(client, "get", "/journeys/trial-nurture/steps/is-pro/")
+    assert 'value="pro"' in form.content.decode()
+    htmx(
+        client,
+        "post",
+        "/journeys/trial-nurture/steps/is-pro/",
+        {
+            "criteria_kind": "attribute",
+            "attribute": "plan",
+            "op": "eq",
+            "compare": "pro",
+            "go_then": "convert",
+            "go_else": "tag",
+        },
+    )
+    assert draft_definition(Journey.objects.get()) == before
