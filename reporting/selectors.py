@@ -21,7 +21,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from django.db import connection
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from conversions.models import Conversion, ConversionAward, Goal, GoalAchievement, Revision
@@ -123,7 +123,7 @@ def report_context(
     )
     conversions = tuple(
         Conversion.objects.filter(journey=journey).order_by(
-            "archived_at", "position", "key"
+            F("archived_at").asc(nulls_first=True), "position", "key"
         )  # archived ones last: the default is the first one still in use
     )
     if conversion_key is None:

@@ -3,6 +3,7 @@
 import csv
 
 from django.contrib.auth.decorators import login_required, permission_required
+from django.db.models import F
 from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, render
 
@@ -21,7 +22,7 @@ def _filters(request, journey: Journey):
     """The bound filter form and, when it is valid, the report context (or the error that
     stopped it, attached to the field it concerns)."""
     conversions = Conversion.objects.filter(journey=journey).order_by(
-        "archived_at", "position", "key"
+        F("archived_at").asc(nulls_first=True), "position", "key"
     )
     numbers = (
         JourneyVersion.objects.filter(journey=journey, published_at__isnull=False)
