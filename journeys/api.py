@@ -353,8 +353,13 @@ def _check_external_id(external_id: str) -> None:
         raise ApiError.single(400, "Must be at most 255 characters", ["external_id"])
 
 
+# `path:` lets an external id contain "/" ("crm/123"): events accept any id, so every id
+# they create must be reachable here too.
 @router.put(
-    "/contacts/{external_id}", auth=ingest_auth, tags=["contacts"], response={200: dict, 201: dict}
+    "/contacts/{path:external_id}",
+    auth=ingest_auth,
+    tags=["contacts"],
+    response={200: dict, 201: dict},
 )
 def put_contact(request, external_id: str, payload: ContactIn):
     """Create (201) or update (200) a contact. `attributes` are merged into the stored ones
@@ -366,7 +371,7 @@ def put_contact(request, external_id: str, payload: ContactIn):
     return Status(201 if created else 200, _contact_out(contact, with_history=False))
 
 
-@router.get("/contacts/{external_id}", auth=ingest_auth, tags=["contacts"])
+@router.get("/contacts/{path:external_id}", auth=ingest_auth, tags=["contacts"])
 def get_contact(request, external_id: str):
     """The contact with its enrollments (and the path of step keys each visited) and the
     conversions awarded to it."""
@@ -376,7 +381,9 @@ def get_contact(request, external_id: str):
     return _contact_out(contact)
 
 
-@router.delete("/contacts/{external_id}", auth=erase_auth, tags=["contacts"], response={204: None})
+@router.delete(
+    "/contacts/{path:external_id}", auth=erase_auth, tags=["contacts"], response={204: None}
+)
 def delete_contact(request, external_id: str):
     """Erase the contact's personal data (email, attributes, events, message contents); its
     anonymous enrollments and conversions stay so reports keep their numbers. Any scope."""
