@@ -9,6 +9,7 @@ import io
 import json
 import math
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -1685,3 +1686,156 @@ def test_report_page_marks_changes_of_the_conversion(api, superuser, clock):
         or "Mar 5, 2026" in html
         or "March 5, 2026" in html
     )
+
+
+# --- more edges of §1 and §2 ------------------------------------------------------------------
+
+
+def test_the_same_event_id_twice_in_one_batch_counts_once(api, clock):
+    live(
+        api,
+        definition(
+            "twice",
+            [{"key": "x", "type": "exit"}],
+            settings={"reentry": "concurrent", "holdout_percent": 0},
+        ),
+    )
+    body = send(api, event("ann", "signed_up", id="dup"), event("ann", "signed_up", id="dup"))
+    assert body == {"accepted": 1, "duplicates": 1}
+    run_due()
+    assert len(contact(api, "ann")["enrollments"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("key", "ok"),
+    [("a", True), ("a_b-9", True), ("a" * 64, True), ("-a", False), ("Ab", False), ("a b", False)],
+)
+def test_keys_are_slugs_of_at_most_64(api, key, ok):
+    steps = [{"key": key, "type": "exit"}]
+    data = definition(key if key[0].isalnum() and key.islower() else "slugs", steps)
+    data["conversions"] = [{"key": key, "name": "C"}]
+    data["goals"] = [{"key": key, "name": "G", "criteria": {"event": "x"}}]
+    response = api.post("/api/v1/journeys", data)
+    if ok:
+        assert response.status_code == 201, response.content
+    else:
+        found = locs(assert_error_shape(response, 400))
+        for loc in (["steps", 0, "key"], ["conversions", 0, "key"], ["goals", 0, "key"]):
+            assert loc in found, (loc, found)
+
+
+def test_evaluate_goal_without_wait_goes_to_not_achieved_at_once(api, clock):
+    steps = [
+        {
+            "key": "check",
+            "type": "evaluate_goal",
+            "goal": "activated",
+            "achieved": "won",
+            "not_achieved": "lost",
+        },
+        GOAL_STEPS[1],
+        GOAL_STEPS[2],
+    ]
+    goal_journey(api, steps)
+    send(api, event("ann", "signed_up"))
+    run_due()
+    enrollment = contact(api, "ann")["enrollments"][0]
+    assert (enrollment["path"], enrollment["state"]) == (["check", "lost"], "completed")
+
+
+def test_goal_within_looks_back_before_the_enrollment(api, clock):
+    steps = [
+        {
+            "key": "check",
+            "type": "evaluate_goal",
+            "goal": "g",
+            "achieved": "won",
+            "not_achieved": None,
+        },
+        {"key": "won", "type": "update_contact", "attributes": {"won": True}, "next": None},
+    ]
+    goals = [{"key": "g", "name": "G", "criteria": {"event": "login", "within": "P7D"}}]
+    live(api, definition("lookback", steps, goals=goals))
+    send(api, event("ann", "login"), event("bob", "login"))
+    run_due()
+    clock.shift(datetime.timedelta(days=2))
+    send(api, event("ann", "signed_up"))
+    run_due()
+    clock.shift(datetime.timedelta(days=6))
+    send(api, event("bob", "signed_up"))
+    run_due()
+    assert contact(api, "ann")["enrollments"][0]["path"] == ["check", "won"]
+    assert contact(api, "bob")["enrollments"][0]["path"] == ["check"]
+
+
+def test_event_conversion_counts_while_active_even_past_its_window(api, clock):
+    steps = [{"key": "pause", "type": "wait", "duration": "P10D", "next": None}]
+    conversion = {"key": "paid", "name": "Paid", "window": "P1D", "event": {"event": "purchase"}}
+    live(api, definition("active-window", steps, conversions=[conversion]))
+    send(api, event("ann", "signed_up"))
+    run_due()
+    clock.shift(datetime.timedelta(days=5))
+    send(api, event("ann", "purchase"))
+    run_due()
+    assert awards(api) == [("paid", 0.0, "event")]
+
+
+def test_sequential_report_page_shows_p_value_as_before_after_with_charts_and_table(
+    api, superuser, clock
+):
+    data = definition("seq", REPORT_STEPS, conversions=REPORT_CONVERSIONS)
+    live(api, data)
+    enroll_and_convert(api, "a", 6, 2, 1)
+    api.post("/api/v1/journeys/seq/versions", data)
+    publish(api, "seq", 2)
+    enroll_and_convert(api, "b", 6, 4, 1)
+    client = Client()
+    client.force_login(superuser)
+    html = client.get("/journeys/seq/report/").content.decode()
+    assert "<table" in html and "<svg" in html
+    assert "before/after" in html.lower()
+    csv = client.get("/journeys/seq/report.csv").content.decode().splitlines()
+    assert len(csv) == 3  # header and one row per version
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/api/v1/journeys/t/definition?version=abc", 400),
+        ("/api/v1/journeys/t/definition?version=9", 404),
+        ("/api/v1/journeys/t/report?baseline=1.5", 400),
+    ],
+)
+def test_bad_query_parameters_are_contract_errors(api, path, status):
+    create(api, definition("t", [{"key": "x", "type": "exit"}]))
+    assert_error_shape(api.get(path), status)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"events": [{"id": "1", "contact": "a", "name": "x", "properties": []}]},
+        {"events": [{"id": "1", "contact": "a", "name": "x", "surprise": 1}]},
+        {"events": [{"id": "", "contact": "a", "name": "x"}]},
+        {"events": [{"id": "1", "contact": "", "name": "x"}]},
+        {"events": [{"id": "1", "contact": "a", "name": ""}]},
+        {"events": [{"id": 1, "contact": "a", "name": "x"}]},
+        {"events": "nope"},
+        {},
+    ],
+)
+def test_invalid_events_are_refused_with_a_location(api, body):
+    errors = assert_error_shape(api.post("/api/v1/events", body), 400)
+    assert all(error["loc"] for error in errors)
+
+
+@pytest.mark.parametrize("external_id", ["crm/123", "tenant/42/user/7", "ann@example.com", "a b+c"])
+def test_any_external_id_an_event_creates_can_be_read_and_updated(api, external_id):
+    send(api, event(external_id, "signed_up"))
+    path = "/api/v1/contacts/" + quote(external_id, safe="")
+    assert api.get(path).json()["external_id"] == external_id
+    response = api.put(path, {"attributes": {"plan": "pro"}})
+    assert response.status_code == 200
+    assert api.get(path).json()["attributes"] == {"plan": "pro"}
+    # Unquoted slashes reach the same contact.
+    assert api.get(f"/api/v1/contacts/{external_id}").json()["external_id"] == external_id
