@@ -1,5 +1,6 @@
-"""Engine benchmark: N contacts through a 5-step journey on a real Celery worker, against a
-bare SELECT ... FOR UPDATE SKIP LOCKED claim-and-update loop on a table of the same shape.
+"""Engine benchmark: N contacts through a 5-step journey, against a bare SELECT ... FOR
+UPDATE SKIP LOCKED claim-and-update loop on a table of the same shape; then the same run
+on a real Celery worker (with delivery and the emitted events), for its peak memory.
 
     .venv/bin/python bench/engine.py --contacts 100000
 
@@ -90,12 +91,13 @@ def run_engine(args) -> dict:
     from django.utils import timezone
 
     from journeys.actions import (
+        advance_due_enrollments,
         create_journey,
         ingest_events,
         process_pending_events,
         publish_version,
     )
-    from journeys.models import Enrollment, StepVisit
+    from journeys.models import Enrollment, Event, OutboxMessage, StepVisit
     from journeys.tests.flows import definition
 
     call_command("migrate", verbosity=0)
@@ -128,6 +130,31 @@ def run_engine(args) -> dict:
     match_seconds = time.perf_counter() - started
     assert Enrollment.objects.count() == n, "every trigger event must start one enrollment"
 
+    # 1. The engine alone, in this process, like the raw loop: advance until every
+    # enrollment has finished (the 1-second wait brings each back once).
+    started = time.perf_counter()
+    while Enrollment.objects.filter(state=Enrollment.State.ACTIVE).exists():
+        if not advance_due_enrollments(limit=10**9, now=timezone.now()):
+            time.sleep(0.05)
+    engine_seconds = time.perf_counter() - started
+    steps = StepVisit.objects.count()
+    assert steps == n * len(STEPS), f"{steps} step visits for {n} enrollments"
+
+    # 2. The same run again on a real Celery worker, which also delivers the outbox and
+    # processes the conversion events the run emits: the whole pipeline, and its memory.
+    with connection.cursor() as cursor:
+        for table in (
+            "journeys_outboxmessage",
+            "journeys_stepvisit",
+            "conversions_conversionaward",
+        ):
+            cursor.execute(f"DELETE FROM {table}")
+        cursor.execute("DELETE FROM journeys_event WHERE source = 'internal'")
+        cursor.execute(
+            "UPDATE journeys_enrollment SET state = 'active', current_step = 'welcome', "
+            "path = '[]', due_at = now(), ended_at = NULL, attempts = 0, leased_until = NULL"
+        )
+        cursor.execute("VACUUM ANALYZE")
     broker = redis.Redis.from_url(args.redis_url)
     broker.flushdb()
     env = {
@@ -167,19 +194,23 @@ def run_engine(args) -> dict:
     time.sleep(3)  # the worker's start-up is not the engine's time
     started = time.perf_counter()
     try:
-        while Enrollment.objects.filter(state=Enrollment.State.ACTIVE).exists():
+        while (
+            Enrollment.objects.filter(state=Enrollment.State.ACTIVE).exists()
+            or OutboxMessage.objects.filter(status=OutboxMessage.Status.PENDING).exists()
+            or Event.objects.filter(status=Event.Status.PENDING).exists()
+        ):
             # A stand-in for beat: wake the worker whenever its queue is empty.
             if broker.llen("celery") == 0:
-                sender.send_task("journeys.advance_enrollments")
+                sender.send_task("journeys.sweep")
             time.sleep(0.2)
-        engine_seconds = time.perf_counter() - started
+        pipeline_seconds = time.perf_counter() - started
         peak = peak_rss_mb(worker.pid)
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=30)
         broker.flushdb()
-    steps = StepVisit.objects.count()
-    assert steps == n * len(STEPS), f"{steps} step visits for {n} enrollments"
+    assert StepVisit.objects.count() == steps
+    assert OutboxMessage.objects.filter(status=OutboxMessage.Status.SENT).count() == n
     return {
         "contacts": n,
         "events_matched": matched,
@@ -187,6 +218,8 @@ def run_engine(args) -> dict:
         "step_executions": steps,
         "engine_seconds": round(engine_seconds, 1),
         "steps_per_second": round(steps / engine_seconds),
+        "worker_pipeline_seconds": round(pipeline_seconds, 1),
+        "worker_pipeline_steps_per_second": round(steps / pipeline_seconds),
         "worker_peak_rss_mb": round(peak, 1),
     }
 
