@@ -235,12 +235,12 @@ def measure(runs: int, key: str):
         return call
 
     def raw_queries():
-        selectors.version_counts_from_facts(ctx)
+        selectors.cohorts_from_facts(ctx)
         selectors.step_funnel_from_facts(ctx)
 
     def rollup_queries():
         marks = rollups.rolled_up()
-        selectors.version_counts(ctx, marks)
+        selectors.cohorts(ctx, marks)
         selectors.step_funnel(ctx, marks)
 
     ids = ", ".join(str(i) for i in ctx.version_ids)

@@ -307,90 +307,48 @@ class Counts:
 
 
 @dataclass(frozen=True)
-class VersionCounts:
-    version: int
-    treated: Counts
-    held_out: Counts
-    # Enrollments started while the version shared traffic with the baseline at random.
-    in_split: int | None = None
+class Cohort:
+    """Enrollments of one version, held out or not, started on one UTC day."""
 
-    @property
-    def total(self) -> Counts:
-        return self.treated + self.held_out
+    version_id: int
+    held_out: bool
+    day: datetime.date
+    counts: Counts
 
 
-def split_days(ctx: ReportContext) -> dict[int, tuple[datetime.date, datetime.date | None]]:
-    """For each version randomized against the baseline: the whole UTC days both took
-    enrollments side by side, as [first, end). Whole days keep the sample-ratio check
-    the same whether it is read from rollups or from the facts."""
-    base = ctx.by_number(ctx.baseline) if ctx.versions else None
-    days = {}
-    for v in ctx.versions:
-        window = split_window(base, v) if base and v.id != base.id else None
-        if window:
-            begin, end = window
-            first = (
-                begin.date()
-                if begin.timetz() == datetime.time(tzinfo=begin.tzinfo)
-                else begin.date() + datetime.timedelta(days=1)
-            )
-            days[v.number] = (first, end.date() if end else None)
-    return days
-
-
-def _version_counts_result(ctx, rows, windows) -> list[VersionCounts]:
-    base = ctx.by_number(ctx.baseline) if ctx.versions else None
-    counts: dict[int, dict] = {
-        v.id: {"treated": Counts(), "held_out": Counts()} for v in ctx.versions
-    }
-    split_totals: dict[int, list] = defaultdict(lambda: [0] * len(windows))
-    for version_id, held_out, enrolled, converted, value, *in_split in rows:
-        counts[version_id]["held_out" if held_out else "treated"] = Counts(
-            int(enrolled), int(converted), _money(value)
+def _cohorts(rows) -> list[Cohort]:
+    return [
+        Cohort(
+            version_id,
+            bool(held_out),
+            datetime.date.fromisoformat(day) if isinstance(day, str) else day,
+            Counts(int(enrolled), int(converted), _money(value)),
         )
-        for i, n in enumerate(in_split):
-            split_totals[version_id][i] += int(n or 0)
-    result = []
-    numbers = list(windows)
-    for v in ctx.versions:
-        in_split = None
-        if v.number in windows:
-            i = numbers.index(v.number)
-            in_split = (split_totals[v.id][i], split_totals[base.id][i])
-        result.append(VersionCounts(v.number, in_split=in_split, **counts[v.id]))
-    return result
+        for version_id, held_out, day, enrolled, converted, value in rows
+        if enrolled or converted or value
+    ]
 
 
-def version_counts_from_facts(ctx: ReportContext) -> list[VersionCounts]:
-    """Per version: enrolled, converted and value, held-out apart, straight from the facts;
-    one query. The reference `version_counts` must equal."""
+def cohorts_from_facts(ctx: ReportContext) -> list[Cohort]:
+    """Enrolled, converted and value per version, held-out flag and start day, straight
+    from the facts; one query. `cohorts` must equal."""
     where, params = _enrollment_where(ctx)
-    windows = split_days(ctx)
-    split_columns, split_params = [], []
-    for first, end in windows.values():
-        split_columns.append(
-            "SUM(CASE WHEN e.started_at >= %s"
-            + (" AND e.started_at < %s" if end else "")
-            + " THEN 1 ELSE 0 END)"
-        )
-        split_params += [_db_datetime(_day_start(first))]
-        split_params += [_db_datetime(_day_start(end))] if end else []
-    extra = "".join(f", {c}" for c in split_columns)
+    day = _day("e.started_at")
     rows = _fetch(
         f"""
         WITH a AS (
             SELECT enrollment_id, SUM(value) AS v FROM {AWARD}
             WHERE conversion_id = %s GROUP BY enrollment_id
         )
-        SELECT e.version_id, e.held_out, COUNT(*), COUNT(a.enrollment_id),
-               COALESCE(SUM(a.v), 0){extra}
+        SELECT e.version_id, e.held_out, {day}, COUNT(*), COUNT(a.enrollment_id),
+               COALESCE(SUM(a.v), 0)
         FROM {ENROLLMENT} e LEFT JOIN a ON a.enrollment_id = e.id
         WHERE {where}
-        GROUP BY e.version_id, e.held_out
+        GROUP BY e.version_id, e.held_out, {day}
         """,
-        [ctx.conversion.id, *split_params, *params],
+        [ctx.conversion.id, *params],
     )
-    return _version_counts_result(ctx, rows, windows)
+    return sorted(_cohorts(rows), key=_cohort_order)
 
 
 def _rollup_where(ctx: ReportContext, alias: str = "r") -> tuple[str, list]:
@@ -406,26 +364,16 @@ def _rollup_where(ctx: ReportContext, alias: str = "r") -> tuple[str, list]:
     return " AND ".join(clauses), params
 
 
-def version_counts(ctx: ReportContext, marks: dict | None = None) -> list[VersionCounts]:
-    """Per version: enrolled, converted and value, held-out apart: the rollups plus the
-    facts not rolled up yet; one query (two without the watermarks `marks`)."""
+def cohorts(ctx: ReportContext, marks: dict | None = None) -> list[Cohort]:
+    """Enrolled, converted and value per version, held-out flag and start day: the rollups
+    plus the facts not rolled up yet; one query (two without the watermarks `marks`)."""
     marks = marks or rollups.rolled_up()
     where, params = _enrollment_where(ctx)
     rwhere, rparams = _rollup_where(ctx)
-    windows = split_days(ctx)
-    split_columns, split_params = [], []
-    for first, end in windows.values():
-        split_columns.append(
-            "SUM(CASE WHEN x.day >= %s"
-            + (" AND x.day < %s" if end else "")
-            + " THEN x.enrolled ELSE 0 END)"
-        )
-        split_params += [rollups.day_param(first)] + ([rollups.day_param(end)] if end else [])
-    extra = "".join(f", {c}" for c in split_columns)
     day = _day("e.started_at")
     rows = _fetch(
         f"""
-        SELECT x.version_id, x.held_out, SUM(x.enrolled), SUM(x.converted), SUM(x.value){extra}
+        SELECT x.version_id, x.held_out, x.day, SUM(x.enrolled), SUM(x.converted), SUM(x.value)
         FROM (
             SELECT r.version_id, r.held_out, r.day, r.enrolled, 0 AS converted, 0 AS value
             FROM {rollups.VERSION_DAY} r WHERE {rwhere}
@@ -441,10 +389,9 @@ def version_counts(ctx: ReportContext, marks: dict | None = None) -> list[Versio
             FROM {AWARD} a JOIN {ENROLLMENT} e ON e.id = a.enrollment_id
             WHERE a.id > %s AND a.conversion_id = %s AND {where}
         ) x
-        GROUP BY x.version_id, x.held_out
+        GROUP BY x.version_id, x.held_out, x.day
         """,
         [
-            *split_params,
             *rparams,
             ctx.conversion.id,
             *rparams,
@@ -455,7 +402,68 @@ def version_counts(ctx: ReportContext, marks: dict | None = None) -> list[Versio
             *params,
         ],
     )
-    return _version_counts_result(ctx, rows, windows)
+    return sorted(_cohorts(rows), key=_cohort_order)
+
+
+def _cohort_order(c: Cohort):
+    return (c.version_id, c.held_out, c.day)
+
+
+@dataclass(frozen=True)
+class VersionCounts:
+    version: int
+    treated: Counts
+    held_out: Counts
+    # While side by side with the baseline on a random split: (this version's enrollments,
+    # the baseline's), over the whole days of the split.
+    in_split: tuple[int, int] | None = None
+
+    @property
+    def total(self) -> Counts:
+        return self.treated + self.held_out
+
+
+def split_days(ctx: ReportContext) -> dict[int, tuple[datetime.date, datetime.date | None]]:
+    """For each version randomized against the baseline: the whole UTC days both took
+    enrollments side by side, as [first, end)."""
+    base = ctx.by_number(ctx.baseline) if ctx.versions else None
+    days = {}
+    for v in ctx.versions:
+        window = split_window(base, v) if base and v.id != base.id else None
+        if window:
+            begin, end = window
+            midnight = begin.astimezone(datetime.UTC).time() == datetime.time()
+            first = begin.date() if midnight else begin.date() + datetime.timedelta(days=1)
+            days[v.number] = (first, end.date() if end else None)
+    return days
+
+
+def version_counts(ctx: ReportContext, rows: list[Cohort]) -> list[VersionCounts]:
+    """Per version: enrolled, converted and value, held-out apart, and the enrollments
+    taken side by side with the baseline, from the cohorts."""
+    base = ctx.by_number(ctx.baseline) if ctx.versions else None
+    treated: dict[int, Counts] = defaultdict(Counts)
+    held: dict[int, Counts] = defaultdict(Counts)
+    for c in rows:
+        target = held if c.held_out else treated
+        target[c.version_id] += c.counts
+    windows = split_days(ctx)
+
+    def enrolled_within(version_id, first, end):
+        return sum(
+            c.counts.enrolled
+            for c in rows
+            if c.version_id == version_id and c.day >= first and (end is None or c.day < end)
+        )
+
+    result = []
+    for v in ctx.versions:
+        in_split = None
+        if v.number in windows:
+            first, end = windows[v.number]
+            in_split = (enrolled_within(v.id, first, end), enrolled_within(base.id, first, end))
+        result.append(VersionCounts(v.number, treated[v.id], held[v.id], in_split))
+    return result
 
 
 @dataclass(frozen=True)
@@ -466,76 +474,16 @@ class DayCounts:
     converted: int
 
 
-def daily_counts_from_facts(ctx: ReportContext) -> list[DayCounts]:
-    """Per version and UTC day of enrollment start: enrollments started, and those of them
-    that converted, straight from the facts; one query. `daily_counts` must equal."""
-    where, params = _enrollment_where(ctx)
-    day = _day("e.started_at")
-    rows = _fetch(
-        f"""
-        WITH a AS (SELECT DISTINCT enrollment_id FROM {AWARD} WHERE conversion_id = %s)
-        SELECT e.version_id, {day}, COUNT(*), COUNT(a.enrollment_id)
-        FROM {ENROLLMENT} e LEFT JOIN a ON a.enrollment_id = e.id
-        WHERE {where}
-        GROUP BY e.version_id, {day}
-        """,
-        [ctx.conversion.id, *params],
-    )
-    return _daily_result(ctx, rows)
-
-
-def daily_counts(ctx: ReportContext, marks: dict | None = None) -> list[DayCounts]:
-    """Per version and UTC day of enrollment start (a cohort): enrollments started, and
-    those of them that converted so far; the rollups plus the facts not rolled up yet, one
-    query (two without the watermarks `marks`)."""
-    marks = marks or rollups.rolled_up()
-    where, params = _enrollment_where(ctx)
-    rwhere, rparams = _rollup_where(ctx)
-    day = _day("e.started_at")
-    rows = _fetch(
-        f"""
-        SELECT x.version_id, x.day, SUM(x.enrolled), SUM(x.converted)
-        FROM (
-            SELECT r.version_id, r.day, r.enrolled, 0 AS converted
-            FROM {rollups.VERSION_DAY} r WHERE {rwhere}
-            UNION ALL
-            SELECT r.version_id, r.day, 0, r.converted
-            FROM {rollups.CONVERSION_DAY} r WHERE r.conversion_id = %s AND {rwhere}
-            UNION ALL
-            SELECT e.version_id, {day}, 1, 0 FROM {ENROLLMENT} e WHERE e.id > %s AND {where}
-            UNION ALL
-            SELECT e.version_id, {day}, 0, CASE WHEN {rollups.FIRST_AWARD} THEN 1 ELSE 0 END
-            FROM {AWARD} a JOIN {ENROLLMENT} e ON e.id = a.enrollment_id
-            WHERE a.id > %s AND a.conversion_id = %s AND {where}
-        ) x
-        GROUP BY x.version_id, x.day
-        """,
-        [
-            *rparams,
-            ctx.conversion.id,
-            *rparams,
-            marks["enrollment"],
-            *params,
-            marks["award"],
-            ctx.conversion.id,
-            *params,
-        ],
-    )
-    return _daily_result(ctx, rows)
-
-
-def _daily_result(ctx: ReportContext, rows) -> list[DayCounts]:
+def daily_counts(ctx: ReportContext, rows: list[Cohort]) -> list[DayCounts]:
+    """Per version and UTC start day (a cohort): enrollments started, and those of them
+    that converted so far, from the cohorts."""
     numbers = {v.id: v.number for v in ctx.versions}
-    merged: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
-    for version_id, day, enrolled, converted in rows:
-        if isinstance(day, str):
-            day = datetime.date.fromisoformat(day)
-        merged[(day, numbers[version_id])][0] += int(enrolled)
-        merged[(day, numbers[version_id])][1] += int(converted)
+    merged: dict[tuple, Counts] = defaultdict(Counts)
+    for c in rows:
+        merged[(c.day, numbers[c.version_id])] += c.counts
     return [
-        DayCounts(day, version, enrolled, converted)
-        for (day, version), (enrolled, converted) in sorted(merged.items())
-        if enrolled or converted
+        DayCounts(day, version, counts.enrolled, counts.converted)
+        for (day, version), counts in sorted(merged.items())
     ]
 
 
@@ -941,13 +889,14 @@ PANELS = (*FAST_PANELS, *SLOW_PANELS)
 def build_report(ctx: ReportContext, panels=PANELS) -> Report:
     """The version comparison and the named panels: one query each, plus the watermarks."""
     marks = rollups.rolled_up()
-    counts = version_counts(ctx, marks)
+    rows = cohorts(ctx, marks)
+    counts = version_counts(ctx, rows)
     return Report(
         ctx,
         version_rows(ctx, counts),
         step_funnel(ctx, marks) if "steps" in panels else [],
         holdout(counts),
-        daily=daily_counts(ctx, marks) if "daily" in panels else [],
+        daily=daily_counts(ctx, rows) if "daily" in panels else [],
         revisions=conversion_revisions(ctx) if "revisions" in panels else [],
         paths=common_paths(ctx) if "paths" in panels else [],
         messages=message_attribution(ctx) if "messages" in panels else [],
@@ -962,5 +911,5 @@ def version_report(ctx: ReportContext) -> Report:
 
 
 def full_report(ctx: ReportContext) -> Report:
-    """Every panel: ten queries with the watermarks."""
+    """Every panel: nine queries with the watermarks."""
     return build_report(ctx, PANELS)

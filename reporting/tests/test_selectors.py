@@ -118,6 +118,10 @@ def expected_history():
     return [*HISTORY, (2, 12 * D + 2 * H, False, ["welcome"], [], None)]
 
 
+def counts_of(ctx):
+    return selectors.version_counts(ctx, selectors.cohorts(ctx))
+
+
 def context(history, **kwargs):
     return selectors.report_context(journey=history["journey"], **kwargs)
 
@@ -130,7 +134,7 @@ def test_report_covers_published_versions_and_defaults_to_the_first_conversion(h
 
 
 def test_version_counts_match_the_history(history):
-    counts = {c.version: c for c in selectors.version_counts(context(history))}
+    counts = {c.version: c for c in counts_of(context(history))}
     for number in (1, 2):
         for held_out in (False, True):
             rows = [h for h in expected_history() if h[0] == number and h[2] == held_out]
@@ -144,7 +148,7 @@ def test_version_counts_match_the_history(history):
 
 def test_version_rows_carry_wilson_interval_and_comparison_to_the_baseline(history):
     ctx = context(history)
-    rows = selectors.version_rows(ctx, selectors.version_counts(ctx))
+    rows = selectors.version_rows(ctx, counts_of(ctx))
     v1, v2 = rows
     assert (v1.enrolled, v1.converted) == (8, 5)
     assert (v2.enrolled, v2.converted) == (6, 2)
@@ -157,14 +161,14 @@ def test_version_rows_carry_wilson_interval_and_comparison_to_the_baseline(histo
 
 def test_baseline_can_be_any_version_in_the_report(history):
     ctx = context(history, baseline=2)
-    rows = selectors.version_rows(ctx, selectors.version_counts(ctx))
+    rows = selectors.version_rows(ctx, counts_of(ctx))
     assert rows[1].comparison is None
     assert rows[0].comparison.diff == pytest.approx(5 / 8 - 2 / 6)
 
 
 def test_date_range_filters_on_enrollment_start_days(history):
     ctx = context(history, start=(T0 + D).date(), end=(T0 + 3 * D).date())
-    counts = {c.version: c.total for c in selectors.version_counts(ctx)}
+    counts = {c.version: c.total for c in counts_of(ctx)}
     rows = [h for h in HISTORY if 1 <= (T0 + h[1]).date().toordinal() - T0.date().toordinal() <= 3]
     assert counts[1].enrolled == len(rows) == 5
     assert counts[2].enrolled == 0
@@ -172,15 +176,12 @@ def test_date_range_filters_on_enrollment_start_days(history):
 
 def test_versions_filter_limits_the_report(history):
     ctx = context(history, versions=[2])
-    assert [c.version for c in selectors.version_counts(ctx)] == [2]
+    assert [c.version for c in counts_of(ctx)] == [2]
     assert ctx.baseline == 2
 
 
 def test_another_conversion_counts_only_its_own_awards(history):
-    counts = {
-        c.version: c.total
-        for c in selectors.version_counts(context(history, conversion_key="activation"))
-    }
+    counts = {c.version: c.total for c in counts_of(context(history, conversion_key="activation"))}
     assert counts[1].converted == 0
     assert counts[2].converted == 1
 
@@ -212,7 +213,7 @@ def test_journey_without_conversions_cannot_be_reported():
 def test_daily_counts_are_cohorts_by_start_day(history):
     got = {
         (d.day, d.version): (d.enrolled, d.converted)
-        for d in selectors.daily_counts(context(history))
+        for d in selectors.daily_counts(context(history), selectors.cohorts(context(history)))
     }
     expected: dict = {}
     for number, offset, _, _, awards, _ in expected_history():
@@ -349,7 +350,7 @@ def test_revisions_of_the_conversion_are_listed_in_order(history):
 
 
 def test_holdout_lift_compares_treated_with_held_out(history):
-    counts = selectors.version_counts(context(history))
+    counts = counts_of(context(history))
     lift = selectors.holdout(counts)
     treated = [h for h in expected_history() if not h[2]]
     held = [h for h in expected_history() if h[2]]
@@ -378,7 +379,7 @@ def test_split_versions_are_randomized_and_their_sample_ratio_uses_the_split_per
     for _ in range(2):
         enroll(v2, T0 + 6 * D)
     ctx = selectors.report_context(journey=journey)
-    rows = {r.version: r for r in selectors.version_rows(ctx, selectors.version_counts(ctx))}
+    rows = {r.version: r for r in selectors.version_rows(ctx, counts_of(ctx))}
     assert rows[2].comparison.kind == stats.RANDOMIZED
     assert rows[3].comparison.kind == stats.SEQUENTIAL
     ratio = rows[2].comparison.sample_ratio
@@ -394,7 +395,7 @@ def test_split_versions_are_randomized_and_their_sample_ratio_uses_the_split_per
 def test_full_report_takes_the_same_number_of_queries_whatever_the_data(
     history, django_assert_num_queries
 ):
-    with django_assert_num_queries(12):
+    with django_assert_num_queries(11):
         ctx = context(history)
         report = selectors.full_report(ctx)
     assert report.versions and report.steps and report.daily and report.paths
@@ -402,7 +403,7 @@ def test_full_report_takes_the_same_number_of_queries_whatever_the_data(
     versions = {v.number: v for v in history["journey"].versions.all()}
     for number, offset, _, path, _, _ in HISTORY * 2:
         enroll(versions[number], T0 + offset, path=tuple(path), awards=((history["paid"], H),))
-    with django_assert_num_queries(12):
+    with django_assert_num_queries(11):
         selectors.full_report(context(history))
 
 
