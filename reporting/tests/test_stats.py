@@ -24,6 +24,13 @@ def pooled_z_p_by_formula(x1, n1, x2, n2):
     return math.erfc(abs(z) / math.sqrt(2))
 
 
+def compare(converted, base_converted, **kwargs):
+    """A version against baseline v1, 1,000 enrollments each unless given."""
+    figures = {"version": 2, "enrolled": 1000, "baseline": 1, "base_enrolled": 1000,
+               "kind": stats.RANDOMIZED, **kwargs}  # fmt: skip
+    return stats.compare(converted=converted, base_converted=base_converted, **figures)
+
+
 @pytest.mark.parametrize("x,n", [(81, 263), (0, 20), (20, 20), (7, 1000), (412, 1900)])
 def test_wilson_interval_matches_the_score_formula(x, n):
     low, high = stats.wilson_interval(x, n)
@@ -109,15 +116,7 @@ def test_enough_data_needs_150_conversions_and_non_conversions_in_each_group():
 
 
 def test_randomized_significant_comparison_names_the_better_version():
-    comparison = stats.compare(
-        version=2,
-        converted=300,
-        enrolled=1000,
-        baseline=1,
-        base_converted=220,
-        base_enrolled=1000,
-        kind=stats.RANDOMIZED,
-    )
+    comparison = compare(300, 220)
     assert comparison.diff == pytest.approx(0.08)
     assert comparison.p_value == pytest.approx(pooled_z_p_by_formula(300, 1000, 220, 1000))
     low, high = stats.difference_interval(300, 1000, 220, 1000)
@@ -127,57 +126,24 @@ def test_randomized_significant_comparison_names_the_better_version():
 
 
 def test_randomized_worse_version_is_called_worse():
-    comparison = stats.compare(
-        version=3,
-        converted=180,
-        enrolled=1000,
-        baseline=1,
-        base_converted=260,
-        base_enrolled=1000,
-        kind=stats.RANDOMIZED,
-    )
+    comparison = compare(180, 260, version=3)
     assert comparison.verdict.startswith("v3 converts worse than v1 (diff -8.0 pts, 95% CI")
 
 
 def test_sequential_comparison_is_labelled_before_after_not_proof():
-    comparison = stats.compare(
-        version=2,
-        converted=300,
-        enrolled=1000,
-        baseline=1,
-        base_converted=220,
-        base_enrolled=1000,
-        kind=stats.SEQUENTIAL,
-    )
+    comparison = compare(300, 220, kind=stats.SEQUENTIAL)
     assert "before/after comparison, not proof" in comparison.verdict
     assert "better" not in comparison.verdict
 
 
 def test_small_samples_get_no_verdict():
-    comparison = stats.compare(
-        version=2,
-        converted=40,
-        enrolled=100,
-        baseline=1,
-        base_converted=10,
-        base_enrolled=100,
-        kind=stats.RANDOMIZED,
-    )
+    comparison = compare(40, 10, enrolled=100, base_enrolled=100)
     assert comparison.significant
     assert comparison.verdict.startswith("Not enough data yet")
 
 
 def test_sample_ratio_mismatch_withholds_the_verdict():
-    comparison = stats.compare(
-        version=2,
-        converted=300,
-        enrolled=1000,
-        baseline=1,
-        base_converted=220,
-        base_enrolled=1000,
-        kind=stats.RANDOMIZED,
-        sample_ratio=stats.sample_ratio([1000, 1000], [90, 10]),
-    )
+    comparison = compare(300, 220, sample_ratio=stats.sample_ratio([1000, 1000], [90, 10]))
     assert comparison.verdict.startswith("No verdict for v2 vs v1: the traffic split")
 
 
