@@ -135,6 +135,9 @@ def test_build_and_publish_a_journey_end_to_end(page, live_server, publisher):
 
 def test_goals_and_conversions_panel_opens_and_saves_without_a_reload(page, live_server, editor):
     create_journey(definition=SIMPLE)
+    problems = []
+    page.on("console", lambda message: message.type == "error" and problems.append(message.text))
+    page.on("response", lambda r: r.status >= 400 and problems.append(r.url))
     log_in(page, live_server, editor)
     page.goto(f"{live_server.url}/journeys/onboarding/")
     page.evaluate("window.__marker = 1")
@@ -155,6 +158,7 @@ def test_goals_and_conversions_panel_opens_and_saves_without_a_reload(page, live
     expect(page.locator("#conversion-booked-meeting")).to_have_text("Booked meeting")
 
     assert page.evaluate("window.__marker") == 1
+    assert problems == []  # no script errors, no content-security-policy violations
 
 
 def test_duplicate_conversion_name_shows_the_inline_error_naming_the_existing_one(
