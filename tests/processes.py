@@ -231,52 +231,57 @@ def wait_until(check, timeout, what, processes):
     pytest.fail(f"timed out waiting for {what} (last: {last!r})\n{processes.logs()}")
 
 
-SMOKE_JOURNEY = {
-    "key": "smoke",
-    "name": "Smoke",
-    "triggers": [{"type": "event", "event": "signed_up"}],
-    "conversions": [{"key": "activated", "name": "Activated"}],
-    "steps": [
-        {
-            "key": "welcome",
-            "type": "send_email",
-            "subject": "Welcome {{ contact.attributes.first_name }}",
-            "body": "Glad you are here.",
-            "next": "pause",
-        },
-        # A real wait: only the sweep that beat sends wakes the enrollment again.
-        {"key": "pause", "type": "wait", "duration": "PT2S", "next": "convert"},
-        {"key": "convert", "type": "convert", "conversion": "activated", "next": None},
-    ],
-}
+def smoke_journey(key: str, event: str) -> dict:
+    return {
+        "key": key,
+        "name": f"Smoke {key}",
+        "triggers": [{"type": "event", "event": event}],
+        "conversions": [{"key": "activated", "name": "Activated"}],
+        "steps": [
+            {
+                "key": "welcome",
+                "type": "send_email",
+                "subject": "Welcome {{ contact.attributes.first_name }}",
+                "body": "Glad you are here.",
+                "next": "pause",
+            },
+            # A real wait: only the sweep that beat sends wakes the enrollment again.
+            {"key": "pause", "type": "wait", "duration": "PT2S", "next": "convert"},
+            {"key": "convert", "type": "convert", "conversion": "activated", "next": None},
+        ],
+    }
 
 
-def run_a_journey_over_http(processes, http, *, workers, timeout=90):
+def run_a_journey_over_http(processes, http, *, workers, name="smoke", timeout=90):
     """An API key from the documented command, then a journey, a contact and an event over
     HTTP; the workers and beat must carry the contact through to the conversion, and
-    deliver the email (the console backend writes it to a worker's log)."""
-    key = processes.manage("create_api_key", "smoke-test").strip().splitlines()[-1]
+    deliver the email (the console backend writes it to a worker's log). `name` keys the
+    journey, the contact and the event, so that several runs can share a database."""
+    key = processes.manage("create_api_key", f"{name}-test").strip().splitlines()[-1]
+    journey, contact_id, event_name = f"smoke-{name}", f"ada-{name}", f"signed_up_{name}"
 
-    status, body = http("POST", "/api/v1/journeys", SMOKE_JOURNEY, key=key)
+    status, body = http("POST", "/api/v1/journeys", smoke_journey(journey, event_name), key=key)
     assert status == 201, body
-    status, body = http("POST", "/api/v1/journeys/smoke/versions/1/publish", {}, key=key)
+    status, body = http("POST", f"/api/v1/journeys/{journey}/versions/1/publish", {}, key=key)
     assert status == 200, body
     contact = {"email": "ada@example.com", "attributes": {"first_name": "Ada"}}
-    status, body = http("PUT", "/api/v1/contacts/ada", contact, key=key)
+    status, body = http("PUT", f"/api/v1/contacts/{contact_id}", contact, key=key)
     assert status in (200, 201), body
-    event = {"events": [{"id": "ada-signed-up", "contact": "ada", "name": "signed_up"}]}
+    event = {
+        "events": [{"id": f"{contact_id}-signed-up", "contact": contact_id, "name": event_name}]
+    }
     status, body = http("POST", "/api/v1/events", event, key=key)
     assert (status, body) == (202, {"accepted": 1, "duplicates": 0})
 
     def completed():
-        status, body = http("GET", "/api/v1/contacts/ada", key=key)
+        status, body = http("GET", f"/api/v1/contacts/{contact_id}", key=key)
         assert status == 200, body
         enrollments = body["enrollments"]
         return body if enrollments and enrollments[0]["state"] == "completed" else None
 
     body = wait_until(completed, timeout, "the enrollment to complete", processes)
     [enrollment] = body["enrollments"]
-    assert enrollment["journey"] == "smoke"
+    assert enrollment["journey"] == journey
     assert enrollment["path"] == ["welcome", "pause", "convert"]
     [conversion] = body["conversions"]
     assert conversion["conversion"] == "activated"
@@ -297,5 +302,5 @@ def run_a_journey_over_http(processes, http, *, workers, timeout=90):
         return status == 200 and body["oldest_due_seconds"] == 0.0
 
     wait_until(caught_up, timeout, "no due work left", processes)
-    status, body = http("GET", "/api/v1/contacts/ada", key=key)
+    status, body = http("GET", f"/api/v1/contacts/{contact_id}", key=key)
     assert len(body["enrollments"]) == 1

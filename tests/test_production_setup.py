@@ -45,65 +45,71 @@ def reachable(url: str) -> bool:
     return True
 
 
-@pytest.fixture(params=["redis", "rabbitmq"])
-def production_env(request, tmp_path):
+def skip_unless_reachable(url: str):
+    if not reachable(url):
+        # CI has every server: there a missing one is a failure, not a skip.
+        assert not os.environ.get("CI"), f"no server answers at {url}"
+        pytest.skip(f"needs a server at {url}")
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory):
+    """A database of its own and the release steps, once for both brokers."""
     database_url = os.environ.get("DATABASE_URL", "")
     if not database_url.startswith(("postgres://", "postgresql://")):
         pytest.skip("needs DATABASE_URL pointing at PostgreSQL")
-    broker_url = {"redis": REDIS_URL, "rabbitmq": AMQP_URL}[request.param]
-    for url in {REDIS_URL, broker_url}:
-        if not reachable(url):
-            # CI has both servers: there a missing one is a failure, not a skip.
-            assert not os.environ.get("CI"), f"no server answers at {url}"
-            pytest.skip(f"needs a server at {url}")
+    skip_unless_reachable(REDIS_URL)
     import psycopg
-    import redis
-
-    cache = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    cache.flushdb()
 
     name = f"waypoint_prod_{os.getpid()}"
     server = urlsplit(database_url)._replace(path="/postgres").geturl()
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
         conn.execute(f'CREATE DATABASE "{name}"')
+    env = base_env(
+        DJANGO_SETTINGS_MODULE="config.settings.base",
+        # Nothing of the checkout's var/ is shared with a developer's bin/run.
+        VAR_DIR=str(tmp_path_factory.mktemp("production") / "var"),
+        DATABASE_URL=urlsplit(database_url)._replace(path=f"/{name}").geturl(),
+        CELERY_BROKER_URL=REDIS_URL,
+        CACHE_URL=REDIS_URL,
+        SECRET_KEY=secrets.token_urlsafe(50),
+        DEBUG="0",
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        SECURE_SSL_REDIRECT="1",
+        SESSION_COOKIE_SECURE="1",
+        CSRF_COOKIE_SECURE="1",
+        SECURE_HSTS_SECONDS="31536000",
+        SECURE_HSTS_INCLUDE_SUBDOMAINS="1",
+        SECURE_HSTS_PRELOAD="1",
+        EMAIL_BACKEND="django.core.mail.backends.console.EmailBackend",
+        WEB_CONCURRENCY="2",
+        WORKER_CONCURRENCY="1",
+        # Sooner than the default 5 s, so that the journey's wait ends sooner.
+        SWEEP_INTERVAL_SECONDS="1",
+    )
     try:
-        yield base_env(
-            DJANGO_SETTINGS_MODULE="config.settings.base",
-            # Nothing of the checkout's var/ is shared with a developer's bin/run.
-            VAR_DIR=str(tmp_path / "var"),
-            DATABASE_URL=urlsplit(database_url)._replace(path=f"/{name}").geturl(),
-            CELERY_BROKER_URL=broker_url,
-            CACHE_URL=REDIS_URL,
-            SECRET_KEY=secrets.token_urlsafe(50),
-            DEBUG="0",
-            ALLOWED_HOSTS="127.0.0.1,localhost",
-            SECURE_SSL_REDIRECT="1",
-            SESSION_COOKIE_SECURE="1",
-            CSRF_COOKIE_SECURE="1",
-            SECURE_HSTS_SECONDS="31536000",
-            SECURE_HSTS_INCLUDE_SUBDOMAINS="1",
-            SECURE_HSTS_PRELOAD="1",
-            EMAIL_BACKEND="django.core.mail.backends.console.EmailBackend",
-            PORT=str(free_port()),
-            WEB_CONCURRENCY="2",
-            WORKER_CONCURRENCY="1",
-        )
+        release = Processes(env, tmp_path_factory.mktemp("release"))
+        release.manage("check", "--deploy", "--fail-level", "WARNING")
+        release.manage("migrate", "--noinput")
+        release.manage("collectstatic", "--noinput")
+        yield env
     finally:
         with psycopg.connect(server, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cache.flushdb()
-        cache.close()
 
 
-@pytest.fixture
-def production(production_env, tmp_path):
-    """The release steps, then web, two workers and beat; all stopped at the end."""
-    processes = Processes(production_env, tmp_path)
-    processes.manage("check", "--deploy", "--fail-level", "WARNING")
-    processes.manage("migrate", "--noinput")
-    processes.manage("collectstatic", "--noinput")
+@pytest.fixture(params=["redis", "rabbitmq"])
+def production(request, released, tmp_path):
+    """Web, two workers and beat on one of the brokers; all stopped at the end."""
+    import redis
 
+    broker_url = {"redis": REDIS_URL, "rabbitmq": AMQP_URL}[request.param]
+    skip_unless_reachable(broker_url)
+    env = {**released, "CELERY_BROKER_URL": broker_url, "PORT": str(free_port())}
+    cache = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    cache.flushdb()
+    processes = Processes(env, tmp_path)
     commands = procfile_commands()
     assert set(commands) == {"web", "worker", "beat"}
     try:
@@ -111,13 +117,15 @@ def production(production_env, tmp_path):
         processes.start("worker1", commands["worker"], WORKER_NAME="worker1")
         processes.start("worker2", commands["worker"], WORKER_NAME="worker2")
         processes.start("beat", commands["beat"])
-        yield processes, f"http://127.0.0.1:{production_env['PORT']}"
+        yield processes, f"http://127.0.0.1:{env['PORT']}", request.param
     finally:
         processes.stop()
+        cache.flushdb()
+        cache.close()
 
 
 def test_production_setup_runs_a_journey_over_http_and_stops_cleanly(production):
-    processes, base_url = production
+    processes, base_url, broker = production
     # What the TLS-terminating proxy in front of gunicorn adds.
     http = Browser(base_url, headers={"X-Forwarded-Proto": "https"})
 
@@ -151,7 +159,8 @@ def test_production_setup_runs_a_journey_over_http_and_stops_cleanly(production)
     for stylesheet in stylesheets:
         assert http("GET", stylesheet)[0] == 200, stylesheet
 
-    run_a_journey_over_http(processes, http, workers=("worker1", "worker2"))
+    # Both brokers share one database: each runs a journey of its own.
+    run_a_journey_over_http(processes, http, workers=("worker1", "worker2"), name=broker)
 
     processes.assert_running()
     codes, left_behind = processes.stop()

@@ -30,7 +30,8 @@ def test_bin_run_prints_a_working_login_runs_a_journey_and_stops_on_ctrl_c(tmp_p
     port = free_port()
     var = tmp_path / "var"
     # LOAD_DEMO=0: the demo has tests of its own, and this one needs an empty database.
-    env = base_env(VAR_DIR=str(var), WEB_PORT=str(port), LOAD_DEMO="0")
+    # A 1 s sweep: the journey's wait ends sooner.
+    env = base_env(VAR_DIR=str(var), WEB_PORT=str(port), LOAD_DEMO="0", SWEEP_INTERVAL_SECONDS="1")
     processes = Processes(env, tmp_path)
     http = Browser(f"http://127.0.0.1:{port}")
     try:
