@@ -307,3 +307,13 @@ def test_unusual_timestamp_offsets_are_stored_or_refused_cleanly(api, timestamp,
     assert response.status_code == status, response.content
     if status == 400:
         assert response.json()["errors"][0]["loc"] == ["events", 0, "timestamp"]
+
+
+def test_rate_limit_lets_requests_through_when_the_cache_is_down(monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise ConnectionError("cache unreachable")
+
+    monkeypatch.setattr(ratelimit.cache, "add", broken)
+    limit = ratelimit.Limit(events=1, seconds=60)
+    ratelimit.spend(bucket=f"down-{uuid.uuid4()}", cost=5, limit=limit)
+    assert "Rate-limit cache unavailable" in caplog.text
