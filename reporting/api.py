@@ -6,8 +6,9 @@ names its `baseline` and, when some entrants were held out, the `holdout` lift.
 """
 
 import datetime
+from typing import Literal
 
-from ninja import Query, Router, Schema
+from ninja import Field, Query, Router, Schema
 
 from config.api import ApiError, manage_auth
 from journeys.models import Journey
@@ -22,6 +23,66 @@ class ReportQuery(Schema):
     start: datetime.date | None = None
     end: datetime.date | None = None
     versions: str | None = None  # comma-separated version numbers
+
+
+class ConversionRef(Schema):
+    key: str
+    name: str
+
+
+class Group(Schema):
+    enrolled: int
+    converted: int
+    rate: float | None = None
+
+
+class VersionOut(Schema):
+    version: int
+    enrolled: int = Field(description="Enrollments started on the version, held out included.")
+    converted: int = Field(description="Of them, those with at least one award.")
+    rate: float | None
+    ci_low: float | None = Field(description="95% Wilson score interval of the rate.")
+    ci_high: float | None
+    value: float = Field(description="Sum of the awarded values.")
+    diff: float | None = Field(description="rate minus the baseline's rate; null on the baseline.")
+    p_value: float | None = Field(description="Two-sided pooled two-proportion z-test.")
+    comparison: Literal["randomized", "sequential"] | None
+    diff_ci_low: float | None = Field(description="95% Newcombe interval of diff.")
+    diff_ci_high: float | None
+    verdict: str | None
+    sample_ratio_p_value: float | None = Field(
+        description="Randomized only: chi-square of the split against its traffic setting."
+    )
+    held_out: Group
+
+
+class StepOut(Schema):
+    version: int
+    step: str
+    entered: int
+    converted: int
+
+
+class HoldoutOut(Schema):
+    treated: Group
+    held_out: Group
+    diff: float | None
+    diff_ci_low: float | None
+    diff_ci_high: float | None
+    lift: float | None = Field(description="Relative lift: treated rate / held-out rate - 1.")
+    lift_ci_low: float | None
+    lift_ci_high: float | None
+    p_value: float | None
+    enough_data: bool
+
+
+class ReportOut(Schema):
+    journey: str
+    conversion: ConversionRef
+    baseline: int
+    versions: list[VersionOut]
+    steps: list[StepOut]
+    holdout: HoldoutOut | None
 
 
 def parse_versions(text: str | None) -> list[int] | None:
@@ -66,7 +127,11 @@ def version_payload(row: selectors.VersionRow) -> dict:
         "diff_ci_high": c.diff_ci_high if c else None,
         "verdict": c.verdict if c else None,
         "sample_ratio_p_value": c.sample_ratio.p_value if c and c.sample_ratio else None,
-        "held_out": {"enrolled": row.held_out.enrolled, "converted": row.held_out.converted},
+        "held_out": {
+            "enrolled": row.held_out.enrolled,
+            "converted": row.held_out.converted,
+            "rate": row.held_out.rate,
+        },
     }
 
 
@@ -95,7 +160,12 @@ def holdout_payload(lift) -> dict | None:
     }
 
 
-@router.get("/journeys/{key}/report", auth=manage_auth, summary="Version comparison report")
+@router.get(
+    "/journeys/{key}/report",
+    auth=manage_auth,
+    response=ReportOut,
+    summary="Version comparison report",
+)
 def journey_report(request, key: str, params: Query[ReportQuery]):
     journey = Journey.objects.filter(key=key).first()
     if journey is None:

@@ -142,6 +142,13 @@ def test_unknown_journey_is_a_404(api, db):
     assert response.json()["errors"][0]["loc"] == ["path", "key"]
 
 
+def test_report_is_described_in_the_openapi_schema(api, db):
+    schema = api.get("/api/v1/openapi.json").json()
+    report = schema["components"]["schemas"]["VersionOut"]["properties"]
+    assert {"version", "enrolled", "converted", "rate", "ci_low", "ci_high", "value", "diff",
+            "p_value", "comparison"} <= set(report)  # fmt: skip
+
+
 def test_report_needs_a_manage_key(client, make_api_client, journey):
     assert client.get("/api/v1/journeys/trial-nurture/report").status_code == 401
     assert make_api_client("ingest").get("/api/v1/journeys/trial-nurture/report").status_code == 403
@@ -158,5 +165,5 @@ def test_holdout_lift_is_reported_when_entrants_were_held_out(api, journey):
     assert holdout["held_out"] == {"enrolled": 2, "converted": 1, "rate": 0.5}
     assert holdout["treated"]["enrolled"] == 20
     assert holdout["diff"] == pytest.approx(0.5 - 0.5)
-    assert body["versions"][0]["held_out"] == {"enrolled": 2, "converted": 1}
+    assert body["versions"][0]["held_out"] == {"enrolled": 2, "converted": 1, "rate": 0.5}
     assert body["versions"][0]["enrolled"] == 12
