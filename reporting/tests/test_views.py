@@ -300,3 +300,18 @@ def test_randomized_report_offers_the_side_by_side_period_alone(client, viewer):
     assert 'href="/journeys/split/report/?start=2026-06-05"' in html
     html = client.get("/journeys/split/report/?start=2026-06-05").content.decode()
     assert "ran side by side" not in html
+
+
+def test_journey_with_only_a_draft_has_an_empty_report_not_an_error(client, viewer, api):
+    journey = JourneyFactory(key="drafty")
+    ConversionFactory(journey=journey, key="paid")
+    JourneyVersionFactory(
+        journey=journey, number=1, definition=DEFINITION, published_at=None,
+        state=JourneyVersion.State.DRAFT,
+    )  # fmt: skip
+    client.force_login(viewer)
+    response = client.get("/journeys/drafty/report/")
+    assert response.status_code == 200
+    assert "Nothing is published yet" in response.content.decode()
+    body = api.get("/api/v1/journeys/drafty/report").json()
+    assert body["versions"] == [] and body["steps"] == []
