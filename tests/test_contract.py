@@ -1165,7 +1165,7 @@ def test_contract_example_runs_end_to_end(api, clock, mailoutbox):
     assert enrollment["path"][-3:] == ["check", "is-pro", "convert"]
     # Converting "paid" emits a conversion event that exit_when names, but the enrollment
     # had already completed; activation comes from the goal, paid from the convert step.
-    assert enrollment["state"] in ("completed", "exited")
+    assert enrollment["state"] == "completed"
     assert sorted((a["conversion"], a["source"]) for a in body["conversions"]) == [
         ("activation", "goal"),
         ("paid", "convert_step"),
@@ -1839,3 +1839,35 @@ def test_any_external_id_an_event_creates_can_be_read_and_updated(api, external_
     assert api.get(path).json()["attributes"] == {"plan": "pro"}
     # Unquoted slashes reach the same contact.
     assert api.get(f"/api/v1/contacts/{external_id}").json()["external_id"] == external_id
+
+
+def test_contract_example_exits_on_its_own_paid_conversion_from_an_event(api, clock):
+    create(api, CONTRACT_EXAMPLE)
+    publish(api, "trial-nurture", 1)
+    api.put("/api/v1/contacts/ann", {"email": "ann@example.com", "attributes": {"plan": "pro"}})
+    send(api, event("ann", "trial_started", properties={"plan": "pro"}))
+    run_due()
+    clock.shift(datetime.timedelta(days=1))
+    send(api, event("ann", "subscription_started", properties={"amount": 99}))
+    run_due()
+    body = contact(api, "ann")
+    (enrollment,) = body["enrollments"]
+    assert (enrollment["state"], enrollment["path"]) == ("exited", ["welcome", "wait-2d"])
+    (award,) = body["conversions"]
+    assert (award["conversion"], award["value"], award["source"], award["step"]) == (
+        "paid",
+        99.0,
+        "event",
+        None,
+    )
+
+
+def test_a_missing_conversion_or_goal_of_an_existing_journey_is_a_warning(api):
+    create(api, definition("lead-nurture", [{"key": "x", "type": "exit"}]))
+    body = create(api, CONTRACT_EXAMPLE)
+    warnings = {tuple(w["loc"]): w["message"] for w in body["warnings"]}
+    assert set(warnings) >= {("triggers", 1, "conversion"), ("triggers", 2, "journey")}
+    assert "became-customer" in warnings[("triggers", 1, "conversion")]
+    response = api.post("/api/v1/journeys/trial-nurture/versions", CONTRACT_EXAMPLE)
+    assert response.status_code == 201
+    assert [w["loc"] for w in response.json()["warnings"]] == [w["loc"] for w in body["warnings"]]

@@ -46,8 +46,10 @@ def test_goals_and_conversions_panel_lists_each_item_with_where_it_is_used(
     open_panel(page, live_server)
     for name in ("Started paid plan", "Activated account", "Activated"):
         expect(page.get_by_text(name, exact=True).first).to_be_visible()
-    used = page.locator(".used-in")
-    expect(used.first).to_be_visible()
+    # Where each is used: the convert step and exit rule, the goal's step, the goal's award.
+    expect(page.get_by_text("Convert step 'convert'")).to_be_visible()
+    expect(page.get_by_text("Evaluate goal step 'check'")).to_be_visible()
+    expect(page.get_by_text("Goal “Activated” awards it")).to_be_visible()
     expect(page.get_by_role("button", name="Add goal")).to_be_visible()
 
 
