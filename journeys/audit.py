@@ -2,8 +2,10 @@
 of what) and the guard that keeps history unchangeable.
 
 Published versions and conversion awards are what reports count: once written, nobody
-changes them, not the admin, not an action, not a shell. The guard refuses it at save time
-for every code path that goes through the ORM's save(); the admin shows them read-only.
+changes them. The guard refuses it for every code path that saves the model (the admin, the
+actions, a shell using save()); the admin also shows them read-only. A raw queryset update
+is not guarded: no code of the product changes these rows that way, and a database trigger
+would also stop the foreign keys that erasing a contact's events must clear.
 """
 
 import dataclasses
