@@ -132,7 +132,7 @@ def world():
 
 
 @pytest.fixture
-def users():
+def users(role_groups):
     return {
         "viewer": UserFactory(username="m-viewer", groups=["Viewer"]),
         "editor": UserFactory(username="m-editor", groups=["Editor"]),
@@ -244,3 +244,17 @@ def test_public_routes(role, users):
     assert client.get("/healthz").status_code in (200, 503)
     root = client.get("/")
     assert root.status_code == 302 and root["Location"] == "/journeys/"
+
+
+@pytest.mark.parametrize(
+    ("route", "name"),
+    [(r, n) for r, n in PAGE_ROUTES if n in WRITE_ROUTES],
+    ids=[n for _, n in PAGE_ROUTES if n in WRITE_ROUTES],
+)
+def test_every_write_route_needs_the_csrf_token(world, users, route, name):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(users["superuser"])
+    before = _snapshot()
+    response = client.post(_fill(route, name), {}, headers={"HX-Request": "true"})
+    assert response.status_code == 403
+    assert _snapshot() == before
