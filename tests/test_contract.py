@@ -1871,3 +1871,41 @@ def test_a_missing_conversion_or_goal_of_an_existing_journey_is_a_warning(api):
     response = api.post("/api/v1/journeys/trial-nurture/versions", CONTRACT_EXAMPLE)
     assert response.status_code == 201
     assert [w["loc"] for w in response.json()["warnings"]] == [w["loc"] for w in body["warnings"]]
+
+
+def test_internal_goal_achieved_event_carries_journey_version_key_and_step(api, clock):
+    live(
+        api,
+        definition(
+            "goal-src",
+            [{"key": "check", "type": "evaluate_goal", "goal": "active", "achieved": None}],
+            goals=[
+                {
+                    "key": "active",
+                    "name": "Active",
+                    "criteria": {"attribute": "plan", "op": "exists"},
+                }
+            ],
+        ),
+    )
+    where = [
+        {"property": "journey", "op": "eq", "value": "goal-src"},
+        {"property": "key", "op": "eq", "value": "active"},
+        {"property": "version", "op": "eq", "value": 1},
+        {"property": "step", "op": "eq", "value": "check"},
+    ]
+    live(
+        api,
+        definition(
+            "goal-listener",
+            [{"key": "x", "type": "exit"}],
+            triggers=[{"type": "event", "event": "goal_achieved", "where": where}],
+        ),
+    )
+    api.put("/api/v1/contacts/ann", {"attributes": {"plan": "pro"}})
+    send(api, event("ann", "signed_up"))
+    run_due()
+    assert {e["journey"] for e in contact(api, "ann")["enrollments"]} == {
+        "goal-src",
+        "goal-listener",
+    }

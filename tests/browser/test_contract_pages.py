@@ -81,12 +81,23 @@ def test_add_conversion_form_errors_inline_and_saves(page, live_server, editor, 
     expect(page.get_by_role("button", name="Save")).to_have_count(0)
 
 
-def test_add_goal_form_has_a_name_field(page, live_server, editor, live_example):
+def test_add_goal_form_refuses_a_duplicate_name_inline(page, live_server, editor, live_example):
     log_in(page, live_server, editor)
     open_panel(page, live_server)
     page.get_by_role("button", name="Add goal").click()
     expect(page.get_by_label("Name")).to_be_visible()
-    expect(page.get_by_role("button", name="Save")).to_be_visible()
+    page.get_by_label("Name").fill("ACTIVATED!")
+    page.get_by_label("Event", exact=True).fill("project_created")
+    page.get_by_role("button", name="Save").click()
+    field = page.get_by_label("Name").locator("xpath=ancestor::*[contains(@class, 'field')][1]")
+    expect(field).to_contain_text("Activated")
+    expect(field.locator(".field-error")).to_be_visible()
+    assert page.evaluate("window.__noReload") is True
+
+    page.get_by_label("Name").fill("Created a project")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Created a project", exact=True)).to_be_visible()
+    expect(page.get_by_role("button", name="Save")).to_have_count(0)
 
 
 def test_editing_a_conversion_of_a_live_journey_warns_to_review(
