@@ -75,18 +75,45 @@ def make_api_client(client, db):
     return make
 
 
+class _CurrentApps:
+    """The live app registry as the groups data migration expects it, minus its permission
+    creation step: the flush that ends a transactional test re-creates the permissions
+    (post_migrate); only the groups are gone."""
+
+    def get_app_configs(self):
+        return []
+
+    def get_model(self, app_label, model_name):
+        from django.apps import apps
+
+        return apps.get_model(app_label, model_name)
+
+
 @pytest.fixture
-def viewer(db):
+def role_groups(db):
+    """The Viewer, Editor and Publisher groups of the data migration, made again when a
+    transactional test's flush removed them, so that role users never silently lack them."""
+    import importlib
+
+    from django.contrib.auth.models import Group
+
+    if Group.objects.filter(name__in=["Viewer", "Editor", "Publisher"]).count() < 3:
+        migration = importlib.import_module("conversions.migrations.0002_groups")
+        migration.create_groups(_CurrentApps(), None)
+
+
+@pytest.fixture
+def viewer(role_groups):
     return UserFactory(username="viewer", groups=["Viewer"])
 
 
 @pytest.fixture
-def editor(db):
+def editor(role_groups):
     return UserFactory(username="editor", groups=["Editor"])
 
 
 @pytest.fixture
-def publisher(db):
+def publisher(role_groups):
     return UserFactory(username="publisher", groups=["Publisher"])
 
 
