@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 from django.db import connection
 from django.db.models import Exists, F, OuterRef
-from django.utils import timezone
 
 from conversions.models import Conversion, ConversionAward, Goal, GoalAchievement, Revision
 from journeys.models import Enrollment, Journey, JourneyVersion, OutboxMessage, StepVisit
@@ -872,10 +871,6 @@ class Report:
     messages: list[MessageCounts] = field(default_factory=list)
     goals: list[GoalCounts] = field(default_factory=list)
     convert_times: list[ConvertTime] = field(default_factory=list)
-
-    @property
-    def generated_at(self) -> datetime.datetime:
-        return timezone.now()
 
 
 # Panels beyond the version comparison (always there: every panel leans on its counts).
