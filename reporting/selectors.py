@@ -3,7 +3,10 @@
 
 Each panel is a single SQL statement (CTEs and window functions both SQLite and PostgreSQL
 run) so that its cost does not grow with the number of versions, steps or days; the only
-vendor-specific parts are date arithmetic, in `_seconds_between` and `_day`.
+vendor-specific parts are date arithmetic, in `_seconds_between` and `rollups.day_sql`.
+The cohorts (comparison, sample ratio, daily chart) and the step funnel read the rollups
+plus the facts not rolled up yet (reporting/rollups.py); each also has a `*_from_facts`
+twin that reads the facts alone, which tests and the benchmark hold them to.
 
 Definitions used throughout:
 - the report's enrollments: those of the chosen versions (published ones only) started in
@@ -211,10 +214,7 @@ def _seconds_between(later: str, earlier: str) -> str:
     return f"((julianday({later}) - julianday({earlier})) * 86400.0)"
 
 
-def _day(column: str) -> str:
-    if _postgres():
-        return f"CAST(({column} AT TIME ZONE 'UTC') AS date)"
-    return f"date({column})"
+_day = rollups.day_sql
 
 
 def _db_datetime(value: datetime.datetime):
