@@ -1909,3 +1909,81 @@ def test_internal_goal_achieved_event_carries_journey_version_key_and_step(api, 
         "goal-src",
         "goal-listener",
     }
+
+
+def test_exit_when_event_ends_an_active_enrollment_as_exited(api, clock):
+    create(api, CONTRACT_EXAMPLE)
+    publish(api, "trial-nurture", 1)
+    send(
+        api,
+        event("ann", "trial_started", properties={"plan": "pro"}),
+        event("bob", "trial_started", properties={"plan": "pro"}),
+    )
+    run_due()
+    clock.shift(datetime.timedelta(hours=5))
+    send(api, event("ann", "unsubscribed"))
+    run_due()
+    ann = contact(api, "ann")["enrollments"][0]
+    assert (ann["state"], ann["path"]) == ("exited", ["welcome", "wait-2d"])
+    assert datetime.datetime.fromisoformat(ann["ended_at"]) == START + datetime.timedelta(hours=5)
+    assert contact(api, "bob")["enrollments"][0]["state"] == "active"
+    # Nothing more happens to an exited enrollment.
+    clock.shift(datetime.timedelta(days=3))
+    run_due()
+    assert contact(api, "ann")["enrollments"][0]["path"] == ["welcome", "wait-2d"]
+
+
+def test_report_steps_list_every_step_of_each_version_even_unentered(api, clock):
+    steps = [
+        {
+            "key": "is-pro",
+            "type": "condition",
+            "if": {"attribute": "plan", "op": "eq", "value": "pro"},
+            "then": "pro-mail",
+            "else": None,
+        },
+        {"key": "pro-mail", "type": "send_email", "subject": "s", "body": "b", "next": None},
+    ]
+    live(api, definition("funnel", steps, conversions=REPORT_CONVERSIONS))
+    send(api, event("ann", "signed_up"))
+    run_due()
+    report = api.get("/api/v1/journeys/funnel/report").json()
+    assert [(s["step"], s["entered"], s["converted"]) for s in report["steps"]] == [
+        ("is-pro", 1, 0),
+        ("pro-mail", 0, 0),
+    ]
+
+
+def test_run_due_delivers_due_email_and_sms(api, clock, mailoutbox):
+    from journeys import sms
+
+    sms.outbox.clear()
+    steps = [
+        {
+            "key": "mail",
+            "type": "send_email",
+            "subject": "Hi {{ contact.attributes.first_name }}",
+            "body": "Welcome",
+            "next": "pause",
+        },
+        {"key": "pause", "type": "wait", "duration": "PT1H", "next": "text"},
+        {
+            "key": "text",
+            "type": "send_sms",
+            "text": "Need a hand, {{ contact.attributes.first_name }}?",
+        },
+    ]
+    live(api, definition("messages", steps))
+    api.put(
+        "/api/v1/contacts/ann",
+        {"email": "ann@example.com", "attributes": {"first_name": "Ann", "phone": "+15550100"}},
+    )
+    send(api, event("ann", "signed_up"))
+    run_due()
+    assert [(m.to, m.subject) for m in mailoutbox] == [(["ann@example.com"], "Hi Ann")]
+    assert sms.outbox == []
+    clock.shift(datetime.timedelta(hours=1))
+    run_due()
+    assert sms.outbox == [{"to": "+15550100", "text": "Need a hand, Ann?"}]
+    run_due()
+    assert len(mailoutbox) == 1 and len(sms.outbox) == 1
