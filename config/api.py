@@ -195,7 +195,12 @@ def _validation_error(request, exc: ValidationError):
         message = error.get("msg") or "Invalid value"
         if error.get("type") == "json_invalid" or "JSON" in message and "parse" in message.lower():
             message = "The body is not valid JSON."
-        errors.append({"loc": _clean_loc(error.get("loc", [])), "message": message})
+        loc = _clean_loc(error.get("loc", []))
+        if not loc and list(error.get("loc", []))[:1] == ["body"]:
+            # The whole body is missing or not an object: pydantic would say "Field required"
+            # or name the schema class, neither of which tells the client what to send.
+            loc, message = ["body"], "The body must be a JSON object."
+        errors.append({"loc": loc, "message": message})
     return _errors(request, 400, errors)
 
 
