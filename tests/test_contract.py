@@ -1987,3 +1987,20 @@ def test_run_due_delivers_due_email_and_sms(api, clock, mailoutbox):
     assert sms.outbox == [{"to": "+15550100", "text": "Need a hand, Ann?"}]
     run_due()
     assert len(mailoutbox) == 1 and len(sms.outbox) == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("put", "/api/v1/contacts/ann", ""),
+        ("put", "/api/v1/contacts/ann", "[]"),
+        ("post", "/api/v1/events", ""),
+        ("post", "/api/v1/events", "null"),
+        ("post", "/api/v1/journeys/any/enrollments", ""),
+        ("post", "/api/v1/journeys", ""),
+    ],
+)
+def test_a_body_that_is_not_an_object_is_named_as_the_body(api, method, path, body):
+    (error,) = assert_error_shape(getattr(api, method)(path, body), 400)
+    assert error["loc"] == ["body"]
+    assert "JSON object" in error["message"]
