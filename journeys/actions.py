@@ -12,7 +12,7 @@ from decimal import Decimal, InvalidOperation
 from types import SimpleNamespace
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.template import Context as TemplateContext
 from django.utils import timezone
@@ -762,7 +762,9 @@ def upsert_contact(
     writing attributes is never lost. Safe to run twice: the second call changes nothing.
     """
     with transaction.atomic():
-        contact = Contact.objects.select_for_update().filter(external_id=external_id).first()
+        contact = (
+            Contact.objects.select_for_update(no_key=True).filter(external_id=external_id).first()
+        )
         created = contact is None
         if created:
             try:
@@ -770,7 +772,9 @@ def upsert_contact(
                     contact = Contact.objects.create(external_id=external_id)
             except IntegrityError:
                 # Created by a concurrent call since the read above.
-                contact = Contact.objects.select_for_update().get(external_id=external_id)
+                contact = Contact.objects.select_for_update(no_key=True).get(
+                    external_id=external_id
+                )
                 created = False
         if email is not None:
             contact.email = email
@@ -913,6 +917,20 @@ def _conversion_value(conversion, properties: dict) -> Decimal:
 
 def process_pending_events(*, limit: int | None = None, now) -> int:
     """Match a batch of pending events, in one transaction; returns how many were processed.
+    See `_process_event_batch`; a batch that PostgreSQL picks as a deadlock victim is rolled
+    back whole and tried again (at most 3 times, then left to the next run)."""
+    for attempt in range(3):
+        try:
+            return _process_event_batch(limit=limit, now=now)
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) != "40P01" or attempt == 2:
+                raise
+            logger.warning("Event batch was a deadlock victim; trying again")
+    return 0
+
+
+def _process_event_batch(*, limit: int | None, now) -> int:
+    """Match a batch of pending events, in one transaction.
 
     For each event, in order: awards of event-based conversions (to enrollments active, or
     within the conversion's window, when the event arrived), exits by `exit_when`, wake-ups
@@ -1042,7 +1060,17 @@ def process_pending_events(*, limit: int | None = None, now) -> int:
                     )
                     changed_contacts.add(event.contact_id)
 
-        award_conversions(requests=awards, now=now)
+        # Enrollment rows first, in id order, then awards: the lock order every engine
+        # transaction follows, so a worker advancing the same enrollments (which holds their
+        # rows and then inserts awards) and this batch never wait for each other in a circle.
+        touched = sorted(set().union(wakes, *exits.values()))
+        if touched and connection.features.has_select_for_update:
+            list(
+                Enrollment.objects.filter(pk__in=touched)
+                .order_by("pk")
+                .select_for_update(no_key=True)
+                .values_list("pk", flat=True)
+            )
         exited: set[int] = set()
         for reason, ids in sorted(exits.items()):
             ids -= exited
@@ -1054,6 +1082,7 @@ def process_pending_events(*, limit: int | None = None, now) -> int:
             Enrollment.objects.filter(
                 pk__in=sorted(wakes - exited), state=Enrollment.State.ACTIVE, due_at__gt=now
             ).exclude(waiting_for_goal="").update(due_at=now)
+        award_conversions(requests=awards, now=now)
         if starts:
             # The re-entry lock and one-enrollment-per-trigger-event constraints refuse the
             # enrollments that must not happen; the rest are stored.
@@ -1165,7 +1194,9 @@ def _advance_batch(*, ids: list[int], lease_until, now) -> tuple[int, dict[int, 
         pk__in=ids, state=Enrollment.State.ACTIVE, leased_until=lease_until
     ).order_by("pk")
     if connection.features.has_select_for_update:
-        queryset = queryset.select_for_update()
+        # NO KEY UPDATE: foreign-key checks of rows inserted elsewhere (awards, visits) take
+        # KEY SHARE locks on these rows, which this does not block.
+        queryset = queryset.select_for_update(no_key=True)
     enrollments = list(queryset)
     if not enrollments:
         return 0, {}
@@ -1365,7 +1396,7 @@ def _update_contact_attributes(updates: dict[int, dict]) -> None:
     # Re-read under a row lock, so an API update of the same contact in between is kept.
     contacts = Contact.objects.filter(pk__in=sorted(updates)).order_by("pk")
     if connection.features.has_select_for_update:
-        contacts = contacts.select_for_update()
+        contacts = contacts.select_for_update(no_key=True)
     now = timezone.now()
     changed = [
         SimpleNamespace(pk=pk, attributes={**(attributes or {}), **updates[pk]}, updated_at=now)

@@ -152,6 +152,68 @@ def _now():
     return timezone.now()
 
 
+RACE_STEPS = [
+    {"key": "pause", "type": "wait", "duration": "PT1H", "next": "check"},
+    {
+        "key": "check",
+        "type": "evaluate_goal",
+        "goal": "bought",
+        "achieved": "buy",
+        "not_achieved": "buy",
+    },
+    {"key": "buy", "type": "convert", "conversion": "paid", "next": None},
+]
+RACE_PARTS = {
+    "goals": [
+        {"key": "bought", "name": "Bought", "criteria": {"event": "purchase"}, "conversion": "paid"}
+    ],
+    "conversions": [{"key": "paid", "name": "Paid", "event": {"event": "purchase"}}],
+}
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_three_award_paths_racing_in_workers_award_once_per_enrollment():
+    """The Convert step, Evaluate goal's linked conversion and the purchase event all award
+    `paid` to the same enrollments, in two workers at the same moment: one award each."""
+    needs_postgres()
+    import datetime
+
+    live_journey(RACE_STEPS, **RACE_PARTS)
+    start = _now()
+    contacts = 60
+    ingest_events(
+        events=[{"id": f"s{i}", "contact": f"r{i}", "name": "signed_up"} for i in range(contacts)],
+        now=start,
+    )
+    run_due(now=start)
+    later = start + datetime.timedelta(hours=1)
+    ingest_events(
+        events=[{"id": f"p{i}", "contact": f"r{i}", "name": "purchase"} for i in range(contacts)],
+        now=later,
+    )
+
+    def work(index):
+        if index == 0:
+            process_pending_events(limit=contacts, now=later)
+        else:
+            from journeys.actions import advance_due_enrollments
+
+            advance_due_enrollments(now=later)
+
+    assert in_threads(2, work) == []
+    run_due(now=later)
+    assert Enrollment.objects.filter(state=Enrollment.State.COMPLETED).count() == contacts
+    assert ConversionAward.objects.count() == contacts
+    assert not (
+        ConversionAward.objects.values("enrollment")
+        .annotate(n=Count("pk"))
+        .filter(n__gt=1)
+        .exists()
+    )
+    assert Event.objects.filter(name="conversion").count() == contacts
+
+
 # --- The kill test ----------------------------------------------------------------------------
 
 CONTACTS = int(os.environ.get("KILL_TEST_CONTACTS", "10000"))
