@@ -1,0 +1,57 @@
+"""Admin for the report rollups: view only. They are derived from the facts the engine
+writes, so a hand edit or a deleted row would make reports wrong; `rebuild_report_rollups`
+is the way to change them."""
+
+from django.contrib import admin
+
+from reporting.models import (
+    ConversionDay,
+    RollupWatermark,
+    StepConversionDay,
+    StepDay,
+    VersionDay,
+)
+
+
+class RollupAdmin(admin.ModelAdmin):
+    list_select_related = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(VersionDay)
+class VersionDayAdmin(RollupAdmin):
+    list_display = ["version", "day", "held_out", "enrolled"]
+    list_filter = ["held_out"]
+    date_hierarchy = "day"
+
+
+@admin.register(ConversionDay)
+class ConversionDayAdmin(RollupAdmin):
+    list_display = ["conversion", "version", "day", "held_out", "converted", "value"]
+    list_filter = ["held_out"]
+    date_hierarchy = "day"
+
+
+@admin.register(StepDay)
+class StepDayAdmin(RollupAdmin):
+    list_display = ["version", "day", "step_key", "entered"]
+    date_hierarchy = "day"
+
+
+@admin.register(StepConversionDay)
+class StepConversionDayAdmin(RollupAdmin):
+    list_display = ["conversion", "version", "day", "step_key", "converted"]
+    date_hierarchy = "day"
+
+
+@admin.register(RollupWatermark)
+class RollupWatermarkAdmin(RollupAdmin):
+    list_display = ["fact", "rolled_up", "seen", "updated_at"]
