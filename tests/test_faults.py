@@ -225,6 +225,8 @@ class Sender:
                 json.loads(error.read() or b"{}"),
                 dict(error.headers),
             )
+        except OSError as error:  # no answer at all: recorded, then retried like a 503
+            status, body, headers = 0, {"error": repr(error)}, {}
         self.responses.append((status, body, headers))
         return status
 
