@@ -957,10 +957,10 @@ def _process_event_batch(*, limit: int | None, now) -> int:
         names = {event.name for event in events}
         live = _live_flows()
 
+        # Archived ones too: a conversion archived after a version was published (by a
+        # draft that leaves it out) still counts for that version's enrollments.
         conversions = list(
-            Conversion.objects.filter(
-                event_name__in=names, archived_at__isnull=True
-            ).select_related("journey")
+            Conversion.objects.filter(event_name__in=names).select_related("journey")
         )
         windows = [conversion.window for conversion in conversions if conversion.window]
         filters = {conversion.pk: _filters(conversion.event_where) for conversion in conversions}
@@ -997,7 +997,9 @@ def _process_event_batch(*, limit: int | None, now) -> int:
                 ):
                     continue
                 for enrollment in mine:
-                    if enrollment.journey_id != conversion.journey_id:
+                    if enrollment.journey_id != conversion.journey_id or not _counts_for(
+                        conversion, enrollment
+                    ):
                         continue
                     active = enrollment.state == Enrollment.State.ACTIVE
                     in_window = conversion.window and (
@@ -1093,6 +1095,15 @@ def _process_event_batch(*, limit: int | None, now) -> int:
             status=Event.Status.PROCESSED, processed_at=now, attempts=F("attempts") + 1
         )
     return len(processed)
+
+
+def _counts_for(conversion, enrollment: Enrollment) -> bool:
+    """A conversion counts for the enrollments of every version published while it was
+    active: archiving it (a new draft leaving it out) changes no live version."""
+    if conversion.archived_at is None:
+        return True
+    published_at = enrollment.version.published_at
+    return published_at is not None and published_at <= conversion.archived_at
 
 
 def _filters(where: list) -> list:

@@ -667,3 +667,34 @@ def test_run_due_command_processes_everything(capsys):
     )
     assert Enrollment.objects.get().state == Enrollment.State.COMPLETED
     assert timezone.now() - Enrollment.objects.get().ended_at < datetime.timedelta(minutes=1)
+
+
+def test_an_archived_event_conversion_still_counts_for_versions_published_before():
+    from journeys.actions import publish_version, save_draft_version
+    from journeys.selectors import journey_definition
+
+    paid = {"key": "paid", "name": "Paid", "event": {"event": "purchase"}}
+    with time_machine.travel(T0, tick=False) as traveller:
+        journey, first = live_journey(
+            EVENT_CONVERSION_STEPS,
+            settings={"reentry": "concurrent", "holdout_percent": 0},
+            conversions=[paid],
+        )
+        send(("e1", "ann", "signed_up"))
+        run()
+        traveller.move_to(T0 + datetime.timedelta(minutes=30))
+        definition = journey_definition(journey=journey)
+        definition["conversions"] = []
+        draft = save_draft_version(journey=journey, definition=definition).version
+        # The draft archived the conversion; the live version still counts it.
+        send(("p0", "ann", "purchase"))
+        run()
+        assert ConversionAward.objects.count() == 1
+        traveller.move_to(T0 + datetime.timedelta(hours=1))
+        second = publish_version(version=draft)
+        send(("e2", "bob", "signed_up"))
+        run()
+        send(("p1", "ann", "purchase"), ("p2", "bob", "purchase"))
+        run()
+    assert list(ConversionAward.objects.values_list("version", flat=True)) == [first.pk]
+    assert Enrollment.objects.get(contact__external_id="bob").version == second
