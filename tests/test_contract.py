@@ -2067,3 +2067,21 @@ def test_an_event_sent_after_the_trigger_counts_even_if_processed_together(api, 
     clock.shift(datetime.timedelta(minutes=1))
     run_due()  # the worker comes by a minute later
     assert contact(api, "ann")["enrollments"][0]["path"] == ["check", "won"]
+
+
+def test_reports_show_lift_over_the_holdout(api, superuser, clock):
+    settings = {"reentry": "once", "holdout_percent": 50}
+    live(api, definition("lift", REPORT_STEPS, conversions=REPORT_CONVERSIONS, settings=settings))
+    enroll_and_convert(api, "h", 40, 20, 1)
+    people = [contact(api, f"h{i}")["enrollments"][0] for i in range(40)]
+    held = sum(e["held_out"] for e in people)
+    held_converted = sum(e["held_out"] for e in people[:20])
+    report = api.get("/api/v1/journeys/lift/report").json()
+    (row,) = report["versions"]
+    assert (row["enrolled"], row["converted"]) == (40, 20)
+    assert report["holdout"]["held_out"]["enrolled"] == held
+    assert report["holdout"]["held_out"]["converted"] == held_converted
+    client = Client()
+    client.force_login(superuser)
+    html = client.get("/journeys/lift/report/").content.decode()
+    assert "Lift over the holdout" in html
