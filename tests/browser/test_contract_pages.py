@@ -75,6 +75,12 @@ def test_add_conversion_form_errors_inline_and_saves(page, live_server, editor, 
 
     name.fill("Upgraded seats")
     page.get_by_label("Counting").select_option("every_time")
+    page.get_by_label("Window").fill("whenever")
+    page.get_by_role("button", name="Save").click()
+    window = page.get_by_label("Window").locator("xpath=ancestor::*[contains(@class, 'field')][1]")
+    expect(window.locator(".field-error")).to_be_visible()
+    expect(page.get_by_label("Name")).to_have_value("Upgraded seats")
+
     page.get_by_label("Window").fill("30 days")
     page.get_by_role("button", name="Save").click()
     expect(page.get_by_text("Upgraded seats", exact=True)).to_be_visible()
