@@ -1,4 +1,4 @@
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from journeys.actions import create_api_key
 from journeys.models import ApiKey
@@ -17,6 +17,12 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, name, scope, **options):
+        name = name.strip()
+        limit = ApiKey._meta.get_field("name").max_length
+        if not name:
+            raise CommandError("Give the key a name that says what it is for.")
+        if len(name) > limit:
+            raise CommandError(f"The key's name must be at most {limit} characters.")
         key, raw_key = create_api_key(name=name, scope=scope)
         self.stdout.write(
             f"Created API key '{key.name}' ({key.get_scope_display()}). It is shown only once:"
