@@ -2085,3 +2085,12 @@ def test_reports_show_lift_over_the_holdout(api, superuser, clock):
     client.force_login(superuser)
     html = client.get("/journeys/lift/report/").content.decode()
     assert "Lift over the holdout" in html
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 101])
+def test_create_api_key_refuses_a_blank_or_too_long_name(name):
+    from journeys.models import ApiKey
+
+    with pytest.raises(CommandError, match="name"):
+        call_command("create_api_key", name, stdout=io.StringIO())
+    assert not ApiKey.objects.exists()
