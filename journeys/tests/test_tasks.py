@@ -1,0 +1,65 @@
+"""The Celery tasks are thin: each runs its action on whatever the database holds due."""
+
+import pytest
+from django.core import mail
+
+from journeys import actions, tasks
+from journeys.models import Enrollment, Event, OutboxMessage
+from journeys.tests.flows import live_journey
+
+pytestmark = pytest.mark.django_db
+
+STEPS = [
+    {"key": "hi", "type": "send_email", "subject": "Hi", "body": "Hello", "next": None},
+]
+
+
+def test_sweep_names_each_kind_of_due_work_and_nothing_when_idle(
+    django_capture_on_commit_callbacks,
+):
+    from django.utils import timezone
+
+    assert actions.enqueue_due_work(now=timezone.now()) == []
+    live_journey(STEPS)
+    actions.ingest_events(events=[{"id": "e1", "contact": "ann", "name": "signed_up"}])
+    assert tasks.sweep() == ["process_events"]
+    actions.process_pending_events(now=timezone.now())
+    assert tasks.sweep() == ["advance_enrollments"]
+    actions.advance_due_enrollments(now=timezone.now())
+    assert tasks.sweep() == ["deliver_messages"]
+
+
+def test_tasks_run_their_actions_until_nothing_is_due():
+    live_journey(STEPS)
+    actions.ingest_events(
+        events=[{"id": f"e{i}", "contact": f"c{i}", "name": "signed_up"} for i in range(3)]
+    )
+    assert tasks.process_events() == 3
+    assert tasks.advance_enrollments() == 3
+    assert tasks.deliver_messages() == 3
+    assert not Event.objects.filter(status=Event.Status.PENDING).exists()
+    assert Enrollment.objects.filter(state=Enrollment.State.COMPLETED).count() == 3
+    assert OutboxMessage.objects.filter(status=OutboxMessage.Status.FAILED).count() == 3
+    assert mail.outbox == []  # the contacts have no email address: failed with the reason
+
+
+def test_task_names_are_stable():
+    assert {
+        task.name
+        for task in (
+            tasks.process_events,
+            tasks.advance_enrollments,
+            tasks.deliver_messages,
+            tasks.sweep,
+        )
+    } == {
+        "journeys.process_events",
+        "journeys.advance_enrollments",
+        "journeys.deliver_messages",
+        "journeys.sweep",
+    }
+
+
+def test_beat_runs_the_sweep_every_sweep_interval(settings):
+    schedule = settings.CELERY_BEAT_SCHEDULE["journeys-sweep"]
+    assert schedule == {"task": "journeys.sweep", "schedule": settings.SWEEP_INTERVAL_SECONDS}
