@@ -2094,3 +2094,25 @@ def test_create_api_key_refuses_a_blank_or_too_long_name(name):
     with pytest.raises(CommandError, match="name"):
         call_command("create_api_key", name, stdout=io.StringIO())
     assert not ApiKey.objects.exists()
+
+
+def test_editing_a_live_journey_in_the_editor_makes_a_draft_and_keeps_the_live_version(
+    api, publisher, clock
+):
+    steps = [{"key": "pause", "type": "wait", "duration": "P1D", "next": None}]
+    live(api, definition("edited", steps))
+    before = api.get("/api/v1/journeys/edited/definition?version=1").json()
+    client = Client()
+    client.force_login(publisher)
+    response = client.post(
+        "/journeys/edited/steps/add/", {"after": "pause", "port": "next", "type": "send_sms"}
+    )
+    assert response.status_code in (200, 302)
+    versions = {
+        v["number"]: v["state"] for v in api.get("/api/v1/journeys/edited").json()["versions"]
+    }
+    assert versions == {1: "live", 2: "draft"}
+    assert api.get("/api/v1/journeys/edited/definition?version=1").json() == before
+    send(api, event("ann", "signed_up"))
+    run_due()
+    assert contact(api, "ann")["enrollments"][0]["version"] == 1
