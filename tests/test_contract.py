@@ -1422,6 +1422,7 @@ def test_pages_render_for_a_logged_in_user(example_live, superuser, path):
     if path.endswith(".csv"):
         assert response["Content-Type"].startswith("text/csv")
         assert response.content.decode().splitlines()[0].startswith("Version,Enrolled")
+        assert response["Content-Disposition"].startswith("attachment;")
 
 
 def test_journeys_page_shows_status_and_headline_rate(api, viewer, clock):
