@@ -2117,3 +2117,46 @@ def test_editing_a_live_journey_in_the_editor_makes_a_draft_and_keeps_the_live_v
     send(api, event("ann", "signed_up"))
     run_due()
     assert contact(api, "ann")["enrollments"][0]["version"] == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_run_due_at_once_do_nothing_twice(api, mailoutbox):
+    import threading
+
+    from django.db import connection, connections
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL's row locks (SKIP LOCKED) to run two at once")
+    steps = [
+        {"key": "hello", "type": "send_email", "subject": "Hi", "body": "x", "next": "buy"},
+        {"key": "buy", "type": "convert", "conversion": "paid", "next": None},
+    ]
+    conversions = [{"key": "paid", "name": "Paid", "value": 1}]
+    live(api, definition("together", steps, conversions=conversions))
+    people = [f"p{i}" for i in range(40)]
+    for person in people:
+        api.put(f"/api/v1/contacts/{person}", {"email": f"{person}@example.com"})
+    send(api, *[event(p, "signed_up") for p in people])
+    errors = []
+
+    def worker():
+        try:
+            run_due()
+        except Exception as exc:  # reported below: a thread's exception is otherwise lost
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    run_due()
+    assert errors == []
+    assert sorted(m.to[0] for m in mailoutbox) == sorted(f"{p}@example.com" for p in people)
+    for person in people:
+        body = contact(api, person)
+        assert len(body["enrollments"]) == 1
+        assert [a["conversion"] for a in body["conversions"]] == ["paid"]
