@@ -317,3 +317,59 @@ def test_rate_limit_lets_requests_through_when_the_cache_is_down(monkeypatch, ca
     limit = ratelimit.Limit(events=1, seconds=60)
     ratelimit.spend(bucket=f"down-{uuid.uuid4()}", cost=5, limit=limit)
     assert "Rate-limit cache unavailable" in caplog.text
+
+
+@pytest.fixture
+def private_redis_cache(tmp_path):
+    """A Redis of the test's own as the cache (never the shared one)."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    from django.core.cache import caches
+
+    if not shutil.which("redis-server"):
+        pytest.skip("needs redis-server")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    subprocess.run(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--daemonize", "yes", "--dir", str(tmp_path)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    url = f"redis://127.0.0.1:{port}/0"
+    with override_settings(
+        CACHES={
+            "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}
+        }
+    ):
+        yield caches["default"]
+    subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
+
+
+def test_rate_limit_on_redis_is_exact_under_concurrency(private_redis_cache):
+    from concurrent.futures import ThreadPoolExecutor
+
+    limit = ratelimit.Limit(events=500, seconds=60)
+    bucket = f"race-{uuid.uuid4()}"
+
+    def attempt(_):
+        try:
+            ratelimit.spend(bucket=bucket, cost=1, limit=limit, now=1_000.0)
+            return True
+        except ratelimit.RateLimited:
+            return False
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(attempt, range(800)))
+    assert results.count(True) == 500
+    # The counter lives in Redis (window 16 = 1,000 s // 60 s), not in a local cache.
+    assert private_redis_cache.get(f"ratelimit:{bucket}:60:16") == 500
