@@ -39,15 +39,20 @@ def check_database() -> str:
 def check_broker() -> str:
     url = settings.CELERY_BROKER_URL
     options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
+    transport = None
     try:
         if url.startswith("filesystem://"):
+            transport = getattr(settings, "CELERY_BROKER_TRANSPORT", None)
             # Connecting to the filesystem transport always succeeds; what can break is the
             # folder the messages are written to.
             folder = options.get("data_folder_out", "")
             if not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
                 raise OSError(f"broker folder {folder!r} is missing or not writable")
         with Connection(
-            url, transport_options=options, connect_timeout=BROKER_TIMEOUT_SECONDS
+            url,
+            transport=transport,
+            transport_options=options,
+            connect_timeout=BROKER_TIMEOUT_SECONDS,
         ) as conn:
             conn.ensure_connection(
                 max_retries=1, interval_start=0, interval_step=0, timeout=BROKER_TIMEOUT_SECONDS
