@@ -108,3 +108,29 @@ class ApiErrorShapeMiddleware:
             if header in response:
                 shaped[header] = response[header]
         return shaped
+
+
+DATABASE_DOWN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Briefly unavailable · Waypoint</title></head>
+<body><main><h1>Waypoint is briefly unavailable</h1>
+<p>The database cannot be reached right now. Nothing you saved before this is lost; reload the
+page in a few seconds.</p></main></body></html>
+"""
+
+
+def server_error(request):
+    """handler500: while the database is down (a restart, a failover, a full disk) a short
+    503 page with Retry-After instead of the generic server error; that page touches neither
+    the database nor the session. The API answers its own 503 JSON (config/api.py)."""
+    import sys
+
+    from django.db import InterfaceError, OperationalError
+    from django.http import HttpResponse
+    from django.views.defaults import server_error as default_server_error
+
+    exception = sys.exc_info()[1]
+    if not isinstance(exception, (OperationalError, InterfaceError)):
+        return default_server_error(request)
+    response = HttpResponse(DATABASE_DOWN_PAGE, status=503)
+    response["Retry-After"] = "5"
+    return response

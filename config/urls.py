@@ -19,3 +19,6 @@ urlpatterns = [
     path("", include("reporting.urls")),
     path("healthz", healthz, name="healthz"),
 ]
+
+# A database outage answers 503 with Retry-After rather than a generic 500.
+handler500 = "config.security.server_error"

@@ -210,3 +210,35 @@ def test_behind_the_proxy_http_redirects_and_https_gets_hsts_and_secure_cookies(
     assert secure.status_code == 302
     assert secure["Strict-Transport-Security"].startswith("max-age=31536000")
     assert secure.cookies[settings.SESSION_COOKIE_NAME]["secure"]
+
+
+def test_pages_answer_503_while_the_database_is_down(viewer, monkeypatch):
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.db import OperationalError
+
+    client = Client(raise_request_exception=False)
+    client.force_login(viewer)
+
+    def down(self):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(SessionStore, "load", down)
+    response = client.get("/journeys/")
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert "briefly unavailable" in response.content.decode()
+
+
+def test_other_server_errors_keep_the_generic_page(viewer, monkeypatch):
+    from django.contrib.sessions.backends.db import SessionStore
+
+    client = Client(raise_request_exception=False)
+    client.force_login(viewer)
+
+    def broken(self):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(SessionStore, "load", broken)
+    response = client.get("/journeys/")
+    assert response.status_code == 500
+    assert "Retry-After" not in response
