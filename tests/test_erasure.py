@@ -160,3 +160,29 @@ def test_emails_are_masked_in_log_output():
         console.setStream(previous)
     assert "a***@example.com" in stream.getvalue()
     assert "ann@example.com" not in stream.getvalue()
+
+
+def test_gunicorn_access_log_masks_emails_in_urls(capsys):
+    import datetime
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config
+
+    from config.access_log import MaskingGunicornLogger
+
+    config = Config()
+    config.set("accesslog", "-")
+    logger = MaskingGunicornLogger(config)
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "RAW_URI": "/contacts/?q=ann%40example.com",
+        "PATH_INFO": "/contacts/",
+        "QUERY_STRING": "q=ann%40example.com",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_REFERER": "https://waypoint.example/contacts/?q=bob@example.com",
+    }
+    response = SimpleNamespace(status="200 OK", headers=[], sent=10)
+    logger.access(response, SimpleNamespace(headers=[]), environ, datetime.timedelta(seconds=0))
+    line = capsys.readouterr().out
+    assert "q=a***@example.com" in line and "b***@example.com" in line
+    assert "ann%40example.com" not in line and "bob@example.com" not in line
