@@ -7,7 +7,7 @@ import json
 import logging
 import random
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from types import SimpleNamespace
 
@@ -1224,7 +1224,8 @@ def _advance_batch(*, ids: list[int], lease_until, now) -> tuple[int, dict[int, 
             pk__in={e.contact_id for e in enrollments}
         ).values_list("pk", "external_id", "email", "attributes")
     }
-    events_by_contact = _criteria_events(enrollments, flows, now)
+    criteria_starts = _criteria_starts(enrollments, flows)
+    events_by_contact = _criteria_events(enrollments, flows, now, criteria_starts)
 
     failures: dict[int, str] = {}
     results: list[tuple[Enrollment, engine.Outcome]] = []
@@ -1238,7 +1239,7 @@ def _advance_batch(*, ids: list[int], lease_until, now) -> tuple[int, dict[int, 
                 state=engine.State(
                     current_step=enrollment.current_step,
                     path=enrollment.path,
-                    started_at=enrollment.started_at,
+                    started_at=criteria_starts.get(enrollment.pk, enrollment.started_at),
                     waiting_for_goal=enrollment.waiting_for_goal,
                     wait_until=enrollment.wait_until,
                     held_out=enrollment.held_out,
@@ -1368,7 +1369,28 @@ def _advance_batch(*, ids: list[int], lease_until, now) -> tuple[int, dict[int, 
     return steps_run, failures
 
 
-def _criteria_events(enrollments, flows, now) -> dict[int, list[engine.ContactEvent]]:
+def _criteria_starts(enrollments, flows) -> dict[int, datetime]:
+    """When each enrollment started for its criteria ("since the enrollment started"): the
+    time its contact sent the trigger event when that is earlier than the time a worker
+    processed it, so an event sent right after the trigger (or in the same request) counts
+    even if both were processed together. One query, for enrollments whose criteria look at
+    events."""
+    ids = {
+        e.trigger_event_id
+        for e in enrollments
+        if e.trigger_event_id and flows[e.version_id].event_names and not e.held_out
+    }
+    sent = dict(Event.objects.filter(pk__in=ids).values_list("pk", "timestamp")) if ids else {}
+    return {
+        e.pk: min(e.started_at, sent[e.trigger_event_id])
+        for e in enrollments
+        if e.trigger_event_id in sent
+    }
+
+
+def _criteria_events(
+    enrollments, flows, now, starts: dict[int, datetime]
+) -> dict[int, list[engine.ContactEvent]]:
     """The events that the batch's criteria can look at, in one query."""
     names: set[str] = set()
     since = now
@@ -1376,7 +1398,7 @@ def _criteria_events(enrollments, flows, now) -> dict[int, list[engine.ContactEv
         flow = flows[enrollment.version_id]
         if flow.event_names and not enrollment.held_out:
             names |= flow.event_names
-            start = enrollment.started_at
+            start = starts.get(enrollment.pk, enrollment.started_at)
             if flow.lookback is not None:
                 start = min(start, now - flow.lookback)
             since = min(since, start)
