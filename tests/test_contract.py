@@ -2038,17 +2038,6 @@ def test_admin_pages_of_report_rollups_load_and_are_read_only(api, superuser, cl
             assert b'name="_save"' not in page.content
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "An enrollment starts at the time its trigger event is processed, not when the "
-        "contact sent it, and criteria count events 'since the enrollment started' by their "
-        "timestamps; so an event the contact sent after the trigger but before the worker "
-        "processed it (or in the same request) is not counted. Fixing it means choosing how "
-        "started_at relates to the trigger event's timestamp across waits, reports and "
-        "criteria in the engine."
-    ),
-)
 def test_an_event_sent_after_the_trigger_counts_even_if_processed_together(api, clock):
     steps = [
         {
