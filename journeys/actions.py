@@ -652,6 +652,21 @@ def insert_rows(
     if not rows:
         return []
     fields = [model._meta.get_field(name) for name in rows[0]]
+    if connection.vendor != "postgresql":
+        # SQLite takes at most 32,766 parameters a statement.
+        size = max(1, 30000 // len(fields))
+        if len(rows) > size:
+            return [
+                found
+                for start in range(0, len(rows), size)
+                for found in insert_rows(
+                    model,
+                    rows[start : start + size],
+                    ignore_conflicts=ignore_conflicts,
+                    conflict_target=conflict_target,
+                    returning=returning,
+                )
+            ]
     quote = connection.ops.quote_name
     columns = ", ".join(quote(field.column) for field in fields)
     sql = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) "

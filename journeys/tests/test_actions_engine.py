@@ -698,3 +698,31 @@ def test_an_archived_event_conversion_still_counts_for_versions_published_before
         run()
     assert list(ConversionAward.objects.values_list("version", flat=True)) == [first.pk]
     assert Enrollment.objects.get(contact__external_id="bob").version == second
+
+
+def test_insert_rows_splits_what_sqlite_cannot_take_in_one_statement():
+    ContactFactory(external_id="ann")
+    contact = Contact.objects.get()
+    rows = [
+        {
+            "event_id": f"bulk-{index}",
+            "contact": contact.pk,
+            "name": "x",
+            "properties": {"i": index},
+            "timestamp": T0,
+            "received_at": T0,
+            "source": Event.Source.API,
+            "depth": 0,
+            "status": Event.Status.PROCESSED,
+            "attempts": 0,
+            "error": "",
+        }
+        for index in range(4000)
+    ]
+    stored = actions.insert_rows(Event, rows, conflict_target="event_id", returning=("event_id",))
+    assert len(stored) == 4000
+    assert (
+        actions.insert_rows(Event, rows[:10], conflict_target="event_id", returning=("event_id",))
+        == []
+    )
+    assert Event.objects.get(event_id="bulk-3999").properties == {"i": 3999}
