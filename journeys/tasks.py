@@ -25,7 +25,9 @@ def process_events() -> int:
     while done < _limit():
         processed = actions.process_pending_events(now=timezone.now())
         done += processed
-        if processed < settings.ENGINE_BATCH_SIZE:
+        # A batch may leave a contact's later events for the next one: go on while any
+        # progress is made, not only after full batches.
+        if not processed:
             return done
     actions.enqueue_due_work(now=timezone.now())
     return done
