@@ -1708,7 +1708,8 @@ def erase_contact(*, contact: Contact, now=None) -> Contact:
     """
     now = now or timezone.now()
     contact = Contact.objects.select_for_update().get(pk=contact.pk)
-    if contact.erased_at is None:
+    first_time = contact.erased_at is None
+    if first_time:
         contact.external_id = ERASED_PREFIX + secrets.token_hex(12)
         contact.erased_at = now
     contact.email = ""
@@ -1731,5 +1732,9 @@ def erase_contact(*, contact: Contact, now=None) -> Contact:
     OutboxMessage.objects.filter(contact=contact, status=OutboxMessage.Status.PENDING).update(
         status=OutboxMessage.Status.FAILED, error="Contact erased before sending."
     )
+    if first_time:
+        from journeys.audit import record_erasure
+
+        record_erasure(contact)
     logger.info("Contact %s erased", contact.pk)
     return contact

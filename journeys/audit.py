@@ -149,3 +149,18 @@ def journey_audit_page(request, key: str):
         "journeys/audit.html",
         {"journey": journey, "rows": rows, "limit": AUDIT_PAGE_SIZE, "nav": "journeys"},
     )
+
+
+def record_erasure(contact) -> None:
+    """An audit entry saying that the contact's personal data was erased, by whom (the
+    request's user or API key) and when. The contact model itself is not audited: its
+    entries would keep the very data an erasure removes. The entry names only the anonymous
+    id."""
+    from auditlog.models import LogEntry
+
+    LogEntry.objects.log_create(
+        contact,
+        force_log=True,
+        action=LogEntry.Action.UPDATE,
+        changes={"personal data": ["present", "erased"]},
+    )

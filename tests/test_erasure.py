@@ -5,6 +5,7 @@ import io
 import logging
 
 import pytest
+from auditlog.models import LogEntry
 from django.core import mail
 from django.urls import reverse
 
@@ -105,6 +106,10 @@ def test_erasing_through_the_api_removes_personal_data_and_keeps_the_counts(
     )
     assert _report(api, history) == before
     assert api.get("/api/v1/contacts/ann").status_code == 404
+    [entry] = LogEntry.objects.get_for_object(ann)
+    assert entry.changes_dict == {"personal data": ["present", "erased"]}
+    assert entry.additional_data["api_key"].startswith(f"test-{scope} (")
+    assert "ann" not in entry.object_repr
     # Bob is untouched.
     assert Contact.objects.get(external_id="bob").email == "bob@example.com"
 
@@ -138,6 +143,7 @@ def test_admin_action_erases_the_selected_contacts(history, client, superuser, a
     )
     assert response.status_code == 200
     assert "1 contact(s) erased" in response.content.decode()
+    assert LogEntry.objects.get_for_object(ann).get().actor == superuser
     assert Contact.objects.get(pk=ann.pk).erased_at is not None
     assert _personal_data_left("ann@example.com") == []
     assert _report(api, history) == before
