@@ -991,6 +991,7 @@ def _process_event_batch(*, limit: int | None, now) -> int:
         for enrollment in enrollments:
             by_contact.setdefault(enrollment.contact_id, []).append(enrollment)
         flows = load_flows(versions=list({e.version_id: e.version for e in enrollments}.values()))
+        entered = _entered_at(enrollments)
 
         awards = []
         exits: dict[str, set[int]] = {}
@@ -1016,11 +1017,14 @@ def _process_event_batch(*, limit: int | None, now) -> int:
                         conversion, enrollment
                     ):
                         continue
+                    # Only what the contact did once in the journey: a purchase sent (or
+                    # backfilled) from before the trigger is not this journey's conversion.
+                    entered_at = entered.get(enrollment.pk, enrollment.started_at)
+                    if event.timestamp < entered_at:
+                        continue
                     active = enrollment.state == Enrollment.State.ACTIVE
-                    in_window = conversion.window and (
-                        enrollment.started_at
-                        <= event.timestamp
-                        <= enrollment.started_at + conversion.window
+                    in_window = (
+                        conversion.window and event.timestamp <= entered_at + conversion.window
                     )
                     if active or in_window:
                         awards.append(
@@ -1239,7 +1243,9 @@ def _advance_batch(*, ids: list[int], lease_until, now) -> tuple[int, dict[int, 
             pk__in={e.contact_id for e in enrollments}
         ).values_list("pk", "external_id", "email", "attributes")
     }
-    criteria_starts = _criteria_starts(enrollments, flows)
+    criteria_starts = _entered_at(
+        [e for e in enrollments if flows[e.version_id].event_names and not e.held_out]
+    )
     events_by_contact = _criteria_events(enrollments, flows, now, criteria_starts)
 
     failures: dict[int, str] = {}
@@ -1384,17 +1390,13 @@ def _advance_batch(*, ids: list[int], lease_until, now) -> tuple[int, dict[int, 
     return steps_run, failures
 
 
-def _criteria_starts(enrollments, flows) -> dict[int, datetime]:
-    """When each enrollment started for its criteria ("since the enrollment started"): the
-    time its contact sent the trigger event when that is earlier than the time a worker
-    processed it, so an event sent right after the trigger (or in the same request) counts
-    even if both were processed together. One query, for enrollments whose criteria look at
-    events."""
-    ids = {
-        e.trigger_event_id
-        for e in enrollments
-        if e.trigger_event_id and flows[e.version_id].event_names and not e.held_out
-    }
+def _entered_at(enrollments) -> dict[int, datetime]:
+    """When the contact entered, for enrollments started by an event whose `timestamp` is
+    earlier than the time a worker processed it (`started_at`): criteria ("since the
+    enrollment started") and event conversions count from then, so an event sent right
+    after the trigger (or in the same request) counts even if both were processed together.
+    One query."""
+    ids = {e.trigger_event_id for e in enrollments if e.trigger_event_id}
     sent = dict(Event.objects.filter(pk__in=ids).values_list("pk", "timestamp")) if ids else {}
     return {
         e.pk: min(e.started_at, sent[e.trigger_event_id])
