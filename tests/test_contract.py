@@ -2149,3 +2149,38 @@ def test_two_run_due_at_once_do_nothing_twice(api, mailoutbox):
         body = contact(api, person)
         assert len(body["enrollments"]) == 1
         assert [a["conversion"] for a in body["conversions"]] == ["paid"]
+
+
+def test_event_conversions_count_from_when_the_contact_entered(api, clock):
+    paid = {
+        "key": "paid",
+        "name": "Paid",
+        "value": 1,
+        "window": "P7D",
+        "event": {"event": "purchase"},
+    }
+    # Active for a day: a purchase made before entering must not count for it.
+    pause = [{"key": "pause", "type": "wait", "duration": "P1D", "next": None}]
+    live(api, definition("entered-active", pause, conversions=[paid]))
+    # Over at once: a purchase right after entering counts within the window, even when a
+    # worker processed the trigger after the purchase was sent.
+    tag = [{"key": "tag", "type": "update_contact", "attributes": {"in": True}, "next": None}]
+    live(
+        api,
+        definition(
+            "entered-window",
+            tag,
+            conversions=[paid],
+            triggers=[{"type": "event", "event": "registered"}],
+        ),
+    )
+    send(api, event("ann", "signed_up"), event("bob", "registered"))
+    clock.shift(datetime.timedelta(minutes=1))
+    send(api, event("bob", "purchase"))
+    send(api, event("ann", "purchase", timestamp=(START - datetime.timedelta(days=2)).isoformat()))
+    clock.shift(datetime.timedelta(minutes=1))
+    run_due()
+    assert contact(api, "ann")["enrollments"][0]["state"] == "active"
+    assert awards(api, "ann") == []
+    assert contact(api, "bob")["enrollments"][0]["state"] == "completed"
+    assert awards(api, "bob") == [("paid", 1.0, "event")]
