@@ -1,11 +1,13 @@
 """The `/api/v1/` surface: one NinjaAPI, its key authentication and the contract's error shape.
 
-Every error leaves as `{"errors": [{"loc": [...], "message": "..."}]}` with a 4xx status, so
-an integration never has to parse an HTML page or a framework-specific body.
+Every error leaves as `{"errors": [{"loc": [...], "message": "..."}]}` with a 4xx status (503
+while the database is down), so an integration never has to parse an HTML page or a
+framework-specific body.
 """
 
 import json
 import logging
+import math
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
@@ -79,6 +81,14 @@ def _reject_constant(name: str):
     raise BodyError("The body is not valid JSON.")
 
 
+def _finite_float(text: str) -> float:
+    # 1e999 parses to infinity, which neither JSON nor PostgreSQL can hold.
+    value = float(text)
+    if math.isinf(value):
+        raise BodyError(f"The number {text[:30]} is too large.")
+    return value
+
+
 def _unstorable(text: str) -> bool:
     # NUL cannot be stored in a PostgreSQL text or jsonb value, and an unpaired surrogate
     # (valid in JSON's \u escapes, not in UTF-8) cannot be encoded to be sent there at all.
@@ -115,11 +125,11 @@ def _check_body(value, limit: int) -> None:
 
 
 def parse_json(raw: bytes) -> object:
-    """The body as JSON, refusing NaN/Infinity (not JSON, and PostgreSQL's jsonb rejects
-    them), strings the database cannot store, and nesting deeper than API_MAX_JSON_DEPTH,
-    before any route reads it."""
+    """The body as JSON, refusing NaN/Infinity and numbers too large to be finite (not
+    JSON, and PostgreSQL's jsonb rejects them), strings the database cannot store, and
+    nesting deeper than API_MAX_JSON_DEPTH, before any route reads it."""
     try:
-        data = json.loads(raw, parse_constant=_reject_constant)
+        data = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
     except BodyError:
         raise
     except RecursionError:

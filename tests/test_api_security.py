@@ -239,6 +239,21 @@ def test_not_json_is_a_400(api, raw):
     assert errors[0]["loc"] == ["body"]
 
 
+@pytest.mark.parametrize(
+    ("path", "raw"),
+    [
+        ("/api/v1/events", b'{"events": [{"id": "e1", "contact": "c", "name": "x", '
+         b'"properties": {"v": 1e999}}]}'),
+        ("/api/v1/contacts/ann", b'{"attributes": {"v": -1e999}}'),
+    ],
+)  # fmt: skip
+def test_numbers_too_large_to_store_are_a_400(api, path, raw):
+    call = api.put if path.startswith("/api/v1/contacts") else api.post
+    errors = _assert_error_shape(call(path, raw), 400)
+    assert errors[0]["loc"] == ["body"]
+    assert errors[0]["message"].endswith("1e999 is too large.")
+
+
 def test_database_outage_is_a_503_json_with_retry_after(api, monkeypatch):
     def down(**kwargs):
         raise OperationalError("connection to server was lost")
