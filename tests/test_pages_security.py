@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import time_machine
 from django.conf import settings
+from django.contrib.sessions.backends.db import SessionStore
+from django.db import InterfaceError, OperationalError
 from django.test import Client, override_settings
 from django.utils import timezone
 
@@ -212,33 +214,25 @@ def test_behind_the_proxy_http_redirects_and_https_gets_hsts_and_secure_cookies(
     assert secure.cookies[settings.SESSION_COOKIE_NAME]["secure"]
 
 
-def test_pages_answer_503_while_the_database_is_down(viewer, monkeypatch):
-    from django.contrib.sessions.backends.db import SessionStore
-    from django.db import OperationalError
-
+@pytest.mark.parametrize(
+    ("failure", "status", "retry_after"),
+    [
+        (OperationalError("connection refused"), 503, "5"),
+        (InterfaceError("connection already closed"), 503, "5"),
+        (RuntimeError("a bug"), 500, None),
+    ],
+)
+def test_pages_answer_503_while_the_database_is_down(
+    viewer, monkeypatch, failure, status, retry_after
+):
     client = Client(raise_request_exception=False)
     client.force_login(viewer)
 
-    def down(self):
-        raise OperationalError("connection refused")
+    def fail(self):
+        raise failure
 
-    monkeypatch.setattr(SessionStore, "load", down)
+    monkeypatch.setattr(SessionStore, "load", fail)
     response = client.get("/journeys/")
-    assert response.status_code == 503
-    assert response["Retry-After"] == "5"
-    assert "briefly unavailable" in response.content.decode()
-
-
-def test_other_server_errors_keep_the_generic_page(viewer, monkeypatch):
-    from django.contrib.sessions.backends.db import SessionStore
-
-    client = Client(raise_request_exception=False)
-    client.force_login(viewer)
-
-    def broken(self):
-        raise RuntimeError("a bug")
-
-    monkeypatch.setattr(SessionStore, "load", broken)
-    response = client.get("/journeys/")
-    assert response.status_code == 500
-    assert "Retry-After" not in response
+    assert response.status_code == status
+    assert response.get("Retry-After") == retry_after
+    assert ("briefly unavailable" in response.content.decode()) == (status == 503)
