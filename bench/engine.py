@@ -55,6 +55,11 @@ def parse_args():
         "--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/8")
     )
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="skip the Celery worker run (no pipeline or memory figures); for quick checks",
+    )
     return parser.parse_args()
 
 
@@ -140,6 +145,17 @@ def run_engine(args) -> dict:
     steps = StepVisit.objects.count()
     assert steps == n * len(STEPS), f"{steps} step visits for {n} enrollments"
 
+    result = {
+        "contacts": n,
+        "events_matched": matched,
+        "event_matching_per_second": round(matched / match_seconds),
+        "step_executions": steps,
+        "engine_seconds": round(engine_seconds, 1),
+        "steps_per_second": round(steps / engine_seconds),
+    }
+    if args.no_worker:
+        return result
+
     # 2. The same run again on a real Celery worker, which also delivers the outbox and
     # processes the conversion events the run emits: the whole pipeline, and its memory.
     with connection.cursor() as cursor:
@@ -212,12 +228,7 @@ def run_engine(args) -> dict:
     assert StepVisit.objects.count() == steps
     assert OutboxMessage.objects.filter(status=OutboxMessage.Status.SENT).count() == n
     return {
-        "contacts": n,
-        "events_matched": matched,
-        "event_matching_per_second": round(matched / match_seconds),
-        "step_executions": steps,
-        "engine_seconds": round(engine_seconds, 1),
-        "steps_per_second": round(steps / engine_seconds),
+        **result,
         "worker_pipeline_seconds": round(pipeline_seconds, 1),
         "worker_pipeline_steps_per_second": round(steps / pipeline_seconds),
         "worker_peak_rss_mb": round(peak, 1),
