@@ -1149,7 +1149,8 @@ def _claim_due_enrollments(*, limit: int, now) -> tuple[list[int], object]:
     worker killed mid-batch leaves rows that another takes once the lease has run out, and
     an enrollment that keeps killing workers is parked after ENGINE_MAX_ATTEMPTS."""
     lease_until = now + timedelta(seconds=settings.ENGINE_LEASE_SECONDS)
-    with transaction.atomic():
+    # Inside a batch's transaction (the next batch's lease, committed with it): no savepoint.
+    with transaction.atomic(savepoint=False):
         claimed = _claim(
             Enrollment.objects.filter(state=Enrollment.State.ACTIVE, due_at__lte=now)
             .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
@@ -1458,10 +1459,12 @@ def _update_contact_attributes(updates: dict[int, dict]) -> None:
 def advance_due_enrollments(*, limit: int | None = None, now) -> int:
     """Advance due enrollments in leased batches; returns how many enrollments were taken.
 
-    Each batch: a short transaction leases it (FOR UPDATE SKIP LOCKED, then `leased_until`
-    and `attempts + 1` committed), then one transaction re-reads the rows FOR UPDATE still
-    active under this lease, runs the engine and writes everything in bulk: enrollment
-    updates, step visits, outbox messages, contact attributes, goal achievements, awards.
+    Each batch is leased (FOR UPDATE SKIP LOCKED, then `leased_until` and `attempts + 1`)
+    and committed before it runs: the first by a short transaction of its own, each next
+    one by the transaction of the batch before it. One transaction per batch re-reads the
+    rows FOR UPDATE still active under this lease, runs the engine, writes everything in
+    bulk (enrollment updates, step visits, outbox messages, contact attributes, goal
+    achievements, awards) and leases the next batch.
     Safe to run twice and alongside any number of workers: a leased row is skipped by
     others until its lease runs out, the write re-checks state and lease, and visits
     (enrollment, seq), outbox rows (one per visit) and awards are unique in the database.
@@ -1472,15 +1475,20 @@ def advance_due_enrollments(*, limit: int | None = None, now) -> int:
     batch_size = settings.ENGINE_BATCH_SIZE
     limit = limit or batch_size
     taken = 0
-    while taken < limit:
-        ids, lease_until = _claim_due_enrollments(limit=min(batch_size, limit - taken), now=now)
-        if not ids:
-            break
+    ids, lease_until = _claim_due_enrollments(limit=min(batch_size, limit), now=now)
+    while ids:
         taken += len(ids)
+        full = len(ids) == min(batch_size, limit - taken + len(ids))
+        next_ids, next_lease = [], None
         try:
             with transaction.atomic():
                 _, failures = _advance_batch(ids=ids, lease_until=lease_until, now=now)
                 _record_failures(failures, now=now)
+                # The next batch's lease commits with this batch's writes: one commit a batch.
+                if full and taken < limit:
+                    next_ids, next_lease = _claim_due_enrollments(
+                        limit=min(batch_size, limit - taken), now=now
+                    )
         except Exception:
             logger.exception("Engine batch of %s enrollments failed; retrying one by one", len(ids))
             for enrollment_id in ids:
@@ -1493,8 +1501,11 @@ def advance_due_enrollments(*, limit: int | None = None, now) -> int:
                 except Exception as exc:
                     logger.exception("Enrollment %s failed", enrollment_id)
                     _record_failures({enrollment_id: f"{type(exc).__name__}: {exc}"}, now=now)
-        if len(ids) < min(batch_size, limit):
-            break
+            if full and taken < limit:
+                next_ids, next_lease = _claim_due_enrollments(
+                    limit=min(batch_size, limit - taken), now=now
+                )
+        ids, lease_until = next_ids, next_lease
     return taken
 
 
