@@ -726,3 +726,55 @@ def test_insert_rows_splits_what_sqlite_cannot_take_in_one_statement():
         == []
     )
     assert Event.objects.get(event_id="bulk-3999").properties == {"i": 3999}
+
+
+AWKWARD_TEXT = [
+    'a"b',
+    "back\\slash",
+    "{braces},comma",
+    "NULL",
+    "",
+    "  spaced ",
+    "é ✓ 😀",
+    "'quote'",
+]
+
+
+def test_insert_rows_and_bulk_update_rows_store_any_text_and_json_as_given():
+    contact = ContactFactory(external_id="ann")
+    rows = [
+        {
+            "event_id": f"odd-{index}",
+            "contact": contact.pk,
+            "name": text,
+            "properties": {"text": text, "list": [text, None, 1.5], text: {"n": index}},
+            "timestamp": T0 + datetime.timedelta(microseconds=index),
+            "received_at": T0,
+            "source": Event.Source.API,
+            "depth": index,
+            "status": Event.Status.PROCESSED,
+            "attempts": 0,
+            "error": text,
+        }
+        for index, text in enumerate(AWKWARD_TEXT)
+    ]
+    actions.insert_rows(Event, rows)
+    stored = {event.event_id: event for event in Event.objects.all()}
+    for row in rows:
+        event = stored[row["event_id"]]
+        assert (event.name, event.error, event.properties) == (
+            row["name"],
+            row["error"],
+            row["properties"],
+        )
+        assert (event.timestamp, event.depth) == (row["timestamp"], row["depth"])
+
+    contacts = [ContactFactory(external_id=f"c{index}") for index in range(len(AWKWARD_TEXT))]
+    for contact, text in zip(contacts, AWKWARD_TEXT, strict=True):
+        contact.email = text
+        contact.attributes = {"note": text, text: None} if text else {}
+    actions.bulk_update_rows(Contact, contacts, ["email", "attributes"])
+    for contact, text in zip(contacts, AWKWARD_TEXT, strict=True):
+        contact.refresh_from_db()
+        assert contact.email == text
+        assert contact.attributes == ({"note": text, text: None} if text else {})
