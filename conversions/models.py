@@ -118,12 +118,17 @@ class Revision(models.Model):
 
 
 class GoalAchievement(models.Model):
-    goal = models.ForeignKey(Goal, on_delete=models.PROTECT, related_name="achievements")
+    # goal and version are indexed by goal_once_per_enrollment and achievement_version_idx.
+    goal = models.ForeignKey(
+        Goal, on_delete=models.PROTECT, related_name="achievements", db_index=False
+    )
     enrollment = models.ForeignKey(
         Enrollment, on_delete=models.CASCADE, related_name="goal_achievements"
     )
     journey = models.ForeignKey(Journey, on_delete=models.CASCADE, related_name="+")
-    version = models.ForeignKey(JourneyVersion, on_delete=models.CASCADE, related_name="+")
+    version = models.ForeignKey(
+        JourneyVersion, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="goal_achievements")
     step_key = models.CharField(max_length=64, blank=True, default="")
     achieved_at = models.DateTimeField()
@@ -149,9 +154,14 @@ class ConversionAward(models.Model):
         EVENT = "event", "Event"
         API = "api", "API"
 
-    conversion = models.ForeignKey(Conversion, on_delete=models.PROTECT, related_name="awards")
+    # conversion and version are indexed by award_time_idx and award_version_idx.
+    conversion = models.ForeignKey(
+        Conversion, on_delete=models.PROTECT, related_name="awards", db_index=False
+    )
     journey = models.ForeignKey(Journey, on_delete=models.CASCADE, related_name="+")
-    version = models.ForeignKey(JourneyVersion, on_delete=models.CASCADE, related_name="+")
+    version = models.ForeignKey(
+        JourneyVersion, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     enrollment = models.ForeignKey(Enrollment, on_delete=models.CASCADE, related_name="awards")
     contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="awards")
     counting = models.CharField(max_length=24, choices=Counting.choices)
