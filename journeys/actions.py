@@ -1177,6 +1177,8 @@ def _claim_due_enrollments(*, limit: int, now) -> tuple[list[int], object]:
     worker killed mid-batch leaves rows that another takes once the lease has run out, and
     an enrollment that keeps killing workers is parked after ENGINE_MAX_ATTEMPTS."""
     lease_until = now + timedelta(seconds=settings.ENGINE_LEASE_SECONDS)
+    if connection.vendor == "postgresql":
+        return _claim_due_enrollments_pg(limit=limit, now=now, lease_until=lease_until)
     # Inside a batch's transaction (the next batch's lease, committed with it): no savepoint.
     with transaction.atomic(savepoint=False):
         claimed = _claim(
@@ -1198,6 +1200,35 @@ def _claim_due_enrollments(*, limit: int, now) -> tuple[list[int], object]:
             Enrollment.objects.filter(pk__in=ids).update(
                 leased_until=lease_until, attempts=F("attempts") + 1
             )
+    return ids, lease_until
+
+
+def _claim_due_enrollments_pg(*, limit: int, now, lease_until) -> tuple[list[int], object]:
+    """`_claim_due_enrollments` in one statement: the claim (FOR UPDATE SKIP LOCKED, in
+    due order) and the lease, RETURNING the rows' attempts."""
+    table = Enrollment._meta.db_table
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        cursor.execute(
+            f"""UPDATE {table} SET leased_until = %s, attempts = attempts + 1
+                WHERE id IN (
+                    SELECT id FROM {table}
+                    WHERE state = %s AND due_at <= %s
+                      AND (leased_until IS NULL OR leased_until < %s)
+                    ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED
+                ) RETURNING id, attempts""",
+            [lease_until, Enrollment.State.ACTIVE, now, now, limit],
+        )
+        claimed = cursor.fetchall()
+        # attempts counts this claim now: more than the maximum means the maximum had run.
+        worn_out = [pk for pk, attempts in claimed if attempts > settings.ENGINE_MAX_ATTEMPTS]
+        if worn_out:
+            Enrollment.objects.filter(pk__in=worn_out).update(
+                **_end_fields(Enrollment.State.FAILED, now),
+                attempts=settings.ENGINE_MAX_ATTEMPTS,
+                last_error=f"Gave up after {settings.ENGINE_MAX_ATTEMPTS} attempts: the "
+                "process running it stopped before finishing each time.",
+            )
+    ids = sorted(pk for pk, attempts in claimed if attempts <= settings.ENGINE_MAX_ATTEMPTS)
     return ids, lease_until
 
 

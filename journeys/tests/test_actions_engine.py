@@ -778,3 +778,19 @@ def test_insert_rows_and_bulk_update_rows_store_any_text_and_json_as_given():
         contact.refresh_from_db()
         assert contact.email == text
         assert contact.attributes == ({"note": text, text: None} if text else {})
+
+
+def test_an_enrollment_whose_worker_died_every_time_is_parked_when_claimed(settings):
+    live_journey(WAIT_STEPS)
+    send(("e1", "ann", "signed_up"), ("e2", "bob", "signed_up"), now=T0)
+    actions.process_pending_events(now=T0)
+    # ann's batch was leased ENGINE_MAX_ATTEMPTS times and never written: its worker died.
+    Enrollment.objects.filter(contact__external_id="ann").update(
+        attempts=settings.ENGINE_MAX_ATTEMPTS
+    )
+    ids, _ = actions._claim_due_enrollments(limit=10, now=T0)
+    bob = Enrollment.objects.get(contact__external_id="bob")
+    assert ids == [bob.pk] and bob.attempts == 1 and bob.leased_until is not None
+    ann = Enrollment.objects.get(contact__external_id="ann")
+    assert ann.state == Enrollment.State.FAILED and ann.leased_until is None
+    assert ann.attempts == settings.ENGINE_MAX_ATTEMPTS and "Gave up after" in ann.last_error
