@@ -75,6 +75,8 @@ def recreate_database(url: str) -> None:
 def setup_django(args) -> None:
     os.environ["DATABASE_URL"] = args.database_url
     os.environ["CELERY_BROKER_URL"] = args.redis_url
+    # The engine's batches are the raw loop's: one size for both sides of the ratio.
+    os.environ["ENGINE_BATCH_SIZE"] = str(args.batch_size)
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.base"
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     import django
@@ -245,6 +247,12 @@ def run_raw_limit(args) -> dict:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS bench_raw")
         conn.execute("CREATE TABLE bench_raw (LIKE journeys_enrollment INCLUDING ALL)")
+        # LIKE copies columns, defaults and indexes, not storage parameters (fillfactor).
+        options = conn.execute(
+            "SELECT reloptions FROM pg_class WHERE relname = 'journeys_enrollment'"
+        ).fetchone()[0]
+        if options:
+            conn.execute(f"ALTER TABLE bench_raw SET ({', '.join(options)})")
         conn.execute(
             """INSERT INTO bench_raw (contact_id, journey_id, version_id, state, held_out,
                    current_step, due_at, waiting_for_goal, path, entry_lock, started_at,
