@@ -34,13 +34,10 @@ GOAL_FIELDS = {
 class DefinitionForm(forms.ModelForm):
     """A goal or conversion form that checks its data with the definition's own rules."""
 
+    # Each subclass names its fields' definition names, its validating action, and writes
+    # definition_data(cleaned) -> the item's definition JSON.
     error_fields: dict[str, str] = {}
-
-    def definition_data(self, cleaned: dict) -> dict:
-        raise NotImplementedError
-
-    def check(self, *, journey, data: dict, key: str | None):
-        raise NotImplementedError
+    check_action = None
 
     def clean(self):
         cleaned = super().clean()
@@ -50,7 +47,7 @@ class DefinitionForm(forms.ModelForm):
         key = self.instance.key if self.instance.pk else None
         data = self.definition_data({**cleaned, "key": key or cleaned.get("key")})
         try:
-            self.check(journey=journey, data=data, key=key)
+            type(self).check_action(journey=journey, data=data, key=key)
         except DefinitionError as exc:
             for error in exc.errors:
                 loc = [str(part) for part in error["loc"]]
@@ -66,6 +63,7 @@ class DefinitionForm(forms.ModelForm):
 
 class ConversionForm(DefinitionForm):
     error_fields = CONVERSION_FIELDS
+    check_action = check_conversion
 
     class Meta:
         model = Conversion
@@ -106,12 +104,10 @@ class ConversionForm(DefinitionForm):
             data["description"] = cleaned["description"]
         return data
 
-    def check(self, *, journey, data, key):
-        check_conversion(journey=journey, data=data, key=key)
-
 
 class GoalForm(DefinitionForm):
     error_fields = GOAL_FIELDS
+    check_action = check_goal
 
     class Meta:
         model = Goal
@@ -132,9 +128,6 @@ class GoalForm(DefinitionForm):
         if cleaned.get("description"):
             data["description"] = cleaned["description"]
         return data
-
-    def check(self, *, journey, data, key):
-        check_goal(journey=journey, data=data, key=key)
 
 
 class DefinitionAdmin(admin.ModelAdmin):
