@@ -490,26 +490,31 @@ class AchievementRequest:
         return f"goal:{self.goal.pk}:e{self.enrollment.pk}"
 
 
-def internal_event(
+def internal_event_row(
     *, event_id: str, contact_id: int, name: str, properties: dict, now, cause_depth: int
-) -> Event:
-    """The event an award or achievement emits. Past EVENT_CHAIN_MAX_DEPTH it is stored as
-    dropped, with the reason, so a loop of journeys triggering each other ends and shows up
-    in the admin."""
+) -> dict:
+    """The event an award or achievement emits, as a row for `insert_rows`. Past
+    EVENT_CHAIN_MAX_DEPTH it is stored as dropped, with the reason, so a loop of journeys
+    triggering each other ends and shows up in the admin."""
     depth = cause_depth + 1
-    event = Event(
-        event_id=event_id,
-        contact_id=contact_id,
-        name=name,
-        properties=properties,
-        timestamp=now,
-        source=Event.Source.INTERNAL,
-        depth=depth,
-    )
+    row = {
+        "event_id": event_id,
+        "contact": contact_id,
+        "name": name,
+        "properties": properties,
+        "timestamp": now,
+        "received_at": timezone.now(),
+        "source": Event.Source.INTERNAL,
+        "depth": depth,
+        "status": Event.Status.PENDING,
+        "processed_at": None,
+        "attempts": 0,
+        "error": "",
+    }
     if depth > settings.EVENT_CHAIN_MAX_DEPTH:
-        event.status = Event.Status.DROPPED
-        event.processed_at = now
-        event.error = (
+        row["status"] = Event.Status.DROPPED
+        row["processed_at"] = now
+        row["error"] = (
             f"Chain of internal events deeper than {settings.EVENT_CHAIN_MAX_DEPTH}: not "
             "processed, so that journeys triggering each other cannot loop forever."
         )
@@ -518,9 +523,9 @@ def internal_event(
             event_id,
             depth,
             contact_id,
-            event.error,
+            row["error"],
         )
-    return event
+    return row
 
 
 def _distinct(requests: Iterable) -> list:
@@ -532,25 +537,26 @@ def _distinct(requests: Iterable) -> list:
     return [seen[identity] for identity in sorted(seen)]
 
 
-def _award_rows(request: AwardRequest, now: datetime.datetime) -> tuple[ConversionAward, Event]:
+def _award_rows(request: AwardRequest, now: datetime.datetime) -> tuple[dict, dict]:
+    """The award's row and its event's, as rows for `insert_rows` (by field name)."""
     conversion = request.conversion
     enrollment = request.enrollment
     value = conversion.value if request.value is None else request.value
-    award = ConversionAward(
-        conversion=conversion,
-        journey_id=enrollment.journey_id,
-        version_id=enrollment.version_id,
-        enrollment_id=enrollment.pk,
-        contact_id=enrollment.contact_id,
-        counting=conversion.counting,
-        value=value,
-        source=request.source,
-        step_key=request.step_key,
-        source_event_id=request.source_event_id,
-        dedupe_key=request.dedupe_key,
-        awarded_at=now,
-    )
-    event = internal_event(
+    award = {
+        "conversion": conversion.pk,
+        "journey": enrollment.journey_id,
+        "version": enrollment.version_id,
+        "enrollment": enrollment.pk,
+        "contact": enrollment.contact_id,
+        "counting": conversion.counting,
+        "value": value,
+        "source": request.source,
+        "step_key": request.step_key,
+        "source_event": request.source_event_id,
+        "dedupe_key": request.dedupe_key,
+        "awarded_at": now,
+    }
+    event = internal_event_row(
         event_id=request.identity,
         contact_id=enrollment.contact_id,
         name="conversion",
@@ -580,12 +586,17 @@ def award_conversions(*, requests: Iterable[AwardRequest], now: datetime.datetim
     rows = [_award_rows(request, now) for request in _distinct(requests)]
     if not rows:
         return
-    from journeys.actions import insert_objects
+    from journeys.actions import insert_rows
 
     # Awards first, then their events, in every caller: the transaction that wins an award's
     # row is the one that also stores its event.
-    insert_objects([award for award, _ in rows], ignore_conflicts=True)
-    insert_objects([event for _, event in rows], ignore_conflicts=True)
+    insert_rows(ConversionAward, [award for award, _ in rows], ignore_conflicts=True)
+    insert_rows(Event, [event for _, event in rows], ignore_conflicts=True)
+
+
+def _instance(model, row: dict):
+    """A model instance from a row keyed by field name (foreign keys as ids)."""
+    return model(**{model._meta.get_field(name).attname: value for name, value in row.items()})
 
 
 def award_conversion(
@@ -617,10 +628,10 @@ def award_conversion(
     with transaction.atomic():
         try:
             with transaction.atomic():
-                award.save(force_insert=True)
+                _instance(ConversionAward, award).save(force_insert=True)
         except IntegrityError:
             return False
-        Event.objects.bulk_create([event], ignore_conflicts=True)
+        Event.objects.bulk_create([_instance(Event, event)], ignore_conflicts=True)
     return True
 
 
@@ -637,24 +648,26 @@ def record_goal_achievements(
     requests = _distinct(requests)
     if not requests:
         return
+    from journeys.actions import insert_rows
+
     achievements = []
     events = []
     for request in requests:
         enrollment = request.enrollment
         achievements.append(
-            GoalAchievement(
-                goal=request.goal,
-                enrollment_id=enrollment.pk,
-                journey_id=enrollment.journey_id,
-                version_id=enrollment.version_id,
-                contact_id=enrollment.contact_id,
-                step_key=request.step_key,
-                achieved_at=now,
-            )
+            {
+                "goal": request.goal.pk,
+                "enrollment": enrollment.pk,
+                "journey": enrollment.journey_id,
+                "version": enrollment.version_id,
+                "contact": enrollment.contact_id,
+                "step_key": request.step_key,
+                "achieved_at": now,
+            }
         )
         linked = request.goal.conversion
         events.append(
-            internal_event(
+            internal_event_row(
                 event_id=request.identity,
                 contact_id=enrollment.contact_id,
                 name="goal_achieved",
@@ -669,8 +682,8 @@ def record_goal_achievements(
                 cause_depth=request.cause_depth,
             )
         )
-    GoalAchievement.objects.bulk_create(achievements, ignore_conflicts=True)
-    Event.objects.bulk_create(events, ignore_conflicts=True)
+    insert_rows(GoalAchievement, achievements, ignore_conflicts=True)
+    insert_rows(Event, events, ignore_conflicts=True)
 
 
 def record_goal_achievement(

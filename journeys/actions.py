@@ -1269,6 +1269,51 @@ _ENROLLMENT_FIELDS = [
 ]
 
 
+@dataclasses.dataclass(slots=True)
+class _Run:
+    """An enrollment as a batch reads and writes it: plain values, not a model instance
+    (building 500 of those, with every column converted, was a large share of a batch's
+    Python time). Awards take it as their `enrollment`: it has the ids, journey and version.
+    """
+
+    pk: int
+    contact_id: int
+    journey_id: int
+    version_id: int
+    held_out: bool
+    current_step: str
+    path: list
+    started_at: datetime
+    waiting_for_goal: str
+    wait_until: datetime | None
+    trigger_event_id: int | None
+    entry_lock: str | None
+    exit_reason: str
+    state: str = Enrollment.State.ACTIVE
+    due_at: datetime | None = None
+    ended_at: datetime | None = None
+    leased_until: datetime | None = None
+    attempts: int = 0
+    last_error: str = ""
+    journey: Journey | None = None
+    version: JourneyVersion | None = None
+
+
+_RUN_COLUMNS = [field.name for field in dataclasses.fields(_Run)][:13]
+
+
+def _leased_runs(ids: list[int], lease_until) -> list[_Run]:
+    """The batch's enrollments still active under this lease, locked (FOR NO KEY UPDATE:
+    the foreign-key checks of the visits and awards inserted for them take KEY SHARE
+    locks, which this does not block) in id order."""
+    queryset = Enrollment.objects.filter(
+        pk__any=ids, state=Enrollment.State.ACTIVE, leased_until=lease_until
+    ).order_by("pk")
+    if connection.features.has_select_for_update:
+        queryset = queryset.select_for_update(no_key=True)
+    return [_Run(*row) for row in queryset.values_list(*_RUN_COLUMNS)]
+
+
 def _advance_batch(*, ids: list[int], lease_until, now) -> tuple[int, dict[int, str]]:
     """Run the engine over leased enrollments and write the outcome in bulk; returns (steps
     run, failures by enrollment id). Runs inside the caller's transaction."""
@@ -1280,54 +1325,47 @@ def _advance_batch(*, ids: list[int], lease_until, now) -> tuple[int, dict[int, 
     )
     from conversions.models import ConversionAward
 
-    queryset = Enrollment.objects.filter(
-        pk__in=ids, state=Enrollment.State.ACTIVE, leased_until=lease_until
-    ).order_by("pk")
-    if connection.features.has_select_for_update:
-        # NO KEY UPDATE: foreign-key checks of rows inserted elsewhere (awards, visits) take
-        # KEY SHARE locks on these rows, which this does not block.
-        queryset = queryset.select_for_update(no_key=True)
-    enrollments = list(queryset)
-    if not enrollments:
+    runs = _leased_runs(ids, lease_until)
+    if not runs:
         return 0, {}
     versions = {
         version.pk: version
         for version in JourneyVersion.objects.filter(
-            pk__in={e.version_id for e in enrollments}
+            pk__any={run.version_id for run in runs}
         ).select_related("journey")
     }
     flows = load_flows(versions=list(versions.values()))
     contacts = {
         pk: {"external_id": external_id, "email": email, "attributes": attributes or {}}
         for pk, external_id, email, attributes in Contact.objects.filter(
-            pk__in={e.contact_id for e in enrollments}
+            pk__any={run.contact_id for run in runs}
         ).values_list("pk", "external_id", "email", "attributes")
     }
     criteria_starts = _entered_at(
-        [e for e in enrollments if flows[e.version_id].event_names and not e.held_out]
+        [run for run in runs if flows[run.version_id].event_names and not run.held_out]
     )
-    events_by_contact = _criteria_events(enrollments, flows, now, criteria_starts)
+    events_by_contact = _criteria_events(runs, flows, now, criteria_starts)
 
     failures: dict[int, str] = {}
-    results: list[tuple[Enrollment, engine.Outcome]] = []
+    results: list[tuple[_Run, engine.Outcome]] = []
     steps_run = 0
-    for enrollment in enrollments:
-        flow = flows[enrollment.version_id]
-        enrollment.version = flow.version
-        enrollment.journey = flow.version.journey
+    for run in runs:
+        flow = flows[run.version_id]
+        run.version = flow.version
+        run.journey = flow.version.journey
         try:
             outcome = engine.advance(
                 state=engine.State(
-                    current_step=enrollment.current_step,
-                    path=enrollment.path,
-                    started_at=criteria_starts.get(enrollment.pk, enrollment.started_at),
-                    waiting_for_goal=enrollment.waiting_for_goal,
-                    wait_until=enrollment.wait_until,
-                    held_out=enrollment.held_out,
+                    current_step=run.current_step,
+                    path=run.path,
+                    started_at=criteria_starts.get(run.pk, run.started_at),
+                    waiting_for_goal=run.waiting_for_goal,
+                    wait_until=run.wait_until,
+                    held_out=run.held_out,
                 ),
                 definition=flow.definition,
-                contact=contacts[enrollment.contact_id],
-                events=events_by_contact.get(enrollment.contact_id, ()),
+                contact=contacts[run.contact_id],
+                events=events_by_contact.get(run.contact_id, ()),
                 rng=_rng,
                 now=now,
                 steps=flow.steps,
@@ -1336,10 +1374,10 @@ def _advance_batch(*, ids: list[int], lease_until, now) -> tuple[int, dict[int, 
                 if award.conversion not in flow.conversions:
                     raise engine.EngineError(f"No conversion '{award.conversion}' in the journey")
         except Exception as exc:
-            failures[enrollment.pk] = f"{type(exc).__name__}: {exc}"
+            failures[run.pk] = f"{type(exc).__name__}: {exc}"
             continue
         steps_run += outcome.steps_run
-        results.append((enrollment, outcome))
+        results.append((run, outcome))
 
     visits = []
     visit_outcomes = []
@@ -1347,14 +1385,14 @@ def _advance_batch(*, ids: list[int], lease_until, now) -> tuple[int, dict[int, 
     attribute_updates: dict[int, dict] = {}
     awards = []
     achievements = []
-    trigger_depths = _trigger_depths([e for e, o in results if o.awards or o.achievements])
-    for enrollment, outcome in results:
+    trigger_depths = _trigger_depths([run for run, o in results if o.awards or o.achievements])
+    for run, outcome in results:
         for visit in outcome.visits:
             if visit.new:
                 visits.append(
                     {
-                        "enrollment": enrollment.pk,
-                        "version": enrollment.version_id,
+                        "enrollment": run.pk,
+                        "version": run.version_id,
                         "step_key": visit.step_key,
                         "outcome": visit.outcome,
                         "seq": visit.seq,
@@ -1362,20 +1400,18 @@ def _advance_batch(*, ids: list[int], lease_until, now) -> tuple[int, dict[int, 
                     }
                 )
             else:
-                visit_outcomes.append((enrollment.pk, visit.seq, visit.outcome))
+                visit_outcomes.append((run.pk, visit.seq, visit.outcome))
         for message in outcome.messages:
-            messages.append((enrollment, message))
+            messages.append((run, message))
         if outcome.attribute_updates:
-            attribute_updates.setdefault(enrollment.contact_id, {}).update(
-                outcome.attribute_updates
-            )
-        flow = flows[enrollment.version_id]
-        depth = trigger_depths.get(enrollment.trigger_event_id, 0)
+            attribute_updates.setdefault(run.contact_id, {}).update(outcome.attribute_updates)
+        flow = flows[run.version_id]
+        depth = trigger_depths.get(run.trigger_event_id, 0)
         for award in outcome.awards:
             awards.append(
                 AwardRequest(
                     conversion=flow.conversions[award.conversion],
-                    enrollment=enrollment,
+                    enrollment=run,
                     source=ConversionAward.Source.GOAL
                     if award.source == "goal"
                     else ConversionAward.Source.CONVERT_STEP,
@@ -1388,28 +1424,25 @@ def _advance_batch(*, ids: list[int], lease_until, now) -> tuple[int, dict[int, 
             achievements.append(
                 AchievementRequest(
                     goal=flow.goals[achievement.goal],
-                    enrollment=enrollment,
+                    enrollment=run,
                     step_key=achievement.step_key,
                     cause_depth=depth,
                 )
             )
-        enrollment.path = outcome.path
-        enrollment.current_step = outcome.current_step
-        enrollment.due_at = outcome.due_at
-        enrollment.waiting_for_goal = outcome.waiting_for_goal
-        enrollment.wait_until = outcome.wait_until
-        enrollment.leased_until = None
-        enrollment.attempts = 0
-        enrollment.last_error = ""
+        run.path = outcome.path
+        run.current_step = outcome.current_step
+        run.due_at = outcome.due_at
+        run.waiting_for_goal = outcome.waiting_for_goal
+        run.wait_until = outcome.wait_until
         if outcome.ended:
-            enrollment.state = outcome.state
-            enrollment.ended_at = now
-            enrollment.exit_reason = outcome.exit_reason
-            if enrollment.entry_lock == "active":
-                enrollment.entry_lock = None
+            run.state = outcome.state
+            run.ended_at = now
+            run.exit_reason = outcome.exit_reason
+            if run.entry_lock == "active":
+                run.entry_lock = None
 
     if results:
-        bulk_update_rows(Enrollment, [e for e, _ in results], _ENROLLMENT_FIELDS)
+        bulk_update_rows(Enrollment, [run for run, _ in results], _ENROLLMENT_FIELDS)
     visit_ids = {
         (enrollment_id, seq): pk
         for pk, enrollment_id, seq in insert_rows(
@@ -1423,9 +1456,9 @@ def _advance_batch(*, ids: list[int], lease_until, now) -> tuple[int, dict[int, 
             OutboxMessage,
             [
                 {
-                    "visit": visit_ids[(enrollment.pk, message.seq)],
-                    "enrollment": enrollment.pk,
-                    "contact": enrollment.contact_id,
+                    "visit": visit_ids[(run.pk, message.seq)],
+                    "enrollment": run.pk,
+                    "contact": run.contact_id,
                     "step_key": message.step_key,
                     "channel": message.channel,
                     "recipient": message.recipient,
@@ -1437,7 +1470,7 @@ def _advance_batch(*, ids: list[int], lease_until, now) -> tuple[int, dict[int, 
                     "error": "",
                     "created_at": now,
                 }
-                for enrollment, message in messages
+                for run, message in messages
             ],
         )
         _enqueue("deliver_messages")
@@ -1457,7 +1490,7 @@ def _entered_at(enrollments) -> dict[int, datetime]:
     after the trigger (or in the same request) counts even if both were processed together.
     One query."""
     ids = {e.trigger_event_id for e in enrollments if e.trigger_event_id}
-    sent = dict(Event.objects.filter(pk__in=ids).values_list("pk", "timestamp")) if ids else {}
+    sent = dict(Event.objects.filter(pk__any=ids).values_list("pk", "timestamp")) if ids else {}
     return {
         e.pk: min(e.started_at, sent[e.trigger_event_id])
         for e in enrollments
@@ -1483,8 +1516,8 @@ def _criteria_events(
         return {}
     events: dict[int, list[engine.ContactEvent]] = {}
     rows = Event.objects.filter(
-        contact_id__in={e.contact_id for e in enrollments},
-        name__in=names,
+        contact__any={e.contact_id for e in enrollments},
+        name__any=names,
         timestamp__gte=since,
         timestamp__lte=now,
     ).values_list("contact_id", "name", "properties", "timestamp")
@@ -1499,15 +1532,33 @@ def _trigger_depths(enrollments) -> dict[int, int]:
     ids = {e.trigger_event_id for e in enrollments if e.trigger_event_id}
     if not ids:
         return {}
-    return dict(Event.objects.filter(pk__in=ids).values_list("pk", "depth"))
+    return dict(Event.objects.filter(pk__any=ids).values_list("pk", "depth"))
 
 
 def _update_contact_attributes(updates: dict[int, dict]) -> None:
-    # Re-read under a row lock, so an API update of the same contact in between is kept.
-    contacts = Contact.objects.filter(pk__in=sorted(updates)).order_by("pk")
+    """Merge the batch's attribute updates into its contacts, keeping any update made in
+    between (by the API, say): on PostgreSQL one UPDATE merges in SQL (`attributes ||
+    changes`, under the row locks it takes in id order); elsewhere the rows are re-read
+    under a lock and written back."""
+    now = timezone.now()
+    ids = sorted(updates)
+    if connection.vendor == "postgresql":
+        table = Contact._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""UPDATE {table} AS c
+                    SET attributes = COALESCE(c.attributes, '{{}}'::jsonb) || v.changes,
+                        updated_at = %s
+                    FROM unnest(%s::bigint[], %s::jsonb[]) AS v(id, changes)
+                    WHERE c.id = v.id AND c.id IN (
+                        SELECT id FROM {table} WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE
+                    )""",
+                [now, ids, [json.dumps(updates[pk]) for pk in ids], ids],
+            )
+        return
+    contacts = Contact.objects.filter(pk__any=ids).order_by("pk")
     if connection.features.has_select_for_update:
         contacts = contacts.select_for_update(no_key=True)
-    now = timezone.now()
     changed = [
         SimpleNamespace(pk=pk, attributes={**(attributes or {}), **updates[pk]}, updated_at=now)
         for pk, attributes in contacts.values_list("pk", "attributes")
