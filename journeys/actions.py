@@ -577,6 +577,27 @@ def _pg_cast(field, connection_) -> str:
     return f"%s::{field.db_type(connection_)}[]"
 
 
+def _pg_unnest(fields: list, columns: list[list]) -> tuple[list[str], list, str]:
+    """Rows as `FROM unnest(one array per column) AS u(c0, c1, ...)`: returns the expression
+    that reads each column, the parameters in the order they appear, and the FROM source.
+    A column with one value in every row (a batch's time, version, status) is sent once as
+    a scalar, the others as one array each; the first column always as an array, since
+    unnest() needs one to count the rows. The expressions come before the FROM source in
+    every statement using it, so their scalars come first in the parameters."""
+    selects, scalars, arrays, casts = [], [], [], []
+    for index, (field, values) in enumerate(zip(fields, columns, strict=True)):
+        first = values[0]
+        if index and all(value == first and type(value) is type(first) for value in values):
+            selects.append(f"%s::{field.db_type(connection)}")
+            scalars.append(_pg_values(field, [first])[0])
+        else:
+            selects.append(f"u.c{len(arrays)}")
+            arrays.append(_pg_array(field, values))
+            casts.append(_pg_cast(field, connection))
+    names = ", ".join(f"c{index}" for index in range(len(arrays)))
+    return selects, [*scalars, *arrays], f"unnest({', '.join(casts)}) AS u({names})"
+
+
 def bulk_update_rows(model, objs: list, fields: list[str]) -> None:
     """UPDATE rows by primary key in one statement: FROM unnest(one array per column) on
     PostgreSQL, FROM (VALUES ...) elsewhere.
@@ -596,15 +617,18 @@ def bulk_update_rows(model, objs: list, fields: list[str]) -> None:
     )
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            casts = [f"%s::{model._meta.pk.db_type(connection)}[]"]
-            params = [[obj.pk for obj in objs]]
-            for field in model_fields:
-                casts.append(_pg_cast(field, connection))
-                params.append(_pg_array(field, [getattr(obj, field.attname) for obj in objs]))
-            names = ", ".join(f"column{index + 1}" for index in range(len(casts)))
+            selects, params, source = _pg_unnest(
+                [model._meta.pk, *model_fields],
+                [[obj.pk for obj in objs]]
+                + [[getattr(obj, field.attname) for obj in objs] for field in model_fields],
+            )
+            assignments = ", ".join(
+                f"{quote(field.column)} = {select}"
+                for field, select in zip(model_fields, selects[1:], strict=True)
+            )
             cursor.execute(
-                f"UPDATE {table} SET {assignments} FROM unnest({', '.join(casts)}) AS v({names}) "
-                f"WHERE {table}.{pk_column} = v.column1",
+                f"UPDATE {table} SET {assignments} FROM {source} WHERE {table}.{pk_column} = "
+                f"{selects[0]}",
                 params,
             )
             return
@@ -699,24 +723,10 @@ def insert_rows(
     columns = ", ".join(quote(field.column) for field in fields)
     sql = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) "
     if connection.vendor == "postgresql":
-        # A column with one value in every row (a batch's time, version, status) is sent
-        # once; the others as one array each.
-        arrays, array_casts, selects, scalars = [], [], [], []
-        for index, field in enumerate(fields):
-            values = [row[field.name] for row in rows]
-            first = values[0]
-            # The first column always goes as an array: unnest() needs one to count rows.
-            if index and all(value == first and type(value) is type(first) for value in values):
-                selects.append(f"%s::{field.db_type(connection)}")
-                scalars.append(_pg_values(field, [first])[0])
-            else:
-                selects.append(f"u.c{len(arrays)}")
-                arrays.append(_pg_array(field, values))
-                array_casts.append(_pg_cast(field, connection))
-        names = ", ".join(f"c{index}" for index in range(len(arrays)))
-        # Parameters in the order they appear: the selected scalars, then the arrays.
-        params = [*scalars, *arrays]
-        sql += f"SELECT {', '.join(selects)} FROM unnest({', '.join(array_casts)}) AS u({names})"
+        selects, params, source = _pg_unnest(
+            fields, [[row[field.name] for row in rows] for field in fields]
+        )
+        sql += f"SELECT {', '.join(selects)} FROM {source}"
     else:
         params = []
         for row in rows:
