@@ -36,6 +36,7 @@ from journeys.models import (
     Step,
     StepVisit,
 )
+from journeys.pgarray import array_literal
 from journeys.selectors import VERSION_PARTS
 
 API_KEY_PREFIX = "wp_"
@@ -545,30 +546,13 @@ def _pg_values(field, values: list) -> list:
     return values
 
 
-def _pg_element(value) -> str:
-    if value is None:
-        return "NULL"
-    kind = type(value)
-    if kind is str:
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if kind is bool:
-        return "t" if value else "f"
-    if kind is int or kind is Decimal:
-        return str(value)
-    if kind is datetime:
-        if value.tzinfo is None:
-            raise TypeError("naive datetime")
-        return '"' + value.isoformat() + '"'
-    raise TypeError(kind.__name__)
-
-
 def _pg_array(field, values: list) -> str | list:
     """One column's values as an array parameter: an array literal built here for plain
     values (psycopg quotes a list element by element in Python, a third of the engine's
     write time), else the list for psycopg to adapt."""
     values = _pg_values(field, values)
     try:
-        return "{" + ",".join([_pg_element(value) for value in values]) + "}"
+        return array_literal(values)
     except TypeError:
         return values
 
@@ -587,7 +571,8 @@ def _pg_unnest(fields: list, columns: list[list]) -> tuple[list[str], list, str]
     selects, scalars, arrays, casts = [], [], [], []
     for index, (field, values) in enumerate(zip(fields, columns, strict=True)):
         first = values[0]
-        if index and all(value == first and type(value) is type(first) for value in values):
+        # list.count and set(map(type)) compare in C: most columns differ at once.
+        if index and values.count(first) == len(values) and len(set(map(type, values))) == 1:
             selects.append(f"%s::{field.db_type(connection)}")
             scalars.append(_pg_values(field, [first])[0])
         else:

@@ -9,6 +9,8 @@ query takes in the database. Other databases get the ordinary `IN (...)`.
 from django.db.models import Field, ForeignObject, Lookup
 from django.db.models.lookups import In
 
+from journeys.pgarray import array_literal
+
 
 @ForeignObject.register_lookup
 @Field.register_lookup
@@ -19,7 +21,7 @@ class AnyOf(Lookup):
 
     def get_prep_lookup(self):
         values = list(self.rhs)
-        if not all(isinstance(value, int | str) for value in values):
+        if set(map(type, values)) - {int, str}:
             raise TypeError(f"__any takes a list of ids or strings, not {self.rhs!r}")
         return values
 
@@ -27,4 +29,5 @@ class AnyOf(Lookup):
         if connection.vendor != "postgresql" or not self.rhs:
             return compiler.compile(In(self.lhs, self.rhs))
         lhs, lhs_params = self.process_lhs(compiler, connection)
-        return f"{lhs} = ANY(%s)", [*lhs_params, self.rhs]
+        db_type = self.lhs.output_field.db_type(connection)
+        return f"{lhs} = ANY(%s::{db_type}[])", [*lhs_params, array_literal(self.rhs)]
