@@ -1548,7 +1548,12 @@ def _update_contact_attributes(updates: dict[int, dict]) -> None:
                     WHERE c.id = v.id AND c.id IN (
                         SELECT id FROM {table} WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE
                     )""",
-                [now, ids, [json.dumps(updates[pk]) for pk in ids], ids],
+                [
+                    now,
+                    array_literal(ids),
+                    array_literal([json.dumps(updates[pk]) for pk in ids]),
+                    array_literal(ids),
+                ],
             )
         return
     contacts = Contact.objects.filter(pk__any=ids).order_by("pk")

@@ -14,6 +14,7 @@ step does not hide the mistakes in the others.
 import contextvars
 import dataclasses
 import datetime
+import functools
 import math
 import re
 import unicodedata
@@ -137,6 +138,13 @@ def parse_duration(text: str) -> datetime.timedelta:
             f"'{text}' is too long; the longest duration is {format_duration(MAX_DURATION)}"
         )
     return datetime.timedelta(seconds=seconds)
+
+
+@functools.lru_cache(maxsize=256)
+def cached_duration(text: str) -> datetime.timedelta:
+    """`parse_duration` of a validated definition's duration, parsed once per process: the
+    engine asks for a step's wait on every run."""
+    return parse_duration(text)
 
 
 def format_duration(td: datetime.timedelta) -> str:
@@ -433,7 +441,7 @@ class EventCriterion(_Model):
 
     @property
     def within_delta(self) -> datetime.timedelta | None:
-        return parse_duration(self.within) if self.within else None
+        return cached_duration(self.within) if self.within else None
 
 
 class AllCriteria(_Model):
@@ -564,7 +572,7 @@ class Wait(_Step):
 
     @property
     def duration_delta(self) -> datetime.timedelta:
-        return parse_duration(self.duration)
+        return cached_duration(self.duration)
 
 
 class Condition(_Step):
@@ -640,7 +648,7 @@ class EvaluateGoal(_Step):
 
     @property
     def wait_delta(self) -> datetime.timedelta | None:
-        return parse_duration(self.wait) if self.wait else None
+        return cached_duration(self.wait) if self.wait else None
 
     def _branches(self):
         return [(("achieved",), self.achieved), (("not_achieved",), self.not_achieved)]
@@ -724,7 +732,7 @@ class Conversion(_Model):
 
     @property
     def window_delta(self) -> datetime.timedelta | None:
-        return parse_duration(self.window) if self.window else None
+        return cached_duration(self.window) if self.window else None
 
 
 class Settings(_Model):
