@@ -125,11 +125,20 @@ class GoalAchievement(models.Model):
     enrollment = models.ForeignKey(
         Enrollment, on_delete=models.CASCADE, related_name="goal_achievements"
     )
-    journey = models.ForeignKey(Journey, on_delete=models.CASCADE, related_name="+")
-    version = models.ForeignKey(
-        JourneyVersion, on_delete=models.CASCADE, related_name="+", db_index=False
+    # Copies of the enrollment's: see journeys.models.COPIED_FROM_ENROLLMENT.
+    journey = models.ForeignKey(
+        Journey, on_delete=models.CASCADE, related_name="+", db_constraint=False
     )
-    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="goal_achievements")
+    version = models.ForeignKey(
+        JourneyVersion,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
+    contact = models.ForeignKey(
+        Contact, on_delete=models.CASCADE, related_name="goal_achievements", db_constraint=False
+    )
     step_key = models.CharField(max_length=64, blank=True, default="")
     achieved_at = models.DateTimeField()
 
@@ -158,12 +167,22 @@ class ConversionAward(models.Model):
     conversion = models.ForeignKey(
         Conversion, on_delete=models.PROTECT, related_name="awards", db_index=False
     )
-    journey = models.ForeignKey(Journey, on_delete=models.CASCADE, related_name="+")
+    # journey, version and contact are copies of the enrollment's: see
+    # journeys.models.COPIED_FROM_ENROLLMENT for why the database checks only the enrollment.
+    journey = models.ForeignKey(
+        Journey, on_delete=models.CASCADE, related_name="+", db_constraint=False
+    )
     version = models.ForeignKey(
-        JourneyVersion, on_delete=models.CASCADE, related_name="+", db_index=False
+        JourneyVersion,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     enrollment = models.ForeignKey(Enrollment, on_delete=models.CASCADE, related_name="awards")
-    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="awards")
+    contact = models.ForeignKey(
+        Contact, on_delete=models.CASCADE, related_name="awards", db_constraint=False
+    )
     counting = models.CharField(max_length=24, choices=Counting.choices)
     value = models.DecimalField(max_digits=14, decimal_places=2, default=0)
     source = models.CharField(max_length=16, choices=Source.choices)

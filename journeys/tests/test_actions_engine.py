@@ -794,3 +794,37 @@ def test_an_enrollment_whose_worker_died_every_time_is_parked_when_claimed(setti
     ann = Enrollment.objects.get(contact__external_id="ann")
     assert ann.state == Enrollment.State.FAILED and ann.leased_until is None
     assert ann.attempts == settings.ENGINE_MAX_ATTEMPTS and "Gave up after" in ann.last_error
+
+
+def test_fact_rows_carry_their_enrollments_journey_version_and_contact():
+    """The journey, version and contact of visits, messages, awards and achievements are
+    copies of their enrollment's (the database checks only the enrollment's foreign key):
+    every path that writes them copies them right."""
+    live_journey(NURTURE_STEPS, conversions=[PAID])
+    live_journey(GOAL_STEPS, goals=GOALS, conversions=[ACTIVATION])
+    live_journey(
+        EVENT_CONVERSION_STEPS,
+        conversions=[{"key": "bought", "name": "Bought", "event": {"event": "purchase"}}],
+    )
+    for name in ("ann", "bob", "cy"):
+        ContactFactory(external_id=name, email=f"{name}@example.com", attributes={"plan": "pro"})
+    send(*[(f"s-{name}", name, "signed_up") for name in ("ann", "bob", "cy")], now=T0)
+    run(now=T0)
+    send(("p1", "bob", "project_created"), ("p2", "cy", "purchase"), now=T0)
+    run(now=T0)
+
+    facts = {
+        StepVisit: ("version",),
+        OutboxMessage: ("contact",),
+        ConversionAward: ("journey", "version", "contact"),
+        GoalAchievement: ("journey", "version", "contact"),
+    }
+    for model, copies in facts.items():
+        rows = model.objects.values_list(
+            *[f"{field}_id" for field in copies], *[f"enrollment__{field}_id" for field in copies]
+        )
+        assert rows, model.__name__
+        for row in rows:
+            assert row[: len(copies)] == row[len(copies) :], model.__name__
+    sources = set(ConversionAward.objects.values_list("source", flat=True))
+    assert sources == {"convert_step", "goal", "event"}
