@@ -454,8 +454,9 @@ def sync_journey_definitions(
 
 @dataclasses.dataclass(frozen=True)
 class AwardRequest:
-    """One conversion to award to one enrollment. `enrollment` needs its `journey` and
-    `version` loaded (their key and number go into the emitted event)."""
+    """One conversion to award to one enrollment. `enrollment` is an Enrollment, or the
+    engine batch's plain `_Run` of one, with its `journey` and `version` loaded (their key
+    and number go into the emitted event)."""
 
     conversion: Conversion
     enrollment: Enrollment

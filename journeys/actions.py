@@ -1294,7 +1294,10 @@ class _Run:
     version: JourneyVersion | None = None
 
 
-_RUN_COLUMNS = [field.name for field in dataclasses.fields(_Run)][:13]
+# The columns a batch reads: the fields of _Run without a default, in their order.
+_RUN_COLUMNS = [
+    field.name for field in dataclasses.fields(_Run) if field.default is dataclasses.MISSING
+]
 
 
 def _leased_runs(ids: list[int], lease_until) -> list[_Run]:
