@@ -1300,16 +1300,30 @@ _RUN_COLUMNS = [
 ]
 
 
-def _leased_runs(ids: list[int], lease_until) -> list[_Run]:
+def _leased_runs(ids: list[int], lease_until) -> tuple[list[_Run], dict[int, dict]]:
     """The batch's enrollments still active under this lease, locked (FOR NO KEY UPDATE:
     the foreign-key checks of the visits and awards inserted for them take KEY SHARE
-    locks, which this does not block) in id order."""
+    locks, which this does not block) in id order; and their contacts as plain dicts (read
+    in the same query, not locked)."""
     queryset = Enrollment.objects.filter(
         pk__any=ids, state=Enrollment.State.ACTIVE, leased_until=lease_until
     ).order_by("pk")
     if connection.features.has_select_for_update:
-        queryset = queryset.select_for_update(no_key=True)
-    return [_Run(*row) for row in queryset.values_list(*_RUN_COLUMNS)]
+        queryset = queryset.select_for_update(no_key=True, of=("self",))
+    runs, contacts = [], {}
+    width = len(_RUN_COLUMNS)
+    for row in queryset.values_list(
+        *_RUN_COLUMNS, "contact__external_id", "contact__email", "contact__attributes"
+    ):
+        run = _Run(*row[:width])
+        runs.append(run)
+        external_id, email, attributes = row[width:]
+        contacts[run.contact_id] = {
+            "external_id": external_id,
+            "email": email,
+            "attributes": attributes or {},
+        }
+    return runs, contacts
 
 
 def _advance_batch(*, ids: list[int], lease_until, now) -> tuple[int, dict[int, str]]:
@@ -1323,7 +1337,7 @@ def _advance_batch(*, ids: list[int], lease_until, now) -> tuple[int, dict[int, 
     )
     from conversions.models import ConversionAward
 
-    runs = _leased_runs(ids, lease_until)
+    runs, contacts = _leased_runs(ids, lease_until)
     if not runs:
         return 0, {}
     versions = {
@@ -1333,12 +1347,6 @@ def _advance_batch(*, ids: list[int], lease_until, now) -> tuple[int, dict[int, 
         ).select_related("journey")
     }
     flows = load_flows(versions=list(versions.values()))
-    contacts = {
-        pk: {"external_id": external_id, "email": email, "attributes": attributes or {}}
-        for pk, external_id, email, attributes in Contact.objects.filter(
-            pk__any={run.contact_id for run in runs}
-        ).values_list("pk", "external_id", "email", "attributes")
-    }
     criteria_starts = _entered_at(
         [run for run in runs if flows[run.version_id].event_names and not run.held_out]
     )
