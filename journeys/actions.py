@@ -368,9 +368,12 @@ def publish_version(
         )
 
     now = timezone.now()
+    if version.state != JourneyVersion.State.LIVE:
+        # A live version published alone (ending its split) has been live since it was
+        # published: its time stays, so the report still knows when the split ran.
+        version.published_at = now
+        version.published_by = user
     version.state = JourneyVersion.State.LIVE
-    version.published_at = now
-    version.published_by = user
     version.retired_at = None
     if traffic is None:
         version.traffic = None
@@ -390,11 +393,11 @@ def publish_version(
             )
             raise VersionStateError(message, loc=["traffic"])
         (current,) = others
-        version.traffic = traffic
+        version.traffic = version.split_traffic = traffic
         version.split_with = current
-        current.traffic = 100 - traffic
+        current.traffic = current.split_traffic = 100 - traffic
         current.split_with = version
-        current.save(update_fields=["traffic", "split_with"])
+        current.save(update_fields=["traffic", "split_traffic", "split_with"])
     version.save(
         update_fields=[
             "state",
@@ -402,6 +405,7 @@ def publish_version(
             "published_by",
             "retired_at",
             "traffic",
+            "split_traffic",
             "split_with",
         ]
     )

@@ -103,6 +103,9 @@ class JourneyVersion(models.Model):
     definition = models.JSONField()
     # Share of new enrollments while two versions are live side by side; null = all of them.
     traffic = models.PositiveSmallIntegerField(null=True, blank=True)
+    # The share this version had in its last split, kept after the split ends (`traffic` is
+    # cleared then): the report's sample-ratio check compares the split's enrollments to it.
+    split_traffic = models.PositiveSmallIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -56,6 +56,7 @@ class VersionInfo:
     number: int
     state: str
     traffic: int | None
+    split_traffic: int | None  # its share in its last split, kept after the split ends
     split_with_id: int | None
     published_at: datetime.datetime | None
     retired_at: datetime.datetime | None
@@ -101,6 +102,7 @@ def report_context(
             number=v.number,
             state=v.state,
             traffic=v.traffic,
+            split_traffic=v.split_traffic,
             split_with_id=v.split_with_id,
             published_at=v.published_at,
             retired_at=v.retired_at,
@@ -117,6 +119,7 @@ def report_context(
             "number",
             "state",
             "traffic",
+            "split_traffic",
             "split_with_id",
             "published_at",
             "retired_at",
@@ -193,11 +196,13 @@ def split_window(
 
 
 def expected_shares(base: VersionInfo, other: VersionInfo) -> list[float] | None:
-    """The configured split (baseline share, other share), from the version that joined."""
+    """The configured split (baseline share, other share), from the version that joined; its
+    share is kept after the split has ended, so a finished test keeps its check."""
     joiner, stayer = (other, base) if other.split_with_id == base.id else (base, other)
-    if joiner.traffic is None or not 0 < joiner.traffic < 100:
+    share = joiner.split_traffic if joiner.split_traffic is not None else joiner.traffic
+    if share is None or not 0 < share < 100:
         return None
-    shares = {joiner.id: joiner.traffic, stayer.id: 100 - joiner.traffic}
+    shares = {joiner.id: share, stayer.id: 100 - share}
     return [shares[base.id], shares[other.id]]
 
 

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
+import time_machine
 
 from conversions.models import Counting, Revision
 from conversions.tests.factories import ConversionFactory, GoalFactory
@@ -410,3 +411,36 @@ def test_full_report_takes_the_same_number_of_queries_whatever_the_data(
 def test_api_part_of_the_report_takes_five_queries(history, django_assert_num_queries):
     with django_assert_num_queries(5):
         selectors.version_report(context(history))
+
+
+def test_a_finished_split_keeps_its_sample_ratio_check():
+    """Publishing the winner alone ends the split and clears `traffic`; the comparison of the
+    split period is still randomized and still checked against the share it ran at."""
+    from journeys.actions import publish_version
+
+    journey = JourneyFactory()
+    ConversionFactory(journey=journey)
+    v1 = JourneyVersionFactory(journey=journey, number=1, state=JourneyVersion.State.DRAFT)
+    v2 = JourneyVersionFactory(journey=journey, number=2, state=JourneyVersion.State.RETIRED)
+    with time_machine.travel(T0, tick=False):
+        publish_version(version=v1)
+    with time_machine.travel(T0 + D, tick=False):
+        publish_version(version=v2, traffic=20)
+    for _ in range(40):
+        enroll(v1, T0 + 2 * D)
+    for _ in range(60):
+        enroll(v2, T0 + 2 * D)
+    with time_machine.travel(T0 + 3 * D, tick=False):
+        publish_version(version=v2)  # v2 wins: alone from now on
+    v1.refresh_from_db()
+    v2.refresh_from_db()
+    assert (v1.traffic, v2.traffic) == (None, None)
+    assert (v1.split_traffic, v2.split_traffic) == (80, 20)
+
+    ctx = selectors.report_context(journey=journey)
+    rows = {r.version: r for r in selectors.version_rows(ctx, counts_of(ctx))}
+    comparison = rows[2].comparison
+    assert comparison.kind == stats.RANDOMIZED
+    assert comparison.sample_ratio.observed == (40, 60)
+    assert comparison.sample_ratio.expected_shares == (80, 20)
+    assert comparison.sample_ratio.mismatch
