@@ -965,10 +965,15 @@ def process_pending_events(*, limit: int | None = None, now) -> int:
         try:
             return _process_event_batch(limit=limit, now=now)
         except OperationalError as exc:
-            if getattr(exc.__cause__, "sqlstate", None) != "40P01" or attempt == 2:
+            if not _deadlock_victim(exc) or attempt == 2:
                 raise
             logger.warning("Event batch was a deadlock victim; trying again")
     return 0
+
+
+def _deadlock_victim(exc: OperationalError) -> bool:
+    """PostgreSQL rolled the transaction back to break a deadlock: trying again is safe."""
+    return getattr(exc.__cause__, "sqlstate", None) == "40P01"
 
 
 def _process_event_batch(*, limit: int | None, now) -> int:
@@ -1831,8 +1836,24 @@ def run_due(*, now=None, max_rounds: int = 1000) -> dict[str, int]:
 ERASED_PREFIX = "erased-"
 
 
-@transaction.atomic
 def erase_contact(*, contact: Contact, now=None) -> Contact:
+    """Remove a contact's personal data and keep what reports count (see `_erase_contact`).
+
+    Erasure locks the contact, then its enrollments; a worker's batch holds the enrollments
+    and then updates the contact. When both meet, PostgreSQL rolls one back: a batch is
+    retried by the engine, an erasure here (at most 3 times, unless the caller holds a
+    transaction of its own, which the rollback has spoiled)."""
+    for attempt in range(3):
+        try:
+            return _erase_contact(contact=contact, now=now)
+        except OperationalError as exc:
+            if connection.in_atomic_block or not _deadlock_victim(exc) or attempt == 2:
+                raise
+            logger.warning("Erasing contact %s was a deadlock victim; trying again", contact.pk)
+
+
+@transaction.atomic
+def _erase_contact(*, contact: Contact, now=None) -> Contact:
     """Remove a contact's personal data and keep what reports count.
 
     The contact row stays, anonymous: its external id becomes a random `erased-…` token and

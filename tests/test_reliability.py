@@ -374,3 +374,75 @@ def test_killing_a_worker_mid_run_loses_nothing_and_does_nothing_twice(tmp_path)
     assert Event.objects.filter(name="conversion").count() == CONTACTS
     assert not Event.objects.filter(status=Event.Status.PENDING).exists()
     assert not Enrollment.objects.exclude(path=[step["key"] for step in KILL_STEPS]).exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_erasure_meeting_a_worker_batch_in_a_deadlock_is_retried_and_completes():
+    """A worker's batch holds the contact's enrollment and then updates the contact, while an
+    erasure holds the contact and waits for the enrollment: PostgreSQL rolls the erasure
+    back, and erase_contact tries again once the batch has committed."""
+    needs_postgres()
+    from journeys.actions import erase_contact
+
+    live_journey(WAITING, **SHOP)
+    ingest_events(events=[{"id": "s1", "contact": "ann", "name": "signed_up"}])
+    run_due()
+    contact = Contact.objects.get(external_id="ann")
+    enrollment = Enrollment.objects.get(contact=contact)
+    batch_holds_enrollment = threading.Event()
+    erasure_pid = []
+    errors = []
+
+    def worker_batch():
+        from django.db import transaction
+
+        try:
+            with transaction.atomic():
+                Enrollment.objects.select_for_update(no_key=True).get(pk=enrollment.pk)
+                batch_holds_enrollment.set()
+                # Until the erasure waits for the enrollment (it then holds the contact).
+                deadline = time.monotonic() + 30
+                with connection.cursor() as cursor:
+                    while True:
+                        # pg_locks is read live (pg_stat_activity is a snapshot per
+                        # transaction).
+                        cursor.execute(
+                            "SELECT 1 FROM pg_locks WHERE pid = %s AND NOT granted",
+                            erasure_pid or [0],
+                        )
+                        if cursor.fetchone():
+                            break
+                        if time.monotonic() > deadline:
+                            raise AssertionError("the erasure never waited for the enrollment")
+                Contact.objects.filter(pk=contact.pk).update(attributes={"stage": "x"})
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def erasure():
+        try:
+            batch_holds_enrollment.wait()
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                erasure_pid.append(cursor.fetchone()[0])
+            erase_contact(contact=contact)
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker_batch), threading.Thread(target=erasure)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # One of the two was PostgreSQL's deadlock victim; the erasure, if it was, tried again.
+    assert all("deadlock" in str(error) for error in errors), errors
+    contact.refresh_from_db()
+    enrollment.refresh_from_db()
+    assert contact.erased_at is not None and contact.external_id.startswith("erased-")
+    assert enrollment.state == Enrollment.State.EXITED
+    assert not Event.objects.filter(contact=contact).exists()
