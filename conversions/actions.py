@@ -576,8 +576,9 @@ def _award_rows(request: AwardRequest, now: datetime.datetime) -> tuple[dict, di
 
 
 @transaction.atomic
-def award_conversions(*, requests: Iterable[AwardRequest], now: datetime.datetime) -> None:
-    """Award conversions, each counted at most once per its counting mode.
+def award_conversions(*, requests: Iterable[AwardRequest], now: datetime.datetime) -> int:
+    """Award conversions, each counted at most once per its counting mode; returns how
+    many were counted now.
 
     Locks: the unique index entries of the award rows (and of their events) it inserts; a
     concurrent transaction inserting the same award waits for this one and then skips it.
@@ -586,18 +587,16 @@ def award_conversions(*, requests: Iterable[AwardRequest], now: datetime.datetim
     """
     rows = [_award_rows(request, now) for request in _distinct(requests)]
     if not rows:
-        return
+        return 0
     from journeys.actions import insert_rows
 
     # Awards first, then their events, in every caller: the transaction that wins an award's
     # row is the one that also stores its event.
-    insert_rows(ConversionAward, [award for award, _ in rows], ignore_conflicts=True)
+    counted = insert_rows(
+        ConversionAward, [award for award, _ in rows], ignore_conflicts=True, returning=("id",)
+    )
     insert_rows(Event, [event for _, event in rows], ignore_conflicts=True)
-
-
-def _instance(model, row: dict):
-    """A model instance from a row keyed by field name (foreign keys as ids)."""
-    return model(**{model._meta.get_field(name).attname: value for name, value in row.items()})
+    return len(counted)
 
 
 def award_conversion(
@@ -611,10 +610,9 @@ def award_conversion(
     source_event: Event | None = None,
     dedupe_key: str = "",
 ) -> bool:
-    """Award one conversion; True when it was counted now, False when its counting mode had
-    already counted it. The same rows and guards as `award_conversions`, inserted in a
-    savepoint so that the caller learns whether this call won the award's unique row.
-    Safe to run twice: the second call meets the constraint and returns False."""
+    """Award one conversion through `award_conversions`; True when it was counted now,
+    False when its counting mode had already counted it. Safe to run twice: the second
+    call meets the constraint and returns False."""
     request = AwardRequest(
         conversion=conversion,
         enrollment=enrollment,
@@ -625,15 +623,7 @@ def award_conversion(
         dedupe_key=dedupe_key or (f"event:{source_event.pk}" if source_event else ""),
         cause_depth=source_event.depth if source_event else 0,
     )
-    award, event = _award_rows(request, now)
-    with transaction.atomic():
-        try:
-            with transaction.atomic():
-                _instance(ConversionAward, award).save(force_insert=True)
-        except IntegrityError:
-            return False
-        Event.objects.bulk_create([_instance(Event, event)], ignore_conflicts=True)
-    return True
+    return award_conversions(requests=[request], now=now) == 1
 
 
 @transaction.atomic

@@ -532,13 +532,9 @@ def load_flows(*, versions: list[JourneyVersion]) -> dict[int, Flow]:
     return flows
 
 
-def _contact_dict(contact: Contact) -> dict:
+def _contact_dict(external_id: str, email: str, attributes: dict | None) -> dict:
     """The contact as templates and criteria see it: plain data, never a model object."""
-    return {
-        "external_id": contact.external_id,
-        "email": contact.email,
-        "attributes": dict(contact.attributes or {}),
-    }
+    return {"external_id": external_id, "email": email, "attributes": dict(attributes or {})}
 
 
 def _pg_values(field, values: list) -> list:
@@ -1192,13 +1188,9 @@ def _claim_due_enrollments(*, limit: int, now) -> tuple[list[int], object]:
             .values_list("pk", "attempts"),
             limit,
         )
-        worn_out = [pk for pk, attempts in claimed if attempts >= settings.ENGINE_MAX_ATTEMPTS]
-        if worn_out:
-            Enrollment.objects.filter(pk__in=worn_out).update(
-                **_end_fields(Enrollment.State.FAILED, now),
-                last_error=f"Gave up after {settings.ENGINE_MAX_ATTEMPTS} attempts: the "
-                "process running it stopped before finishing each time.",
-            )
+        _park_worn_out(
+            [pk for pk, attempts in claimed if attempts >= settings.ENGINE_MAX_ATTEMPTS], now=now
+        )
         ids = sorted(pk for pk, attempts in claimed if attempts < settings.ENGINE_MAX_ATTEMPTS)
         if ids:
             Enrollment.objects.filter(pk__in=ids).update(
@@ -1224,16 +1216,24 @@ def _claim_due_enrollments_pg(*, limit: int, now, lease_until) -> tuple[list[int
         )
         claimed = cursor.fetchall()
         # attempts counts this claim now: more than the maximum means the maximum had run.
-        worn_out = [pk for pk, attempts in claimed if attempts > settings.ENGINE_MAX_ATTEMPTS]
-        if worn_out:
-            Enrollment.objects.filter(pk__in=worn_out).update(
-                **_end_fields(Enrollment.State.FAILED, now),
-                attempts=settings.ENGINE_MAX_ATTEMPTS,
-                last_error=f"Gave up after {settings.ENGINE_MAX_ATTEMPTS} attempts: the "
-                "process running it stopped before finishing each time.",
-            )
+        _park_worn_out(
+            [pk for pk, attempts in claimed if attempts > settings.ENGINE_MAX_ATTEMPTS], now=now
+        )
     ids = sorted(pk for pk, attempts in claimed if attempts <= settings.ENGINE_MAX_ATTEMPTS)
     return ids, lease_until
+
+
+def _park_worn_out(ids: list[int], *, now) -> None:
+    """Park enrollments whose runs were started ENGINE_MAX_ATTEMPTS times and never written:
+    each time the process running them died, so another try would most likely kill the next
+    one too."""
+    if ids:
+        Enrollment.objects.filter(pk__in=ids).update(
+            **_end_fields(Enrollment.State.FAILED, now),
+            attempts=settings.ENGINE_MAX_ATTEMPTS,
+            last_error=f"Gave up after {settings.ENGINE_MAX_ATTEMPTS} attempts: the "
+            "process running it stopped before finishing each time.",
+        )
 
 
 def _retry_delay(attempts: int) -> timedelta:
@@ -1326,12 +1326,7 @@ def _leased_runs(ids: list[int], lease_until) -> tuple[list[_Run], dict[int, dic
     ):
         run = _Run(*row[:width])
         runs.append(run)
-        external_id, email, attributes = row[width:]
-        contacts[run.contact_id] = {
-            "external_id": external_id,
-            "email": email,
-            "attributes": attributes or {},
-        }
+        contacts[run.contact_id] = _contact_dict(*row[width:])
     return runs, contacts
 
 
@@ -1724,7 +1719,7 @@ def deliver_due_messages(*, limit: int | None = None, now) -> int:
             leased_until=lease_until, attempts=F("attempts") + 1
         )
     contacts = {
-        contact.pk: _contact_dict(contact)
+        contact.pk: _contact_dict(contact.external_id, contact.email, contact.attributes)
         for contact in Contact.objects.filter(pk__in={m.contact_id for m in messages})
     }
     email_connection = None
