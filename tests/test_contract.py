@@ -1285,6 +1285,13 @@ def test_report_defaults_to_the_lowest_version_and_marks_a_random_split(api, clo
     if 0 < c1 + c2 < e1 + e2:
         assert v2["p_value"] == pytest.approx(pooled_z_p_value(c2, e2, c1, e1), abs=1e-9)
 
+    # Version 2 wins and is published alone: the two still took enrollments side by side.
+    clock.shift(datetime.timedelta(days=1))
+    publish(api, "ab", 2)
+    after = api.get("/api/v1/journeys/ab/report?conversion=paid").json()
+    assert [v["comparison"] for v in after["versions"]] == [None, "randomized"]
+    assert [(v["enrolled"], v["converted"]) for v in after["versions"]] == [(e1, c1), (e2, c2)]
+
 
 @pytest.mark.parametrize(
     ("query", "loc_part"),
