@@ -957,19 +957,23 @@ def process_pending_events(*, limit: int | None = None, now) -> int:
     """Match a batch of pending events, in one transaction; returns how many were processed.
     See `_process_event_batch`; a batch that PostgreSQL picks as a deadlock victim is rolled
     back whole and tried again (at most 3 times, then left to the next run)."""
+    return _retrying_deadlocks(
+        lambda: _process_event_batch(limit=limit, now=now), what="Event batch"
+    )
+
+
+def _retrying_deadlocks(action, *, what: str):
+    """Run `action` (one transaction of its own) again when PostgreSQL rolls it back to
+    break a deadlock, at most 3 times in all. Not when the caller holds a transaction: its
+    locks, still held, would meet the same deadlock again."""
     for attempt in range(3):
         try:
-            return _process_event_batch(limit=limit, now=now)
+            return action()
         except OperationalError as exc:
-            if not _deadlock_victim(exc) or attempt == 2:
+            victim = getattr(exc.__cause__, "sqlstate", None) == "40P01"
+            if connection.in_atomic_block or not victim or attempt == 2:
                 raise
-            logger.warning("Event batch was a deadlock victim; trying again")
-    return 0
-
-
-def _deadlock_victim(exc: OperationalError) -> bool:
-    """PostgreSQL rolled the transaction back to break a deadlock: trying again is safe."""
-    return getattr(exc.__cause__, "sqlstate", None) == "40P01"
+            logger.warning("%s was a deadlock victim; trying again", what)
 
 
 def _process_event_batch(*, limit: int | None, now) -> int:
@@ -1837,14 +1841,10 @@ def erase_contact(*, contact: Contact, now=None) -> Contact:
     Erasure locks the contact, then its enrollments; a worker's batch holds the enrollments
     and then updates the contact. When both meet, PostgreSQL rolls one back: a batch is
     retried by the engine, an erasure here (at most 3 times, unless the caller holds a
-    transaction of its own, which the rollback has spoiled)."""
-    for attempt in range(3):
-        try:
-            return _erase_contact(contact=contact, now=now)
-        except OperationalError as exc:
-            if connection.in_atomic_block or not _deadlock_victim(exc) or attempt == 2:
-                raise
-            logger.warning("Erasing contact %s was a deadlock victim; trying again", contact.pk)
+    transaction of its own)."""
+    return _retrying_deadlocks(
+        lambda: _erase_contact(contact=contact, now=now), what=f"Erasing contact {contact.pk}"
+    )
 
 
 @transaction.atomic
