@@ -97,11 +97,11 @@ def generate(enrollments: int):
             )
             v1 = JourneyVersion.objects.create(
                 journey=journey, number=1, state="live", definition=definition,
-                published_at=now - 90 * day, traffic=50,
+                published_at=now - 90 * day, traffic=50, split_traffic=50,
             )  # fmt: skip
             v2 = JourneyVersion.objects.create(
                 journey=journey, number=2, state="live", definition=definition,
-                published_at=now - 45 * day, traffic=50, split_with=v1,
+                published_at=now - 45 * day, traffic=50, split_traffic=50, split_with=v1,
             )  # fmt: skip
             paid = Conversion.objects.create(
                 journey=journey, key="paid", name="Paid", normalized_name="paid", value=49,

@@ -55,7 +55,6 @@ class VersionInfo:
     id: int
     number: int
     state: str
-    traffic: int | None
     split_traffic: int | None  # its share in its last split, kept after the split ends
     split_with_id: int | None
     published_at: datetime.datetime | None
@@ -101,7 +100,6 @@ def report_context(
             id=v.id,
             number=v.number,
             state=v.state,
-            traffic=v.traffic,
             split_traffic=v.split_traffic,
             split_with_id=v.split_with_id,
             published_at=v.published_at,
@@ -118,7 +116,6 @@ def report_context(
             "id",
             "number",
             "state",
-            "traffic",
             "split_traffic",
             "split_with_id",
             "published_at",
@@ -199,7 +196,7 @@ def expected_shares(base: VersionInfo, other: VersionInfo) -> list[float] | None
     """The configured split (baseline share, other share), from the version that joined; its
     share is kept after the split has ended, so a finished test keeps its check."""
     joiner, stayer = (other, base) if other.split_with_id == base.id else (base, other)
-    share = joiner.split_traffic if joiner.split_traffic is not None else joiner.traffic
+    share = joiner.split_traffic
     if share is None or not 0 < share < 100:
         return None
     shares = {joiner.id: share, stayer.id: 100 - share}

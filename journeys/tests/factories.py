@@ -74,6 +74,9 @@ class JourneyVersionFactory(factory.django.DjangoModelFactory):
     state = JourneyVersion.State.LIVE
     definition = factory.LazyFunction(lambda: dict(SIMPLE_VERSION_DEFINITION))
     published_at = factory.LazyFunction(timezone.now)
+    traffic = None
+    # As publish_version writes it: a version given a share keeps it after the split.
+    split_traffic = factory.SelfAttribute("traffic")
 
 
 class EnrollmentFactory(factory.django.DjangoModelFactory):
