@@ -731,19 +731,6 @@ def insert_rows(
         return cursor.fetchall() if returning else []
 
 
-def insert_objects(objs: list, *, ignore_conflicts: bool = False) -> None:
-    """`insert_rows` for unsaved model instances of one model: bulk_create(ignore_conflicts)
-    without its per-object cost."""
-    if not objs:
-        return
-    fields = [field for field in objs[0]._meta.concrete_fields if not field.primary_key]
-    insert_rows(
-        type(objs[0]),
-        [{field.name: field.pre_save(obj, True) for field in fields} for obj in objs],
-        ignore_conflicts=ignore_conflicts,
-    )
-
-
 def _insert_events(rows: list[dict]) -> int:
     """The number of rows actually stored: exact even when the same ids arrive concurrently
     (which bulk_create(ignore_conflicts=True) cannot report)."""
