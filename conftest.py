@@ -53,7 +53,7 @@ class ApiClient:
 
 @pytest.fixture
 def api_key(db):
-    from journeys.actions import create_api_key
+    from journeys.actions.api_keys import create_api_key
 
     _, raw = create_api_key(name="test", scope="all")
     return raw
@@ -66,7 +66,7 @@ def api(client, api_key):
 
 @pytest.fixture
 def make_api_client(client, db):
-    from journeys.actions import create_api_key
+    from journeys.actions.api_keys import create_api_key
 
     def make(scope="all"):
         _, raw = create_api_key(name=f"test-{scope}", scope=scope)

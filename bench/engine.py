@@ -97,13 +97,9 @@ def run_engine(args) -> dict:
     from django.db import connection
     from django.utils import timezone
 
-    from journeys.actions import (
-        advance_due_enrollments,
-        create_journey,
-        ingest_events,
-        process_pending_events,
-        publish_version,
-    )
+    from journeys.actions.enrollments import advance_due_enrollments
+    from journeys.actions.events import ingest_events, process_pending_events
+    from journeys.actions.versions import create_journey, publish_version
     from journeys.models import Enrollment, Event, OutboxMessage, StepVisit
     from journeys.tests.flows import definition
 

@@ -204,7 +204,7 @@ def measure(runs: int, key: str):
     from django.db import connection
     from django.test import Client
 
-    from journeys.actions import create_api_key
+    from journeys.actions.api_keys import create_api_key
     from journeys.models import ApiKey, Journey
     from reporting import rollups, selectors
 

@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.utils import timezone
 
+from journeys.selectors import engine_status
+
 
 class WaypointAdminSite(admin.AdminSite):
     """Django's admin with the engine's state on its index page, for operators."""
@@ -9,7 +11,5 @@ class WaypointAdminSite(admin.AdminSite):
     site_title = "Waypoint admin"
 
     def index(self, request, extra_context=None):
-        from journeys.selectors import engine_status
-
         extra_context = {**(extra_context or {}), "engine": engine_status(now=timezone.now())}
         return super().index(request, extra_context)

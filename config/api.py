@@ -1,155 +1,28 @@
-"""The `/api/v1/` surface: one NinjaAPI, its key authentication and the contract's error shape.
+"""The `/api/v1/` surface: one NinjaAPI with the apps' routers, and the contract's error shape
+for every failure (the key authentication is `journeys.auth`, the body parser
+`journeys.parsers`).
 
 Every error leaves as `{"errors": [{"loc": [...], "message": "..."}]}` with a 4xx status (503
 while the database is down), so an integration never has to parse an HTML page or a
 framework-specific body.
 """
 
-import json
 import logging
-import math
 
-from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
-from ninja.parser import Parser
-from ninja.security import HttpBearer
 
-from config.ratelimit import RateLimited
-from journeys.models import ApiKey
+from journeys.api import router as journeys_router
+from journeys.auth import ApiError
+from journeys.parsers import BodyError, JsonParser
+from journeys.ratelimit import RateLimited
+from reporting.api import router as reporting_router
 
 logger = logging.getLogger(__name__)
 
-
-class ApiError(Exception):
-    """An error with the contract's shape, raised from any route."""
-
-    def __init__(self, status: int, errors: list[dict]):
-        super().__init__(errors)
-        self.status = status
-        self.errors = errors
-
-    @classmethod
-    def single(cls, status: int, message: str, loc: list | None = None) -> "ApiError":
-        return cls(status, [{"loc": loc or [], "message": message}])
-
-
-class KeyAuth(HttpBearer):
-    """Bearer API key, looked up by its SHA-256; scope decides which routes it may call."""
-
-    def __init__(self, *scopes: str):
-        super().__init__()
-        self.scopes = scopes
-
-    def authenticate(self, request, token):
-        from journeys.actions import authenticate_api_key
-
-        key = authenticate_api_key(raw_key=token)
-        if key is None:
-            return None
-        if key.scope != ApiKey.Scope.ALL and key.scope not in self.scopes:
-            needed = "' or '".join(self.scopes)
-            raise ApiError.single(
-                403, f"This API key has the '{key.scope}' scope; this call needs '{needed}'."
-            )
-        request.api_key = key
-        _audit_as_api_key(key)
-        return key
-
-
-def _audit_as_api_key(key: ApiKey) -> None:
-    # AuditlogMiddleware opened a context for this request (actor: no user on the API);
-    # name the key in each entry's additional_data so API changes say who made them.
-    from auditlog.context import auditlog_value
-
-    try:
-        context = auditlog_value.get()
-    except LookupError:
-        return
-    context["additional_data"] = {"api_key": f"{key.name} ({key.prefix}…)", "api_key_id": key.pk}
-
-
-class BodyError(ValueError):
-    """A request body that is not JSON the API accepts; the message says why."""
-
-
-def _reject_constant(name: str):
-    # NaN and Infinity: Python accepts them, JSON and PostgreSQL do not.
-    raise BodyError("The body is not valid JSON.")
-
-
-def _finite_float(text: str) -> float:
-    # 1e999 parses to infinity, which neither JSON nor PostgreSQL can hold.
-    value = float(text)
-    if math.isinf(value):
-        raise BodyError(f"The number {text[:30]} is too large.")
-    return value
-
-
-def _unstorable(text: str) -> bool:
-    # NUL cannot be stored in a PostgreSQL text or jsonb value, and an unpaired surrogate
-    # (valid in JSON's \u escapes, not in UTF-8) cannot be encoded to be sent there at all.
-    if "\x00" in text:
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def _check_body(value, limit: int) -> None:
-    """Depth and strings of a parsed body, walked without recursion."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, str):
-            if _unstorable(item):
-                raise BodyError(
-                    "The body contains a NUL character or an unpaired surrogate (\\u0000, "
-                    "\\ud800-\\udfff), which cannot be stored."
-                )
-            continue
-        if isinstance(item, dict):
-            children = [*item.keys(), *item.values()]
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > limit:
-            raise BodyError(f"The body is nested too deeply (more than {limit} levels).")
-        stack.extend((child, depth + 1) for child in children)
-
-
-def parse_json(raw: bytes) -> object:
-    """The body as JSON, refusing NaN/Infinity and numbers too large to be finite (not
-    JSON, and PostgreSQL's jsonb rejects them), strings the database cannot store, and
-    nesting deeper than API_MAX_JSON_DEPTH, before any route reads it."""
-    try:
-        data = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
-    except BodyError:
-        raise
-    except RecursionError:
-        raise BodyError("The body is nested too deeply.") from None
-    except (ValueError, UnicodeDecodeError):
-        raise BodyError("The body is not valid JSON.") from None
-    _check_body(data, settings.API_MAX_JSON_DEPTH)
-    return data
-
-
-class JsonParser(Parser):
-    def parse_body(self, request):
-        return parse_json(request.body)
-
-
-ingest_auth = KeyAuth(ApiKey.Scope.INGEST)
-manage_auth = KeyAuth(ApiKey.Scope.MANAGE)
-# Erasing a contact is open to both: whoever sends the data or runs the journeys may have to
-# honour a deletion request.
-erase_auth = KeyAuth(ApiKey.Scope.INGEST, ApiKey.Scope.MANAGE)
 
 api = NinjaAPI(
     title="Waypoint API",
@@ -271,13 +144,5 @@ def _unexpected(request, exc):
     return _errors(request, 500, [{"loc": [], "message": "Internal error; it has been logged."}])
 
 
-def _register_routers():
-    # Imported here: the routers import this module for its auth objects and ApiError.
-    from journeys.api import router as journeys_router
-    from reporting.api import router as reporting_router
-
-    api.add_router("", journeys_router)
-    api.add_router("", reporting_router)
-
-
-_register_routers()
+api.add_router("", journeys_router)
+api.add_router("", reporting_router)

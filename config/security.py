@@ -3,19 +3,17 @@ keeps email addresses out of log lines."""
 
 import logging
 import re
+import sys
 
-from csp.constants import SELF, UNSAFE_INLINE
-from csp.decorators import csp_replace
-from django.http import HttpResponseBadRequest, JsonResponse
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import InterfaceError, OperationalError
+from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.shortcuts import render
+from django.views.defaults import server_error as default_server_error
 
 # Also URL-encoded ("ann%40example.com"), as a search query carries it.
 EMAIL_RE = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*(?:@|%40)([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
-
-
-# For a page that inlines server-drawn SVG charts (pygal writes a <style> element into each):
-# HTMX swaps new charts into the page after load, so a per-response nonce cannot cover them.
-# Scripts stay 'self' only; no other page gets this.
-allow_inline_styles = csp_replace({"style-src": [SELF, UNSAFE_INLINE]})
 
 
 def mask_emails(text: str) -> str:
@@ -42,11 +40,9 @@ class MaskEmailsFilter(logging.Filter):
 def lockout_response(request, original_response=None, credentials=None):
     """django-axes' answer once a username and address have failed too often: the login
     page again, status 429, with the reason and when to try again above the form."""
-    # Imported here: logging settings load this module before Django's apps are ready.
-    from django.conf import settings
+    # Imported here: logging settings load this module before Django's apps are ready, and
+    # the form imports the user model.
     from django.contrib.auth.forms import AuthenticationForm
-    from django.core.exceptions import ValidationError
-    from django.shortcuts import render
 
     minutes = int(settings.AXES_COOLOFF_TIME.total_seconds() // 60) or 1
     username = (credentials or {}).get("username") or request.POST.get("username", "")
@@ -123,12 +119,6 @@ def server_error(request):
     """handler500: while the database is down (a restart, a failover, a full disk) a short
     503 page with Retry-After instead of the generic server error; that page touches neither
     the database nor the session. The API answers its own 503 JSON (config/api.py)."""
-    import sys
-
-    from django.db import InterfaceError, OperationalError
-    from django.http import HttpResponse
-    from django.views.defaults import server_error as default_server_error
-
     exception = sys.exc_info()[1]
     if not isinstance(exception, (OperationalError, InterfaceError)):
         return default_server_error(request)

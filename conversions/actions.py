@@ -18,12 +18,18 @@ from conversions.models import (
     GoalAchievement,
     Revision,
 )
-from journeys.actions import storable_errors
+from conversions.selectors import conversion_definition, goal_definition
+from journeys.bulk import insert_rows
 from journeys.definition import Conversion as ConversionDefinition
-from journeys.definition import DefinitionError, normalize_name, parse_definition
+from journeys.definition import (
+    DefinitionError,
+    normalize_name,
+    parse_definition,
+    storable_errors,
+    version_references,
+)
 from journeys.definition import Goal as GoalDefinition
 from journeys.models import Enrollment, Event, Journey, JourneyVersion
-from journeys.selectors import conversion_definition, goal_definition, version_references
 
 logger = logging.getLogger(__name__)
 
@@ -455,8 +461,8 @@ def sync_journey_definitions(
 @dataclasses.dataclass(frozen=True)
 class AwardRequest:
     """One conversion to award to one enrollment. `enrollment` is an Enrollment, or the
-    engine batch's plain `_Run` of one, with its `journey` and `version` loaded (their key
-    and number go into the emitted event)."""
+    engine batch's plain `LeasedEnrollment`, with its `journey` and `version` loaded (their
+    key and number go into the emitted event)."""
 
     conversion: Conversion
     enrollment: Enrollment
@@ -492,7 +498,13 @@ class AchievementRequest:
 
 
 def internal_event_row(
-    *, event_id: str, contact_id: int, name: str, properties: dict, now, cause_depth: int
+    *,
+    event_id: str,
+    contact_id: int,
+    name: str,
+    properties: dict,
+    now: datetime.datetime,
+    cause_depth: int,
 ) -> dict:
     """The event an award or achievement emits, as a row for `insert_rows`. Past
     EVENT_CHAIN_MAX_DEPTH it is stored as dropped, with the reason, so a loop of journeys
@@ -504,7 +516,7 @@ def internal_event_row(
         "name": name,
         "properties": properties,
         "timestamp": now,
-        "received_at": timezone.now(),
+        "received_at": now,
         "source": Event.Source.INTERNAL,
         "depth": depth,
         "status": Event.Status.PENDING,
@@ -588,8 +600,6 @@ def award_conversions(*, requests: Iterable[AwardRequest], now: datetime.datetim
     rows = [_award_rows(request, now) for request in _distinct(requests)]
     if not rows:
         return 0
-    from journeys.actions import insert_rows
-
     # Awards first, then their events, in every caller: the transaction that wins an award's
     # row is the one that also stores its event.
     counted = insert_rows(
@@ -597,33 +607,6 @@ def award_conversions(*, requests: Iterable[AwardRequest], now: datetime.datetim
     )
     insert_rows(Event, [event for _, event in rows], ignore_conflicts=True)
     return len(counted)
-
-
-def award_conversion(
-    *,
-    conversion: Conversion,
-    enrollment: Enrollment,
-    source: str,
-    now: datetime.datetime,
-    value: Decimal | None = None,
-    step_key: str = "",
-    source_event: Event | None = None,
-    dedupe_key: str = "",
-) -> bool:
-    """Award one conversion through `award_conversions`; True when it was counted now,
-    False when its counting mode had already counted it. Safe to run twice: the second
-    call meets the constraint and returns False."""
-    request = AwardRequest(
-        conversion=conversion,
-        enrollment=enrollment,
-        source=source,
-        value=value,
-        step_key=step_key,
-        source_event_id=source_event.pk if source_event else None,
-        dedupe_key=dedupe_key or (f"event:{source_event.pk}" if source_event else ""),
-        cause_depth=source_event.depth if source_event else 0,
-    )
-    return award_conversions(requests=[request], now=now) == 1
 
 
 @transaction.atomic
@@ -639,8 +622,6 @@ def record_goal_achievements(
     requests = _distinct(requests)
     if not requests:
         return
-    from journeys.actions import insert_rows
-
     achievements = []
     events = []
     for request in requests:
@@ -675,18 +656,3 @@ def record_goal_achievements(
         )
     insert_rows(GoalAchievement, achievements, ignore_conflicts=True)
     insert_rows(Event, events, ignore_conflicts=True)
-
-
-def record_goal_achievement(
-    *, goal: Goal, enrollment: Enrollment, now: datetime.datetime, step_key: str = ""
-) -> None:
-    """Record one goal as achieved (see `record_goal_achievements`)."""
-    depth = enrollment.trigger_event.depth if enrollment.trigger_event_id else 0
-    record_goal_achievements(
-        requests=[
-            AchievementRequest(
-                goal=goal, enrollment=enrollment, step_key=step_key, cause_depth=depth
-            )
-        ],
-        now=now,
-    )

@@ -11,7 +11,6 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
-from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
 from conversions.actions import archive_conversion, archive_goal, save_conversion, save_goal
@@ -23,10 +22,11 @@ from conversions.forms import (
     add_action_errors,
 )
 from conversions.models import Conversion, Goal
+from conversions.selectors import journey_revisions, new_definition_key
 from journeys.definition import DefinitionError, format_duration
 from journeys.editing import describe_criteria, humanize_duration
 from journeys.models import Journey, JourneyVersion
-from journeys.selectors import definition_usages, journey_for_editor, journey_revisions
+from journeys.selectors import definition_usages, journey_for_editor
 from journeys.views import VIEW, editor_context
 
 EDIT_CONVERSIONS = "conversions.change_conversion"
@@ -35,20 +35,6 @@ LIVE_WARNING = (
     "This journey is live: a change here applies at once to running enrollments and to "
     "reports, so reports and automation logic should be reviewed."
 )
-
-
-def new_definition_key(journey: Journey, kind: str, name: str) -> str:
-    """A free key for a new goal or conversion, made from its name; archived ones keep
-    theirs, so they are avoided too. Duplicate names are refused by the action, not here."""
-    model = Conversion if kind == "conversion" else Goal
-    base = slugify(name)[:56].strip("-_") or kind
-    taken = set(
-        model.objects.filter(journey=journey, key__startswith=base).values_list("key", flat=True)
-    )
-    key, number = base, 2
-    while key in taken:
-        key, number = f"{base}-{number}", number + 1
-    return key
 
 
 def _journey(key: str) -> Journey:

@@ -4,6 +4,9 @@ read-only here: it is what reports count, and editing it would rewrite the past.
 from django.contrib import admin, messages
 from django.utils import timezone
 
+from journeys.actions.api_keys import create_api_key, revoke_api_key
+from journeys.actions.contacts import erase_contact
+from journeys.actions.enrollments import retry_enrollments
 from journeys.models import (
     ApiKey,
     Contact,
@@ -29,8 +32,6 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.action(description="Erase personal data of selected contacts", permissions=["change"])
 def erase_contacts(modeladmin, request, queryset):
-    from journeys.actions import erase_contact
-
     erased = 0
     for contact in queryset.filter(erased_at__isnull=True):
         erase_contact(contact=contact)
@@ -153,8 +154,6 @@ class StepAdmin(ReadOnlyAdmin):
 
 @admin.action(description="Retry failed enrollments")
 def retry_failed_enrollments(modeladmin, request, queryset):
-    from journeys.actions import retry_enrollments
-
     retried = retry_enrollments(
         enrollments=queryset.filter(state=Enrollment.State.FAILED), now=timezone.now()
     )
@@ -218,8 +217,6 @@ class OutboxMessageAdmin(admin.ModelAdmin):
 
 @admin.action(description="Revoke selected keys")
 def revoke_keys(modeladmin, request, queryset):
-    from journeys.actions import revoke_api_key
-
     for key in queryset:
         revoke_api_key(key=key)
     modeladmin.message_user(request, f"{queryset.count()} key(s) revoked.")
@@ -256,8 +253,6 @@ class ApiKeyAdmin(admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        from journeys.actions import create_api_key
-
         created, raw_key = create_api_key(name=obj.name, scope=obj.scope, created_by=request.user)
         # The admin's response needs the saved row; the raw key is shown once and never stored.
         obj.pk = created.pk

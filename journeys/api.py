@@ -10,22 +10,22 @@ from ninja.responses import Status
 from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic import Field as PydanticField
 
-from config.api import ApiError, BodyError, erase_auth, ingest_auth, manage_auth, parse_json
-from config.ratelimit import spend_ingest
+from conversions.models import ConversionAward
 from journeys import selectors
-from journeys.actions import (
-    EnrollmentRefused,
+from journeys.actions.contacts import erase_contact, upsert_contact
+from journeys.actions.enrollments import EnrollmentRefused, enroll_contact
+from journeys.actions.events import ingest_events
+from journeys.actions.versions import (
     VersionStateError,
     create_journey,
-    enroll_contact,
-    erase_contact,
-    ingest_events,
     publish_version,
     save_draft_version,
-    upsert_contact,
 )
+from journeys.auth import ApiError, erase_auth, ingest_auth, manage_auth
 from journeys.definition import DefinitionError
 from journeys.models import Contact, Enrollment, Event, Journey, JourneyVersion
+from journeys.parsers import BodyError, parse_json
+from journeys.ratelimit import spend_ingest
 
 router = Router()
 
@@ -322,8 +322,6 @@ def _contact_out(contact: Contact, *, with_history: bool = True) -> dict:
     }
     if not with_history:
         return data
-    from conversions.models import ConversionAward
-
     enrollments = contact.enrollments.select_related("journey", "version").order_by(
         "started_at", "pk"
     )

@@ -5,7 +5,9 @@ class JourneysConfig(AppConfig):
     name = "journeys"
 
     def ready(self):
-        # The guards that keep published versions and awards unchangeable (journeys.audit).
-        from journeys import audit, lookups  # noqa: F401  (lookups registers __any)
+        # Imported here, not at the top: Django imports this module before any model is
+        # loaded, and both import models. bulk registers the `__any` lookup; audit's guards
+        # keep published versions and awards unchangeable.
+        from journeys import audit, bulk  # noqa: F401
 
         audit.connect_guards()

@@ -1184,3 +1184,82 @@ def _format_loc(loc: list) -> str:
     for part in loc:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text or "definition"
+
+
+# --- Storing ------------------------------------------------------------------------------
+
+# The parts of a definition that a version row stores; key, name and description live on
+# the journey, goals and conversions in their own journey-level rows.
+VERSION_PARTS = ("settings", "triggers", "exit_when", "steps")
+
+
+# jsonb turns a float written with an exponent (1e+16 and up) into an integer, and
+# PostgreSQL stores no NUL character in text or jsonb: both are refused before they reach
+# the database, so a definition is stored, and round-trips, the same on every database
+# (the API refuses such text in any body already; import_journey and the editor need this).
+LARGEST_STORABLE_FLOAT = 1e16
+
+
+def storable_text(text: str) -> bool:
+    """Whether PostgreSQL can store the text: no NUL, no unpaired surrogate."""
+    if "\x00" in text:
+        return False
+    try:
+        # An unpaired surrogate (a JSON \ud800 escape) cannot be encoded to reach the database.
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def storable_errors(data: object) -> list[dict]:
+    """Values in a JSON document that the database cannot store as they are, located."""
+    errors = []
+    stack: list[tuple[object, list]] = [(data, [])]
+    while stack:
+        value, loc = stack.pop()
+        if isinstance(value, str) and not storable_text(value):
+            errors.append(
+                {"loc": loc, "message": "Text must not contain NUL or unpaired surrogates"}
+            )
+        elif isinstance(value, float) and abs(value) >= LARGEST_STORABLE_FLOAT:
+            errors.append(
+                {
+                    "loc": loc,
+                    "message": "A decimal number must be below 10^16; write it without a decimal point",
+                }
+            )
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and not storable_text(key):
+                    errors.append(
+                        {"loc": loc, "message": "Names must not contain NUL or unpaired surrogates"}
+                    )
+                stack.append((item, [*loc, key]))
+        elif isinstance(value, list):
+            stack.extend((item, [*loc, index]) for index, item in enumerate(value))
+    return sorted(errors, key=lambda error: [str(part) for part in error["loc"]])
+
+
+def version_references(*, journey_key: str, definition: dict) -> tuple[set[str], set[str]]:
+    """The keys of this journey's conversions and goals that a stored version definition
+    uses directly (convert and evaluate_goal steps, triggers and exit rules)."""
+    conversions: set[str] = set()
+    goals: set[str] = set()
+    for step in definition.get("steps") or []:
+        if step.get("type") == "convert":
+            conversions.add(step.get("conversion"))
+        elif step.get("type") == "evaluate_goal":
+            goals.add(step.get("goal"))
+    rules = [
+        *(definition.get("exit_when") or []),
+        *(rule for rule in definition.get("triggers") or [] if rule.get("journey") == journey_key),
+    ]
+    for rule in rules:
+        if rule.get("journey") not in (None, journey_key):
+            continue
+        if rule.get("type") == "conversion":
+            conversions.add(rule.get("conversion"))
+        elif rule.get("type") == "goal":
+            goals.add(rule.get("goal"))
+    return conversions, goals

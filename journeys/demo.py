@@ -17,7 +17,13 @@ import itertools
 import random
 from datetime import datetime, timedelta
 
+from django.test import override_settings
 from django.utils import timezone
+
+from journeys.actions.events import ingest_events
+from journeys.actions.sweep import run_due
+from journeys.actions.versions import create_journey, publish_version, save_draft_version
+from journeys.models import Contact, Enrollment, Journey, JourneyVersion
 
 EMAIL_FOOTER = "\n\n— The Waypoint team\nUnsubscribe: reply STOP."
 
@@ -453,10 +459,6 @@ def seed_demo(*, contacts_per_day: int = 14, days: int = 56, seed: int = 7, out=
     or as a split test (`split_traffic`). Messages are delivered to a dummy backend, not to
     the example addresses. Refuses (ValueError) when the demo journeys exist already.
     """
-    from django.test import override_settings
-
-    from journeys.models import Journey
-
     if Journey.objects.filter(key__in=[s.definition["key"] for s in SCENARIOS]).exists():
         raise ValueError("The demo journeys already exist; seed_demo runs once per database.")
     with override_settings(
@@ -469,15 +471,6 @@ def seed_demo(*, contacts_per_day: int = 14, days: int = 56, seed: int = 7, out=
 
 
 def _play(*, contacts_per_day: int, days: int, rng: random.Random, out) -> dict:
-    from journeys.actions import (
-        create_journey,
-        ingest_events,
-        publish_version,
-        run_due,
-        save_draft_version,
-    )
-    from journeys.models import Contact, Enrollment, JourneyVersion
-
     end = timezone.now().replace(microsecond=0)
     start = end - timedelta(days=days)
     journeys = {}

@@ -14,6 +14,7 @@ import dataclasses
 import datetime
 import random
 from collections.abc import Callable, Iterable, Sequence
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from journeys.definition import (
@@ -27,6 +28,7 @@ from journeys.definition import (
     Definition,
     EvaluateGoal,
     EventCriterion,
+    EventTrigger,
     PropertyFilter,
     SendEmail,
     SendSms,
@@ -319,6 +321,15 @@ def rule_matches_event(rule, *, journey_key: str, name: str, properties: dict) -
     )
 
 
+def exit_reason(rule) -> str:
+    """What an enrollment's `exit_reason` says when an `exit_when` rule ended it."""
+    if rule.type == "event":
+        return f"exit_when: event '{rule.event}'"
+    target = rule.conversion if rule.type == "conversion" else rule.goal
+    where = f" of journey '{rule.journey}'" if rule.journey else ""
+    return f"exit_when: {rule.type} '{target}'{where}"
+
+
 def holdout_horizon(definition: Definition) -> datetime.timedelta:
     """How long a held-out enrollment stays active, taking no step: the longest the flow
     could wait (every wait of the version added up), so that it is measured over as long a
@@ -340,6 +351,73 @@ def choose_weighted(weights: Sequence[int], rng: random.Random) -> int:
         if point < 0:
             return index
     return len(weights) - 1
+
+
+# --- Event conversions ----------------------------------------------------------------------
+#
+# Whether an incoming event earns an event-based conversion for one enrollment of its
+# contact. The caller has matched the event's name and `where` filters (`filters_match` with
+# `event_filters(conversion.event_where)`); these decide the rest.
+
+
+def event_filters(where: list) -> list:
+    """A conversion's stored `event.where` as the filters `filters_match` takes."""
+    if not where:
+        return []
+    return EventTrigger.model_validate({"type": "event", "event": "x", "where": where}).where
+
+
+def event_earns_conversion(
+    *,
+    event_time: datetime.datetime,
+    entered_at: datetime.datetime,
+    active: bool,
+    window: datetime.timedelta | None,
+    published_at: datetime.datetime | None,
+    archived_at: datetime.datetime | None,
+) -> bool:
+    """Whether the event counts for the enrollment.
+
+    - Archive: a conversion counts for the enrollments of every version published while it
+      was active; archiving it (a new draft leaving it out) changes no live version.
+    - Entry time: only what the contact did once in the journey counts; a purchase sent (or
+      backfilled) from before the trigger is not this journey's conversion.
+    - Window: while the enrollment is active, and, after it ended, until `window` past entry.
+    """
+    if archived_at is not None and (published_at is None or published_at > archived_at):
+        return False
+    if event_time < entered_at:
+        return False
+    return active or bool(window and event_time <= entered_at + window)
+
+
+def event_conversion_value(*, value_property: str, default: Decimal, properties: dict) -> Decimal:
+    """The award's value: the event's `value_property` when it holds a number from 0 to
+    10^12 (rounded to cents), else the conversion's own value."""
+    if value_property:
+        raw = properties.get(value_property)
+        if not isinstance(raw, bool) and isinstance(raw, int | float | str):
+            try:
+                value = Decimal(str(raw)).quantize(Decimal("0.01"))
+            except (InvalidOperation, ValueError):
+                value = None
+            if value is not None and value.is_finite() and 0 <= value < Decimal("1e12"):
+                return value
+    return default
+
+
+# --- Contacts and retries -------------------------------------------------------------------
+
+
+def contact_data(external_id: str, email: str, attributes: dict | None) -> dict:
+    """The contact as templates and criteria see it: plain data, never a model object."""
+    return {"external_id": external_id, "email": email, "attributes": dict(attributes or {})}
+
+
+def retry_delay(attempts: int) -> datetime.timedelta:
+    """Back-off before the next try of a failed enrollment or message: 30 s, doubling, at
+    most an hour."""
+    return datetime.timedelta(seconds=min(30 * 2 ** max(attempts - 1, 0), 3600))
 
 
 # --- Steps ----------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Reads of journeys that join or aggregate, each written once with its prefetches.
 
-journeys asks conversions for nothing at import time (DESIGN.md): conversion and goal rows
-are imported inside the functions that read them.
+The journeys pages, API and engine sit above conversions (docs/architecture.md, "Layers"), so
+these reads join conversion rows freely; reads of goals and conversions alone live in
+`conversions.selectors`.
 """
 
 import dataclasses
@@ -11,91 +12,19 @@ from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from pydantic import ValidationError
 
-from journeys.definition import Definition, format_duration, render_definition
-from journeys.models import Enrollment, Event, Journey, JourneyVersion, OutboxMessage
-
-# The parts of a definition that a version row stores; key, name and description live on
-# the journey, goals and conversions in their own journey-level rows.
-VERSION_PARTS = ("settings", "triggers", "exit_when", "steps")
-
-
-def conversion_definition(conversion) -> dict:
-    """A conversion row as the definition writes it (canonical field order and omissions)."""
-    data = {
-        "key": conversion.key,
-        "name": conversion.name,
-        "value": float(conversion.value),
-        "counting": conversion.counting,
-    }
-    if conversion.window:
-        data["window"] = format_duration(conversion.window)
-    if conversion.event_name:
-        event = {"event": conversion.event_name}
-        if conversion.event_where:
-            event["where"] = conversion.event_where
-        if conversion.value_property:
-            event["value_property"] = conversion.value_property
-        data["event"] = event
-    if conversion.description:
-        data["description"] = conversion.description
-    return data
-
-
-def goal_definition(goal) -> dict:
-    """A goal row as the definition writes it; needs `conversion` selected."""
-    data = {"key": goal.key, "name": goal.name, "criteria": goal.criteria}
-    if goal.conversion_id is not None:
-        data["conversion"] = goal.conversion.key
-    if goal.description:
-        data["description"] = goal.description
-    return data
-
-
-def version_references(*, journey_key: str, definition: dict) -> tuple[set[str], set[str]]:
-    """The keys of this journey's conversions and goals that a stored version definition
-    uses directly (convert and evaluate_goal steps, triggers and exit rules)."""
-    conversions: set[str] = set()
-    goals: set[str] = set()
-    for step in definition.get("steps") or []:
-        if step.get("type") == "convert":
-            conversions.add(step.get("conversion"))
-        elif step.get("type") == "evaluate_goal":
-            goals.add(step.get("goal"))
-    rules = [
-        *(definition.get("exit_when") or []),
-        *(rule for rule in definition.get("triggers") or [] if rule.get("journey") == journey_key),
-    ]
-    for rule in rules:
-        if rule.get("journey") not in (None, journey_key):
-            continue
-        if rule.get("type") == "conversion":
-            conversions.add(rule.get("conversion"))
-        elif rule.get("type") == "goal":
-            goals.add(rule.get("goal"))
-    return conversions, goals
-
-
-def _goals_and_conversions(journey: Journey, version: JourneyVersion) -> tuple[list, list]:
-    """The journey's current goals and conversions, plus any archived ones this version
-    still uses, so that an older version's definition stays complete."""
-    from conversions.models import Conversion, Goal
-
-    used_conversions, used_goals = version_references(
-        journey_key=journey.key, definition=version.definition
-    )
-    goals = list(
-        Goal.objects.filter(journey=journey)
-        .filter(Q(archived_at__isnull=True) | Q(key__in=used_goals))
-        .select_related("conversion")
-        .order_by("position", "key")
-    )
-    used_conversions |= {goal.conversion.key for goal in goals if goal.conversion_id}
-    conversions = list(
-        Conversion.objects.filter(journey=journey)
-        .filter(Q(archived_at__isnull=True) | Q(key__in=used_conversions))
-        .order_by("position", "key")
-    )
-    return goals, conversions
+from conversions.models import Conversion, ConversionAward, GoalAchievement
+from conversions.selectors import (
+    active_goals_and_conversions,
+    conversion_definition,
+    goal_definition,
+    version_goals_and_conversions,
+)
+from journeys.definition import (
+    VERSION_PARTS,
+    Definition,
+    render_definition,
+)
+from journeys.models import Contact, Enrollment, Event, Journey, JourneyVersion, OutboxMessage
 
 
 def latest_version(*, journey: Journey) -> JourneyVersion | None:
@@ -121,7 +50,7 @@ def journey_definition(*, journey: Journey, version: JourneyVersion | None = Non
         data["goals"] = stored.get("goals", [])
         data["conversions"] = stored.get("conversions", [])
     elif version is not None:
-        goals, conversions = _goals_and_conversions(journey, version)
+        goals, conversions = version_goals_and_conversions(journey, version)
         data["goals"] = [goal_definition(goal) for goal in goals]
         data["conversions"] = [conversion_definition(conversion) for conversion in conversions]
     try:
@@ -129,29 +58,6 @@ def journey_definition(*, journey: Journey, version: JourneyVersion | None = Non
     except ValidationError:
         # Only an invalid draft gets here; it is returned as saved so nothing is lost.
         return data
-
-
-def active_goals_and_conversions() -> tuple[Prefetch, Prefetch]:
-    """Prefetches of a journey's active goals (with their conversion) and active
-    conversions, in definition order, as `active_goals` and `active_conversions`."""
-    from conversions.models import Conversion, Goal
-
-    return (
-        Prefetch(
-            "goals",
-            queryset=Goal.objects.filter(archived_at__isnull=True)
-            .select_related("conversion")
-            .order_by("position", "key"),
-            to_attr="active_goals",
-        ),
-        Prefetch(
-            "conversions",
-            queryset=Conversion.objects.filter(archived_at__isnull=True).order_by(
-                "position", "key"
-            ),
-            to_attr="active_conversions",
-        ),
-    )
 
 
 def journey_list() -> QuerySet[Journey]:
@@ -210,8 +116,6 @@ def journey_list_rows(*, search: str = "", status: str = "") -> list[JourneyRow]
     journey's enrollments that were not held out and `converted` those of them with at
     least one award of that conversion.
     """
-    from conversions.models import Conversion, ConversionAward
-    from journeys.models import Enrollment
 
     first_conversion = Conversion.objects.filter(
         journey=OuterRef("pk"), archived_at__isnull=True
@@ -365,7 +269,6 @@ class TimelineEntry:
 def contact_search(*, query: str = "", limit: int = 50) -> list:
     """Contacts whose email or external id contains the query, newest first, with their
     enrollment and conversion counts (1 query)."""
-    from journeys.models import Contact
 
     contacts = Contact.objects.annotate(
         enrollment_count=Count("enrollments", distinct=True),
@@ -379,8 +282,6 @@ def contact_search(*, query: str = "", limit: int = 50) -> list:
 def contact_timeline(*, contact, limit: int = 200) -> list[TimelineEntry]:
     """Everything that happened to a contact, newest first: events, enrollments (with the
     path taken), messages, goals achieved and conversions awarded (5 queries)."""
-    from conversions.models import ConversionAward, GoalAchievement
-    from journeys.models import OutboxMessage
 
     entries = [
         TimelineEntry(
@@ -494,37 +395,6 @@ def editor_definition(*, journey: Journey, version: JourneyVersion | None) -> di
         return data
 
 
-def rule_choices() -> tuple[list, list]:
-    """Every active conversion and goal of every journey, as ("journey:key", label) choices
-    for triggers and exit rules (2 queries)."""
-    from conversions.models import Conversion, Goal
-
-    def choices(model):
-        rows = (
-            model.objects.filter(archived_at__isnull=True)
-            .select_related("journey")
-            .only("key", "name", "journey__key", "journey__name")
-            .order_by("journey__name", "position", "key")
-        )
-        return [
-            (f"{row.journey.key}:{row.key}", f"{row.journey.name} → {row.name}") for row in rows
-        ]
-
-    return choices(Conversion), choices(Goal)
-
-
-def journey_revisions(*, journey: Journey, limit: int = 30) -> list:
-    """The newest dated changes to the journey's goals and conversions, with who made them
-    (1 query)."""
-    from conversions.models import Revision
-
-    return list(
-        Revision.objects.filter(journey=journey)
-        .select_related("conversion", "goal", "created_by")
-        .order_by("-created_at", "-id")[:limit]
-    )
-
-
 @dataclasses.dataclass(frozen=True)
 class EngineStatus:
     """What the workers have to do and what went wrong, for operators."""
@@ -541,7 +411,7 @@ class EngineStatus:
     oldest_due_seconds: dict
 
 
-def engine_status(*, now) -> EngineStatus:
+def engine_status(*, now: datetime.datetime) -> EngineStatus:
     """One aggregate query per queue of record, plus the age of each queue's oldest due item."""
 
     events = Event.objects.aggregate(
@@ -575,7 +445,7 @@ def engine_status(*, now) -> EngineStatus:
     )
 
 
-def due_work_ages(*, now) -> dict[str, float | None]:
+def due_work_ages(*, now: datetime.datetime) -> dict[str, float | None]:
     """Seconds the oldest item of each queue of record has been due; None when none is.
 
     Each query walks the partial index that the workers use to find the same work.

@@ -8,7 +8,10 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from journeys import actions
+from journeys.actions.enrollments import advance_due_enrollments
+from journeys.actions.events import process_pending_events
+from journeys.actions.messages import deliver_due_messages
+from journeys.actions.sweep import enqueue_due_work
 
 # Each task takes at most this many batches, then hands over (re-enqueuing itself if work
 # is left), so one long backlog is shared between workers.
@@ -23,22 +26,22 @@ def _limit() -> int:
 def process_events() -> int:
     done = 0
     while done < _limit():
-        processed = actions.process_pending_events(now=timezone.now())
+        processed = process_pending_events(now=timezone.now())
         done += processed
         # A batch may leave a contact's later events for the next one: go on while any
         # progress is made, not only after full batches.
         if not processed:
             return done
-    actions.enqueue_due_work(now=timezone.now())
+    enqueue_due_work(now=timezone.now())
     return done
 
 
 @shared_task(name="journeys.advance_enrollments")
 def advance_enrollments() -> int:
     limit = _limit()
-    taken = actions.advance_due_enrollments(limit=limit, now=timezone.now())
+    taken = advance_due_enrollments(limit=limit, now=timezone.now())
     if taken >= limit:
-        actions.enqueue_due_work(now=timezone.now())
+        enqueue_due_work(now=timezone.now())
     return taken
 
 
@@ -46,14 +49,14 @@ def advance_enrollments() -> int:
 def deliver_messages() -> int:
     done = 0
     while done < _limit():
-        sent = actions.deliver_due_messages(now=timezone.now())
+        sent = deliver_due_messages(now=timezone.now())
         done += sent
         if sent < settings.ENGINE_BATCH_SIZE:
             return done
-    actions.enqueue_due_work(now=timezone.now())
+    enqueue_due_work(now=timezone.now())
     return done
 
 
 @shared_task(name="journeys.sweep")
 def sweep() -> list[str]:
-    return actions.enqueue_due_work(now=timezone.now())
+    return enqueue_due_work(now=timezone.now())

@@ -10,17 +10,17 @@ import dataclasses
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from journeys.actions import (
+from conversions.actions import save_conversion, save_goal
+from conversions.selectors import new_definition_key, resolve_journey_refs, rule_choices
+from journeys.actions.versions import (
     VersionStateError,
-    create_journey,
+    create_empty_journey,
     publish_version,
-    resolve_journey_refs,
     save_draft_version,
 )
 from journeys.definition import DefinitionError, parse_definition
@@ -54,7 +54,6 @@ from journeys.selectors import (
     journey_definition,
     journey_for_editor,
     journey_list_rows,
-    rule_choices,
 )
 
 VIEW = "journeys.view_journey"
@@ -97,11 +96,13 @@ def journey_create(request):
     form = JourneyCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        definition = {"key": data["key"], "name": data["name"], "steps": []}
-        if data["description"]:
-            definition["description"] = data["description"]
         try:
-            journey = _create_empty_journey(definition, request.user)
+            journey = create_empty_journey(
+                key=data["key"],
+                name=data["name"],
+                description=data["description"],
+                user=request.user,
+            )
         except DefinitionError as exc:
             for error in exc.errors:
                 field = (error.get("loc") or [None])[0]
@@ -109,17 +110,6 @@ def journey_create(request):
         else:
             return HttpResponseRedirect(reverse("journeys:editor", args=[journey.key]))
     return render(request, "journeys/create.html", {"nav": "journeys", "form": form})
-
-
-@transaction.atomic
-def _create_empty_journey(definition: dict, user) -> Journey:
-    """create_journey only takes a valid definition, and a valid one needs a step; the
-    marketer starts from an empty flow, so version 1 is made with a placeholder exit step
-    and at once replaced by the empty draft, in one transaction."""
-    seed = {**definition, "steps": [{"key": "end", "type": "exit"}]}
-    journey, _, _ = create_journey(definition=seed, user=user)
-    save_draft_version(journey=journey, definition=definition, user=user, allow_invalid=True)
-    return journey
 
 
 # --- The editor -----------------------------------------------------------------------------
@@ -372,9 +362,6 @@ def step_detail(request, key: str, step_key: str):
 def _create_picked_definitions(request, journey: Journey, form, step: dict) -> None:
     """ "New conversion…" / "New goal…" in a step form: create it through the panel's own
     actions, so a name that matches an existing one is refused, never duplicated."""
-    from conversions.actions import save_conversion, save_goal
-    from conversions.views import new_definition_key
-
     data = form.cleaned_data
     if step.get("type") == "convert" and step.get("conversion") == NEW:
         name = data["new_conversion"].strip()

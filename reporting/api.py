@@ -10,7 +10,7 @@ from typing import Literal
 
 from ninja import Field, Query, Router, Schema
 
-from config.api import ApiError, manage_auth
+from journeys.auth import ApiError, manage_auth
 from journeys.models import Journey
 from reporting import selectors
 

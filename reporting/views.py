@@ -2,17 +2,23 @@
 
 import csv
 
+from csp.constants import SELF, UNSAFE_INLINE
+from csp.decorators import csp_replace
 from django.contrib.auth.decorators import login_required, permission_required
 from django.db.models import F
 from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, render
 
-from config.security import allow_inline_styles
 from conversions.models import Conversion
 from journeys.models import Journey, JourneyVersion
 from reporting import charts, selectors, stats
 from reporting.forms import CsvForm, ReportFilterForm
 from reporting.tables import report_tables
+
+# The report inlines server-drawn SVG charts, and pygal writes a <style> element into each:
+# HTMX swaps new charts into the page after load, so a per-response nonce cannot cover them.
+# Scripts stay 'self' only; no other page gets this.
+allow_inline_styles = csp_replace({"style-src": [SELF, UNSAFE_INLINE]})
 
 VIEW = "journeys.view_journey"
 FILTER_FIELDS = ("conversion", "start", "end", "versions", "baseline")

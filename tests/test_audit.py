@@ -10,7 +10,8 @@ from django.urls import reverse
 from conversions.actions import save_conversion
 from conversions.models import Conversion, ConversionAward
 from conversions.tests.factories import ConversionAwardFactory
-from journeys.actions import create_journey, publish_version, revoke_api_key
+from journeys.actions.api_keys import revoke_api_key
+from journeys.actions.versions import create_journey, publish_version
 from journeys.audit import HistoryIsImmutable, audit_rows, journey_audit_entries
 from journeys.models import ApiKey, Journey, JourneyVersion
 from journeys.tests.factories import EnrollmentFactory

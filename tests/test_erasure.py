@@ -11,7 +11,9 @@ from django.urls import reverse
 
 from config.security import MaskEmailsFilter, mask_emails
 from conversions.models import ConversionAward
-from journeys import actions
+from journeys.actions.contacts import erase_contact
+from journeys.actions.events import ingest_events
+from journeys.actions.sweep import run_due
 from journeys.models import Contact, Enrollment, Event, OutboxMessage, StepVisit
 from journeys.tests.factories import ContactFactory
 from journeys.tests.flows import live_journey
@@ -40,17 +42,17 @@ def history():
         ContactFactory(
             external_id=name, email=f"{name}@example.com", attributes={"first_name": name.title()}
         )
-    actions.ingest_events(
+    ingest_events(
         events=[
             {"id": f"{name}-1", "contact": name, "name": "signed_up", "properties": {"by": name}}
             for name in ("ann", "bob")
         ]
     )
-    actions.run_due()
+    run_due()
     # Ann converts after the wait; Bob's enrollment is still active (waiting) when erased.
     ann = Enrollment.objects.get(contact__external_id="ann")
     Enrollment.objects.filter(pk=ann.pk).update(due_at=ann.started_at)
-    actions.run_due()
+    run_due()
     assert ConversionAward.objects.filter(contact__external_id="ann").count() == 1
     return journey
 
@@ -118,7 +120,7 @@ def test_erasing_an_active_contact_stops_its_journey(history, api):
     assert api.delete("/api/v1/contacts/bob").status_code == 204
     bob = Enrollment.objects.get(contact__erased_at__isnull=False)
     assert bob.state == Enrollment.State.EXITED and bob.exit_reason == "Contact erased"
-    actions.run_due()
+    run_due()
     assert len(mail.outbox) == 2  # nothing more was sent
 
 
@@ -126,7 +128,7 @@ def test_erasing_twice_is_harmless_and_new_data_makes_a_new_contact(history, api
     assert api.delete("/api/v1/contacts/ann").status_code == 204
     assert api.delete("/api/v1/contacts/ann").status_code == 404
     erased = Contact.objects.get(erased_at__isnull=False)
-    actions.erase_contact(contact=erased)
+    erase_contact(contact=erased)
     assert Contact.objects.get(pk=erased.pk).external_id == erased.external_id
     assert api.put("/api/v1/contacts/ann", {"email": "ann@example.com"}).status_code == 201
     assert Contact.objects.filter(external_id="ann").exclude(pk=erased.pk).exists()

@@ -35,7 +35,7 @@ def keep_test_connection():
 
 @pytest.fixture
 def auth_headers(db, keep_test_connection):
-    from journeys.actions import create_api_key
+    from journeys.actions.api_keys import create_api_key
     from journeys.tests.factories import ContactFactory, JourneyFactory
 
     # Something for the fuzzer's path parameters to find now and then.

@@ -7,7 +7,10 @@ import pytest
 from django.conf import settings
 from django.core import mail
 
-from journeys import actions, sms
+from journeys import sms
+from journeys.actions.events import ingest_events
+from journeys.actions.sweep import run_due
+from journeys.actions.versions import create_journey
 from journeys.definition import DefinitionError
 from journeys.models import Contact, OutboxMessage
 from journeys.templating import read_only
@@ -27,10 +30,10 @@ def _deliver(steps):
         email="ann@example.com",
         attributes={"phone": "+4400", "first_name": "Ann", "tags": ["a", "b"]},
     )
-    actions.ingest_events(
+    ingest_events(
         events=[{"id": "e1", "contact": "ann", "name": "signed_up", "properties": {}}], now=T0
     )
-    actions.run_due(now=T0)
+    run_due(now=T0)
 
 
 def test_a_template_cannot_mutate_the_data_the_next_message_sees():
@@ -107,7 +110,7 @@ def test_a_template_error_fails_that_message_with_a_readable_reason():
 def test_templates_that_would_reach_further_are_refused_when_saved(body):
     steps = [{"key": "mail", "type": "send_email", "subject": "Hi", "body": body, "next": None}]
     with pytest.raises(DefinitionError) as refused:
-        actions.create_journey(definition=definition(steps))
+        create_journey(definition=definition(steps))
     [error] = refused.value.errors
     assert error["loc"] == ["steps", 0, "body"]
     assert error["message"].startswith("Template syntax error")

@@ -16,7 +16,7 @@ from django.db import InterfaceError, OperationalError
 from django.test import Client, override_settings
 from django.utils import timezone
 
-from journeys.actions import create_journey
+from journeys.actions.versions import create_journey
 from journeys.models import Journey
 
 pytestmark = pytest.mark.django_db

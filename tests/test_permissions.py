@@ -17,7 +17,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from conversions.models import Conversion, Goal, Revision
-from journeys.actions import create_journey, publish_version, save_draft_version
+from journeys.actions.versions import create_journey, publish_version, save_draft_version
 from journeys.models import Contact, Journey, JourneyVersion, Step
 from journeys.tests.factories import ContactFactory, UserFactory
 from reporting import selectors

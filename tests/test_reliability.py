@@ -19,13 +19,9 @@ from django.db import connection
 from django.db.models import Count
 
 from conversions.models import ConversionAward
-from journeys.actions import (
-    EnrollmentRefused,
-    enroll_contact,
-    ingest_events,
-    process_pending_events,
-    run_due,
-)
+from journeys.actions.enrollments import EnrollmentRefused, enroll_contact
+from journeys.actions.events import ingest_events, process_pending_events
+from journeys.actions.sweep import run_due
 from journeys.models import Contact, Enrollment, Event, OutboxMessage, StepVisit
 from journeys.tests.factories import ContactFactory
 from journeys.tests.flows import live_journey
@@ -88,7 +84,7 @@ def _one_of_everything():
 @pytest.mark.django_db(transaction=True)
 def test_the_same_event_posted_three_times_concurrently_counts_once(client):
     needs_postgres()
-    from journeys.actions import create_api_key
+    from journeys.actions.api_keys import create_api_key
 
     _shop_and_thanks()
     ingest_events(events=[{"id": "s1", "contact": "ann", "name": "signed_up"}])
@@ -197,7 +193,7 @@ def test_the_three_award_paths_racing_in_workers_award_once_per_enrollment():
         if index == 0:
             process_pending_events(limit=contacts, now=later)
         else:
-            from journeys.actions import advance_due_enrollments
+            from journeys.actions.enrollments import advance_due_enrollments
 
             advance_due_enrollments(now=later)
 
@@ -383,7 +379,7 @@ def test_erasure_meeting_a_worker_batch_in_a_deadlock_is_retried_and_completes()
     erasure holds the contact and waits for the enrollment: PostgreSQL rolls the erasure
     back, and erase_contact tries again once the batch has committed."""
     needs_postgres()
-    from journeys.actions import erase_contact
+    from journeys.actions.contacts import erase_contact
 
     live_journey(WAITING, **SHOP)
     ingest_events(events=[{"id": "s1", "contact": "ann", "name": "signed_up"}])

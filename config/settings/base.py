@@ -222,7 +222,7 @@ AXES_LOCKOUT_CALLABLE = "config.security.lockout_response"
 
 # Content security policy (django-csp): everything from this origin, no inline script or
 # <style> at all (the report page alone relaxes style-src for its SVG charts:
-# config.security.allow_inline_styles); style attributes stay allowed because pygal's SVG
+# reporting.views.allow_inline_styles); style attributes stay allowed because pygal's SVG
 # uses one.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {

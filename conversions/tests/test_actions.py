@@ -12,7 +12,7 @@ from conversions.actions import (
 )
 from conversions.models import Conversion, Goal, Revision
 from conversions.tests.factories import ConversionFactory, GoalFactory
-from journeys.actions import create_journey, publish_version
+from journeys.actions.versions import create_journey, publish_version
 from journeys.definition import DefinitionError, parse_definition
 from journeys.tests.contract_example import CONTRACT_EXAMPLE, simple_definition
 from journeys.tests.factories import JourneyFactory, JourneyVersionFactory, UserFactory

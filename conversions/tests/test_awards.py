@@ -7,10 +7,16 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
-from conversions.actions import award_conversion, record_goal_achievement
+from conversions.actions import (
+    AchievementRequest,
+    AwardRequest,
+    award_conversions,
+    record_goal_achievements,
+)
 from conversions.models import ConversionAward, Counting, GoalAchievement
 from conversions.tests.factories import ConversionFactory, GoalFactory
-from journeys.actions import ingest_events, run_due
+from journeys.actions.events import ingest_events
+from journeys.actions.sweep import run_due
 from journeys.models import Enrollment, Event
 from journeys.tests.factories import ContactFactory, EnrollmentFactory, EventFactory
 from journeys.tests.flows import live_journey
@@ -18,9 +24,17 @@ from journeys.tests.flows import live_journey
 T0 = datetime.datetime(2026, 3, 2, 9, 0, tzinfo=datetime.UTC)
 
 
-def award(conversion, enrollment, **kwargs):
-    kwargs.setdefault("source", ConversionAward.Source.API)
-    return award_conversion(conversion=conversion, enrollment=enrollment, now=T0, **kwargs)
+def award(conversion, enrollment, *, source=ConversionAward.Source.CONVERT_STEP, **kwargs):
+    """One award through `award_conversions`, as the engine makes them; True when counted."""
+    source_event = kwargs.pop("source_event", None)
+    if source_event is not None:
+        kwargs.update(
+            source_event_id=source_event.pk,
+            dedupe_key=kwargs.get("dedupe_key") or f"event:{source_event.pk}",
+            cause_depth=source_event.depth,
+        )
+    request = AwardRequest(conversion=conversion, enrollment=enrollment, source=source, **kwargs)
+    return award_conversions(requests=[request], now=T0) == 1
 
 
 @pytest.mark.django_db
@@ -28,10 +42,10 @@ def test_once_per_enrollment_counts_the_first_award_only():
     enrollment = EnrollmentFactory()
     conversion = ConversionFactory(journey=enrollment.journey, value=Decimal("12.50"))
     assert award(conversion, enrollment) is True
-    assert award(conversion, enrollment, source=ConversionAward.Source.CONVERT_STEP) is False
+    assert award(conversion, enrollment, source=ConversionAward.Source.GOAL) is False
     stored = ConversionAward.objects.get()
     assert (stored.source, stored.value, stored.counting) == (
-        "api",
+        "convert_step",
         Decimal("12.50"),
         "once_per_enrollment",
     )
@@ -82,8 +96,11 @@ def test_award_events_carry_the_depth_and_are_dropped_past_eight(caplog):
 def test_goal_achievement_is_recorded_once_with_its_event():
     enrollment = EnrollmentFactory()
     goal = GoalFactory(journey=enrollment.journey)
-    record_goal_achievement(goal=goal, enrollment=enrollment, now=T0, step_key="check")
-    record_goal_achievement(goal=goal, enrollment=enrollment, now=T0, step_key="check")
+    for _ in range(2):
+        record_goal_achievements(
+            requests=[AchievementRequest(goal=goal, enrollment=enrollment, step_key="check")],
+            now=T0,
+        )
     assert GoalAchievement.objects.count() == 1
     event = Event.objects.get(name="goal_achieved")
     assert event.properties["key"] == goal.key and event.properties["step"] == "check"

@@ -5,7 +5,7 @@ journeys."""
 import pytest
 
 from conversions.models import Conversion, Goal, Revision
-from journeys.actions import create_journey, publish_version
+from journeys.actions.versions import create_journey, publish_version
 
 pytestmark = pytest.mark.django_db
 

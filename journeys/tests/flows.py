@@ -3,7 +3,7 @@
 import copy
 import itertools
 
-from journeys.actions import create_journey, publish_version
+from journeys.actions.versions import create_journey, publish_version
 
 _keys = itertools.count(1)
 

@@ -10,7 +10,18 @@ from django.core import mail
 from django.utils import timezone
 
 from conversions.models import ConversionAward, GoalAchievement
-from journeys import actions, sms
+from journeys import sms
+from journeys.actions.enrollments import (
+    EnrollmentRefused,
+    _claim_due_enrollments,
+    advance_due_enrollments,
+    enroll_contact,
+    retry_enrollments,
+)
+from journeys.actions.events import ingest_events, process_pending_events
+from journeys.actions.messages import MESSAGE_MAX_ATTEMPTS
+from journeys.actions.sweep import run_due
+from journeys.bulk import bulk_update_rows, insert_rows
 from journeys.models import Contact, Enrollment, Event, OutboxMessage, StepVisit
 from journeys.tests.factories import ContactFactory
 from journeys.tests.flows import live_journey
@@ -42,7 +53,7 @@ PAID = {"key": "paid", "name": "Paid", "value": 49.0}
 
 def send(*events, now=None):
     """Ingest events given as (id, contact, name[, properties])."""
-    return actions.ingest_events(
+    return ingest_events(
         events=[
             {"id": e[0], "contact": e[1], "name": e[2], "properties": e[3] if len(e) > 3 else {}}
             for e in events
@@ -52,7 +63,7 @@ def send(*events, now=None):
 
 
 def run(now=None):
-    return actions.run_due(now=now)
+    return run_due(now=now)
 
 
 def test_trigger_event_runs_the_contact_through_every_step_and_delivers_the_email():
@@ -341,7 +352,7 @@ def test_holdout_share_takes_no_step_but_event_conversions_still_count():
 
 
 def test_traffic_split_sends_new_enrollments_to_both_live_versions_at_random():
-    from journeys.actions import publish_version, save_draft_version
+    from journeys.actions.versions import publish_version, save_draft_version
     from journeys.selectors import journey_definition
 
     journey, first = live_journey(
@@ -420,7 +431,7 @@ def test_conversion_window_counts_events_after_the_enrollment_ended():
     send(("e1", "ann", "signed_up"), ("e2", "bob", "signed_up"), now=T0)
     run(now=T0)
     assert Enrollment.objects.filter(state=Enrollment.State.COMPLETED).count() == 2
-    actions.ingest_events(
+    ingest_events(
         events=[
             {
                 "id": "p1",
@@ -595,7 +606,7 @@ def test_delivery_retries_with_backoff_then_fails(settings):
         run(now=moment)
     message.refresh_from_db()
     assert message.status == OutboxMessage.Status.FAILED
-    assert message.attempts == actions.MESSAGE_MAX_ATTEMPTS
+    assert message.attempts == MESSAGE_MAX_ATTEMPTS
     assert "provider down" in message.error
 
 
@@ -603,7 +614,7 @@ def test_an_enrollment_that_keeps_failing_is_parked_without_blocking_others(sett
     settings.ENGINE_MAX_ATTEMPTS = 3
     live_journey(WAIT_STEPS, settings={"reentry": "concurrent", "holdout_percent": 0})
     send(("e1", "ann", "signed_up"), ("e2", "bob", "signed_up"), now=T0)
-    process = actions.process_pending_events(now=T0)
+    process = process_pending_events(now=T0)
     assert process == 2
     broken = Enrollment.objects.get(contact__external_id="ann")
     broken.current_step = "gone"
@@ -625,7 +636,7 @@ def test_an_enrollment_that_keeps_failing_is_parked_without_blocking_others(sett
 
     broken.current_step = "tag"
     broken.save(update_fields=["current_step"])
-    assert actions.retry_enrollments(enrollments=[broken], now=moment) == 1
+    assert retry_enrollments(enrollments=[broken], now=moment) == 1
     run(now=moment)
     broken.refresh_from_db()
     assert broken.state == Enrollment.State.COMPLETED and broken.last_error == ""
@@ -634,13 +645,13 @@ def test_an_enrollment_that_keeps_failing_is_parked_without_blocking_others(sett
 def test_a_leased_batch_is_taken_again_once_its_lease_runs_out(settings):
     live_journey(WAIT_STEPS)
     send(("e1", "ann", "signed_up"), now=T0)
-    actions.process_pending_events(now=T0)
+    process_pending_events(now=T0)
     # A worker claims the enrollment, then dies before writing anything.
-    ids, _ = actions._claim_due_enrollments(limit=10, now=T0)
+    ids, _ = _claim_due_enrollments(limit=10, now=T0)
     assert len(ids) == 1
-    assert actions.advance_due_enrollments(now=T0) == 0
+    assert advance_due_enrollments(now=T0) == 0
     lease_end = T0 + datetime.timedelta(seconds=settings.ENGINE_LEASE_SECONDS + 1)
-    assert actions.advance_due_enrollments(now=lease_end) == 1
+    assert advance_due_enrollments(now=lease_end) == 1
     enrollment = Enrollment.objects.get()
     assert enrollment.path == ["w"] and enrollment.attempts == 0
     assert StepVisit.objects.count() == 1
@@ -649,10 +660,10 @@ def test_a_leased_batch_is_taken_again_once_its_lease_runs_out(settings):
 def test_enroll_contact_refuses_a_second_entry_under_once():
     journey, _ = live_journey(WAIT_STEPS)
     contact = ContactFactory()
-    enrollment = actions.enroll_contact(journey=journey, contact=contact, now=T0)
+    enrollment = enroll_contact(journey=journey, contact=contact, now=T0)
     assert enrollment.current_step == "w" and enrollment.due_at == T0
-    with pytest.raises(actions.EnrollmentRefused, match="already been enrolled once"):
-        actions.enroll_contact(journey=journey, contact=contact, now=T0)
+    with pytest.raises(EnrollmentRefused, match="already been enrolled once"):
+        enroll_contact(journey=journey, contact=contact, now=T0)
 
 
 def test_run_due_command_processes_everything(capsys):
@@ -670,7 +681,7 @@ def test_run_due_command_processes_everything(capsys):
 
 
 def test_an_archived_event_conversion_still_counts_for_versions_published_before():
-    from journeys.actions import publish_version, save_draft_version
+    from journeys.actions.versions import publish_version, save_draft_version
     from journeys.selectors import journey_definition
 
     paid = {"key": "paid", "name": "Paid", "event": {"event": "purchase"}}
@@ -719,12 +730,9 @@ def test_insert_rows_splits_what_sqlite_cannot_take_in_one_statement():
         }
         for index in range(4000)
     ]
-    stored = actions.insert_rows(Event, rows, conflict_target="event_id", returning=("event_id",))
+    stored = insert_rows(Event, rows, conflict_target="event_id", returning=("event_id",))
     assert len(stored) == 4000
-    assert (
-        actions.insert_rows(Event, rows[:10], conflict_target="event_id", returning=("event_id",))
-        == []
-    )
+    assert insert_rows(Event, rows[:10], conflict_target="event_id", returning=("event_id",)) == []
     assert Event.objects.get(event_id="bulk-3999").properties == {"i": 3999}
 
 
@@ -758,7 +766,7 @@ def test_insert_rows_and_bulk_update_rows_store_any_text_and_json_as_given():
         }
         for index, text in enumerate(AWKWARD_TEXT)
     ]
-    actions.insert_rows(Event, rows)
+    insert_rows(Event, rows)
     stored = {event.event_id: event for event in Event.objects.all()}
     for row in rows:
         event = stored[row["event_id"]]
@@ -773,7 +781,7 @@ def test_insert_rows_and_bulk_update_rows_store_any_text_and_json_as_given():
     for contact, text in zip(contacts, AWKWARD_TEXT, strict=True):
         contact.email = text
         contact.attributes = {"note": text, text: None} if text else {}
-    actions.bulk_update_rows(Contact, contacts, ["email", "attributes"])
+    bulk_update_rows(Contact, contacts, ["email", "attributes"])
     for contact, text in zip(contacts, AWKWARD_TEXT, strict=True):
         contact.refresh_from_db()
         assert contact.email == text
@@ -783,12 +791,12 @@ def test_insert_rows_and_bulk_update_rows_store_any_text_and_json_as_given():
 def test_an_enrollment_whose_worker_died_every_time_is_parked_when_claimed(settings):
     live_journey(WAIT_STEPS)
     send(("e1", "ann", "signed_up"), ("e2", "bob", "signed_up"), now=T0)
-    actions.process_pending_events(now=T0)
+    process_pending_events(now=T0)
     # ann's batch was leased ENGINE_MAX_ATTEMPTS times and never written: its worker died.
     Enrollment.objects.filter(contact__external_id="ann").update(
         attempts=settings.ENGINE_MAX_ATTEMPTS
     )
-    ids, _ = actions._claim_due_enrollments(limit=10, now=T0)
+    ids, _ = _claim_due_enrollments(limit=10, now=T0)
     bob = Enrollment.objects.get(contact__external_id="bob")
     assert ids == [bob.pk] and bob.attempts == 1 and bob.leased_until is not None
     ann = Enrollment.objects.get(contact__external_id="ann")

@@ -7,7 +7,7 @@ from django.contrib.messages import get_messages
 from django.urls import reverse
 from django.utils import timezone
 
-from journeys.actions import authenticate_api_key, create_api_key, hash_api_key
+from journeys.actions.api_keys import authenticate_api_key, create_api_key, hash_api_key
 from journeys.models import ApiKey, Enrollment, JourneyVersion, OutboxMessage, Step, StepVisit
 from journeys.tests.factories import (
     ContactFactory,

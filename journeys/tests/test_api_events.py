@@ -5,7 +5,7 @@ import datetime
 import pytest
 from django.utils import timezone
 
-from journeys.actions import run_due
+from journeys.actions.sweep import run_due
 from journeys.models import Contact, Enrollment, Event
 from journeys.tests.flows import live_journey
 

@@ -414,7 +414,7 @@ def test_unknown_key_is_a_401(client):
 
 
 def test_revoked_key_is_a_401(client):
-    from journeys.actions import create_api_key, revoke_api_key
+    from journeys.actions.api_keys import create_api_key, revoke_api_key
 
     key, raw = create_api_key(name="old")
     revoke_api_key(key=key)

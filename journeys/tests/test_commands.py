@@ -6,7 +6,7 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
-from journeys.actions import authenticate_api_key
+from journeys.actions.api_keys import authenticate_api_key
 from journeys.models import ApiKey, Journey, JourneyVersion
 from journeys.tests.contract_example import CONTRACT_EXAMPLE, contract_example, simple_definition
 

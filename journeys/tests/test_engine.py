@@ -2,6 +2,7 @@
 
 import datetime
 import random
+from decimal import Decimal
 
 import pytest
 
@@ -408,3 +409,80 @@ def test_rules_match_events_conversions_and_goals_of_the_right_journey():
     # exit_when's journey defaults to this one
     assert matches(defn.exit_when[0], "conversion", {"journey": "j", "key": "paid"})
     assert not matches(defn.exit_when[0], "conversion", {"journey": "other", "key": "paid"})
+
+
+# --- Event conversions: whether an event earns a conversion, and its value -------------------
+
+ENTERED = NOW - datetime.timedelta(days=3)
+DAY = datetime.timedelta(days=1)
+
+
+def earns(*, event_time=NOW, active=True, window=None, published_at=None, archived_at=None):
+    return engine.event_earns_conversion(
+        event_time=event_time,
+        entered_at=ENTERED,
+        active=active,
+        window=window,
+        published_at=published_at,
+        archived_at=archived_at,
+    )
+
+
+def test_an_event_earns_the_conversion_while_the_enrollment_is_active():
+    assert earns(active=True)
+    assert earns(active=True, event_time=ENTERED)
+
+
+def test_an_event_from_before_the_contact_entered_never_earns_it():
+    assert not earns(event_time=ENTERED - datetime.timedelta(seconds=1))
+    assert not earns(event_time=ENTERED - DAY, window=30 * DAY)
+
+
+def test_after_the_enrollment_ended_only_the_window_after_entry_counts():
+    assert not earns(active=False)
+    assert earns(active=False, window=3 * DAY, event_time=ENTERED + 3 * DAY)
+    assert not earns(active=False, window=3 * DAY, event_time=ENTERED + 3 * DAY + DAY / 24)
+
+
+def test_an_archived_conversion_counts_only_for_versions_published_while_it_was_active():
+    archived = NOW - DAY
+    assert earns(published_at=archived - DAY, archived_at=archived)
+    assert earns(published_at=archived, archived_at=archived)
+    assert not earns(published_at=archived + DAY, archived_at=archived)
+    assert not earns(published_at=None, archived_at=archived)
+    assert earns(published_at=None, archived_at=None)
+
+
+@pytest.mark.parametrize(
+    ("properties", "expected"),
+    [
+        ({"amount": 49.999}, "50.00"),
+        ({"amount": "12.5"}, "12.50"),
+        ({"amount": 0}, "0.00"),
+        ({"amount": -3}, "9.00"),
+        ({"amount": 1e12}, "9.00"),
+        ({"amount": True}, "9.00"),
+        ({"amount": "lots"}, "9.00"),
+        ({"amount": "NaN"}, "9.00"),
+        ({}, "9.00"),
+    ],
+)
+def test_the_value_comes_from_the_event_when_it_holds_a_sane_amount(properties, expected):
+    value = engine.event_conversion_value(
+        value_property="amount", default=Decimal("9.00"), properties=properties
+    )
+    assert value == Decimal(expected)
+
+
+def test_without_a_value_property_the_conversion_keeps_its_own_value():
+    value = engine.event_conversion_value(
+        value_property="", default=Decimal("9.00"), properties={"amount": 5}
+    )
+    assert value == Decimal("9.00")
+
+
+def test_event_filters_read_a_stored_where_as_the_triggers_do():
+    filters = engine.event_filters([{"property": "plan", "op": "eq", "value": "pro"}])
+    assert engine.filters_match(filters, {"plan": "pro"})
+    assert not engine.filters_match(filters, {"plan": "free"})
+    assert engine.event_filters([]) == []

@@ -6,8 +6,8 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
+from journeys.bulk import array_literal
 from journeys.models import Contact, Enrollment
-from journeys.pgarray import array_literal
 from journeys.tests.factories import ContactFactory, EnrollmentFactory
 from journeys.tests.test_actions_engine import AWKWARD_TEXT
 

@@ -7,17 +7,13 @@ import pytest
 from django.db import transaction
 from hypothesis import HealthCheck, assume, given, settings
 
-from journeys.actions import (
-    create_journey,
-    publish_version,
-    save_draft_version,
-    storable_errors,
-)
+from journeys.actions.versions import create_journey, publish_version, save_draft_version
 from journeys.definition import (
     format_duration,
     parse_definition,
     parse_duration,
     render_definition,
+    storable_errors,
 )
 from journeys.selectors import journey_definition
 from journeys.tests.contract_example import CONTRACT_EXAMPLE

@@ -3,7 +3,10 @@
 import pytest
 from django.core import mail
 
-from journeys import actions, tasks
+from journeys import tasks
+from journeys.actions.enrollments import advance_due_enrollments
+from journeys.actions.events import ingest_events, process_pending_events
+from journeys.actions.sweep import enqueue_due_work
 from journeys.models import Enrollment, Event, OutboxMessage
 from journeys.tests.flows import live_journey
 
@@ -19,19 +22,19 @@ def test_sweep_names_each_kind_of_due_work_and_nothing_when_idle(
 ):
     from django.utils import timezone
 
-    assert actions.enqueue_due_work(now=timezone.now()) == []
+    assert enqueue_due_work(now=timezone.now()) == []
     live_journey(STEPS)
-    actions.ingest_events(events=[{"id": "e1", "contact": "ann", "name": "signed_up"}])
+    ingest_events(events=[{"id": "e1", "contact": "ann", "name": "signed_up"}])
     assert tasks.sweep() == ["process_events"]
-    actions.process_pending_events(now=timezone.now())
+    process_pending_events(now=timezone.now())
     assert tasks.sweep() == ["advance_enrollments"]
-    actions.advance_due_enrollments(now=timezone.now())
+    advance_due_enrollments(now=timezone.now())
     assert tasks.sweep() == ["deliver_messages"]
 
 
 def test_tasks_run_their_actions_until_nothing_is_due():
     live_journey(STEPS)
-    actions.ingest_events(
+    ingest_events(
         events=[{"id": f"e{i}", "contact": f"c{i}", "name": "signed_up"} for i in range(3)]
     )
     assert tasks.process_events() == 3

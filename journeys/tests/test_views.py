@@ -4,7 +4,7 @@ import pytest
 from django.urls import reverse
 
 from conversions.tests.factories import ConversionAwardFactory
-from journeys.actions import create_journey, publish_version, save_draft_version
+from journeys.actions.versions import create_journey, publish_version, save_draft_version
 from journeys.models import Journey, JourneyVersion
 from journeys.selectors import journey_definition
 from journeys.tests.factories import ContactFactory, EnrollmentFactory, EventFactory

@@ -416,7 +416,7 @@ def test_api_part_of_the_report_takes_five_queries(history, django_assert_num_qu
 def test_a_finished_split_keeps_its_sample_ratio_check():
     """Publishing the winner alone ends the split and clears `traffic`; the comparison of the
     split period is still randomized and still checked against the share it ran at."""
-    from journeys.actions import publish_version
+    from journeys.actions.versions import publish_version
 
     journey = JourneyFactory()
     ConversionFactory(journey=journey)

@@ -8,7 +8,8 @@ import pytest
 from playwright.sync_api import expect
 
 from conversions.tests.factories import ConversionFactory
-from journeys.actions import create_api_key, create_journey
+from journeys.actions.api_keys import create_api_key
+from journeys.actions.versions import create_journey
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from journeys.actions import create_api_key
+from journeys.actions.api_keys import create_api_key
 from journeys.models import ApiKey
 
 

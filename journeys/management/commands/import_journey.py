@@ -5,7 +5,12 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from journeys.actions import VersionStateError, create_journey, publish_version, save_draft_version
+from journeys.actions.versions import (
+    VersionStateError,
+    create_journey,
+    publish_version,
+    save_draft_version,
+)
 from journeys.definition import DefinitionError
 from journeys.models import Journey
 

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from journeys.actions import run_due
+from journeys.actions.sweep import run_due
 
 
 class Command(BaseCommand):

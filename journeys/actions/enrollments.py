@@ -1,0 +1,641 @@
+"""Enrollments: started (by the API or by events), advanced through the engine in leased
+batches, and retried from the admin.
+
+The database is the queue of record: enrollments carry `state`, `due_at` and a lease
+(`leased_until`, `attempts`). Workers claim bounded batches with SELECT ... FOR UPDATE SKIP
+LOCKED (on SQLite the IMMEDIATE transaction serialises writers instead); Celery messages
+only say that there is work.
+"""
+
+import dataclasses
+import json
+import logging
+import random
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from types import SimpleNamespace
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Case, F, Q, Value, When
+
+from conversions.actions import (
+    AchievementRequest,
+    AwardRequest,
+    award_conversions,
+    record_goal_achievements,
+)
+from conversions.models import ConversionAward
+from journeys import engine
+from journeys.bulk import array_literal, bulk_update_rows, claim, insert_rows
+from journeys.flows import Flow, live_flows, load_flows
+from journeys.models import (
+    Contact,
+    Enrollment,
+    Event,
+    Journey,
+    JourneyVersion,
+    OutboxMessage,
+    StepVisit,
+)
+from journeys.wakeups import wake
+
+logger = logging.getLogger(__name__)
+
+# Random choices of the engine (splits, holdouts, traffic); only the engine's inputs.
+_rng = random.Random()
+
+
+class EnrollmentRefused(Exception):
+    """A contact cannot be enrolled now: re-entry forbids it or nothing is live (409)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+_ENTRY_LOCKS = {"once": "once", "after_exit": "active", "concurrent": None}
+
+
+def _pick_version(versions: list[JourneyVersion]) -> JourneyVersion:
+    """One of a journey's live versions: at random by their traffic shares when two run
+    side by side."""
+    if len(versions) == 1:
+        return versions[0]
+    weights = [version.traffic or 100 for version in versions]
+    return versions[engine.choose_weighted(weights, _rng)]
+
+
+def new_enrollment(
+    *, flow: Flow, contact_id: int, now: datetime, trigger_event_id: int | None = None
+) -> Enrollment:
+    settings_ = flow.definition.settings
+    held_out = settings_.holdout_percent > 0 and _rng.random() * 100 < settings_.holdout_percent
+    return Enrollment(
+        contact_id=contact_id,
+        journey_id=flow.version.journey_id,
+        version=flow.version,
+        held_out=held_out,
+        current_step="" if held_out else flow.definition.first_step.key,
+        # A held-out enrollment takes no step and stays active as long as the flow could.
+        due_at=now + flow.holdout_horizon if held_out else now,
+        entry_lock=_ENTRY_LOCKS[settings_.reentry],
+        trigger_event_id=trigger_event_id,
+        started_at=now,
+    )
+
+
+def enroll_contact(
+    *, journey: Journey, contact: Contact, now: datetime, trigger_event: Event | None = None
+) -> Enrollment:
+    """Enroll a contact in the journey's live version (at random between two on a split).
+
+    Raises EnrollmentRefused when the journey has no live version or its re-entry rule
+    forbids another enrollment. Locks: the unique index entries of the new row; the
+    `enrollment_reentry` constraint refuses a second entry whatever races happen, so
+    running it twice enrolls once (under `once` and `after_exit`).
+    """
+    flows = live_flows().get(journey.pk)
+    if not flows or journey.status in (Journey.Status.PAUSED, Journey.Status.ARCHIVED):
+        raise EnrollmentRefused(f"Journey '{journey.key}' has no live version to enroll in.")
+    flow = pick_flow(flows)
+    enrollment = new_enrollment(
+        flow=flow,
+        contact_id=contact.pk,
+        now=now,
+        trigger_event_id=trigger_event.pk if trigger_event else None,
+    )
+    try:
+        with transaction.atomic():
+            enrollment.save(force_insert=True)
+            wake("advance_enrollments")
+    except IntegrityError:
+        reentry = flow.definition.settings.reentry
+        reason = (
+            "has already been enrolled once"
+            if reentry == "once"
+            else "is still active in it (re-entry: after_exit)"
+            if reentry == "after_exit"
+            else "was already enrolled by this event"
+        )
+        raise EnrollmentRefused(
+            f"Contact '{contact.external_id}' {reason}; journey '{journey.key}' does not "
+            "allow another enrollment."
+        ) from None
+    return enrollment
+
+
+def pick_flow(flows: list[Flow]) -> Flow:
+    version = _pick_version([flow.version for flow in flows])
+    return next(flow for flow in flows if flow.version.pk == version.pk)
+
+
+def end_fields(state: str, now: datetime, reason: str = "") -> dict:
+    # after_exit's lock ("active") is released when the enrollment ends; "once" stays. A
+    # failed enrollment keeps its current step, where a retry resumes.
+    fields = {
+        "state": state,
+        "ended_at": now,
+        "exit_reason": reason,
+        "due_at": None,
+        "waiting_for_goal": "",
+        "wait_until": None,
+        "leased_until": None,
+        "entry_lock": Case(When(entry_lock="active", then=Value(None)), default=F("entry_lock")),
+    }
+    if state != Enrollment.State.FAILED:
+        fields["current_step"] = ""
+    return fields
+
+
+def _claim_due_enrollments(*, limit: int, now: datetime) -> tuple[list[int], datetime]:
+    """Lease a batch of due enrollments: commit `leased_until` and one more attempt, so a
+    worker killed mid-batch leaves rows that another takes once the lease has run out, and
+    an enrollment that keeps killing workers is parked after ENGINE_MAX_ATTEMPTS."""
+    lease_until = now + timedelta(seconds=settings.ENGINE_LEASE_SECONDS)
+    if connection.vendor == "postgresql":
+        return _claim_due_enrollments_pg(limit=limit, now=now, lease_until=lease_until)
+    # Inside a batch's transaction (the next batch's lease, committed with it): no savepoint.
+    with transaction.atomic(savepoint=False):
+        claimed = claim(
+            Enrollment.objects.filter(state=Enrollment.State.ACTIVE, due_at__lte=now)
+            .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+            .order_by("due_at")
+            .values_list("pk", "attempts"),
+            limit,
+        )
+        _park_worn_out(
+            [pk for pk, attempts in claimed if attempts >= settings.ENGINE_MAX_ATTEMPTS], now=now
+        )
+        ids = sorted(pk for pk, attempts in claimed if attempts < settings.ENGINE_MAX_ATTEMPTS)
+        if ids:
+            Enrollment.objects.filter(pk__in=ids).update(
+                leased_until=lease_until, attempts=F("attempts") + 1
+            )
+    return ids, lease_until
+
+
+def _claim_due_enrollments_pg(
+    *, limit: int, now: datetime, lease_until: datetime
+) -> tuple[list[int], datetime]:
+    """`_claim_due_enrollments` in one statement: the claim (FOR UPDATE SKIP LOCKED, in
+    due order) and the lease, RETURNING the rows' attempts."""
+    table = Enrollment._meta.db_table
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        cursor.execute(
+            f"""UPDATE {table} SET leased_until = %s, attempts = attempts + 1
+                WHERE id IN (
+                    SELECT id FROM {table}
+                    WHERE state = %s AND due_at <= %s
+                      AND (leased_until IS NULL OR leased_until < %s)
+                    ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED
+                ) RETURNING id, attempts""",
+            [lease_until, Enrollment.State.ACTIVE, now, now, limit],
+        )
+        claimed = cursor.fetchall()
+        # attempts counts this claim now: more than the maximum means the maximum had run.
+        _park_worn_out(
+            [pk for pk, attempts in claimed if attempts > settings.ENGINE_MAX_ATTEMPTS], now=now
+        )
+    ids = sorted(pk for pk, attempts in claimed if attempts <= settings.ENGINE_MAX_ATTEMPTS)
+    return ids, lease_until
+
+
+def _park_worn_out(ids: list[int], *, now: datetime) -> None:
+    """Park enrollments whose runs were started ENGINE_MAX_ATTEMPTS times and never written:
+    each time the process running them died, so another try would most likely kill the next
+    one too."""
+    if ids:
+        Enrollment.objects.filter(pk__in=ids).update(
+            **end_fields(Enrollment.State.FAILED, now),
+            attempts=settings.ENGINE_MAX_ATTEMPTS,
+            last_error=f"Gave up after {settings.ENGINE_MAX_ATTEMPTS} attempts: the "
+            "process running it stopped before finishing each time.",
+        )
+
+
+def _record_failures(failures: dict[int, str], *, now: datetime) -> None:
+    """An enrollment whose step raised: retried later with backoff, parked as failed (with
+    its error, visible and retryable in the admin) after ENGINE_MAX_ATTEMPTS."""
+    for enrollment in Enrollment.objects.filter(pk__in=failures, state=Enrollment.State.ACTIVE):
+        error = failures[enrollment.pk][:2000]
+        if enrollment.attempts >= settings.ENGINE_MAX_ATTEMPTS:
+            Enrollment.objects.filter(pk=enrollment.pk).update(
+                **end_fields(Enrollment.State.FAILED, now), last_error=error
+            )
+        else:
+            Enrollment.objects.filter(pk=enrollment.pk).update(
+                due_at=now + engine.retry_delay(enrollment.attempts),
+                leased_until=None,
+                last_error=error,
+            )
+
+
+_ENROLLMENT_FIELDS = [
+    "state",
+    "current_step",
+    "due_at",
+    "waiting_for_goal",
+    "wait_until",
+    "path",
+    "ended_at",
+    "exit_reason",
+    "entry_lock",
+    "leased_until",
+    "attempts",
+    "last_error",
+]
+
+
+@dataclasses.dataclass(slots=True)
+class LeasedEnrollment:
+    """An enrollment as a batch reads and writes it: plain values, not a model instance
+    (building 500 of those, with every column converted, was a large share of a batch's
+    Python time). Awards take it as their `enrollment`: it has the ids, journey and version.
+    """
+
+    pk: int
+    contact_id: int
+    journey_id: int
+    version_id: int
+    held_out: bool
+    current_step: str
+    path: list
+    started_at: datetime
+    waiting_for_goal: str
+    wait_until: datetime | None
+    trigger_event_id: int | None
+    entry_lock: str | None
+    exit_reason: str
+    state: str = Enrollment.State.ACTIVE
+    due_at: datetime | None = None
+    ended_at: datetime | None = None
+    leased_until: datetime | None = None
+    attempts: int = 0
+    last_error: str = ""
+    journey: Journey | None = None
+    version: JourneyVersion | None = None
+
+
+# The columns a batch reads: the fields of LeasedEnrollment without a default, in their order.
+_LEASED_COLUMNS = [
+    field.name
+    for field in dataclasses.fields(LeasedEnrollment)
+    if field.default is dataclasses.MISSING
+]
+
+
+def _leased_enrollments(
+    ids: list[int], lease_until
+) -> tuple[list[LeasedEnrollment], dict[int, dict]]:
+    """The batch's enrollments still active under this lease, locked (FOR NO KEY UPDATE:
+    the foreign-key checks of the visits and awards inserted for them take KEY SHARE
+    locks, which this does not block) in id order; and their contacts as plain dicts (read
+    in the same query, not locked)."""
+    queryset = Enrollment.objects.filter(
+        pk__any=ids, state=Enrollment.State.ACTIVE, leased_until=lease_until
+    ).order_by("pk")
+    if connection.features.has_select_for_update:
+        queryset = queryset.select_for_update(no_key=True, of=("self",))
+    runs, contacts = [], {}
+    width = len(_LEASED_COLUMNS)
+    for row in queryset.values_list(
+        *_LEASED_COLUMNS, "contact__external_id", "contact__email", "contact__attributes"
+    ):
+        run = LeasedEnrollment(*row[:width])
+        runs.append(run)
+        contacts[run.contact_id] = engine.contact_data(*row[width:])
+    return runs, contacts
+
+
+def _advance_batch(
+    *, ids: list[int], lease_until: datetime, now: datetime
+) -> tuple[int, dict[int, str]]:
+    """Run the engine over leased enrollments and write the outcome in bulk; returns (steps
+    run, failures by enrollment id). Runs inside the caller's transaction."""
+    runs, contacts = _leased_enrollments(ids, lease_until)
+    if not runs:
+        return 0, {}
+    versions = {
+        version.pk: version
+        for version in JourneyVersion.objects.filter(
+            pk__any={run.version_id for run in runs}
+        ).select_related("journey")
+    }
+    flows = load_flows(versions=list(versions.values()))
+    criteria_starts = entry_times(
+        [run for run in runs if flows[run.version_id].event_names and not run.held_out]
+    )
+    events_by_contact = _criteria_events(runs, flows, now, criteria_starts)
+
+    failures: dict[int, str] = {}
+    results: list[tuple[LeasedEnrollment, engine.Outcome]] = []
+    steps_run = 0
+    for run in runs:
+        flow = flows[run.version_id]
+        run.version = flow.version
+        run.journey = flow.version.journey
+        try:
+            outcome = engine.advance(
+                state=engine.State(
+                    current_step=run.current_step,
+                    path=run.path,
+                    started_at=criteria_starts.get(run.pk, run.started_at),
+                    waiting_for_goal=run.waiting_for_goal,
+                    wait_until=run.wait_until,
+                    held_out=run.held_out,
+                ),
+                definition=flow.definition,
+                contact=contacts[run.contact_id],
+                events=events_by_contact.get(run.contact_id, ()),
+                rng=_rng,
+                now=now,
+                steps=flow.steps,
+            )
+            for award in outcome.awards:
+                if award.conversion not in flow.conversions:
+                    raise engine.EngineError(f"No conversion '{award.conversion}' in the journey")
+        except Exception as exc:
+            failures[run.pk] = f"{type(exc).__name__}: {exc}"
+            continue
+        steps_run += outcome.steps_run
+        results.append((run, outcome))
+
+    visits = []
+    visit_outcomes = []
+    messages = []
+    attribute_updates: dict[int, dict] = {}
+    awards = []
+    achievements = []
+    trigger_depths = _trigger_depths([run for run, o in results if o.awards or o.achievements])
+    for run, outcome in results:
+        for visit in outcome.visits:
+            if visit.new:
+                visits.append(
+                    {
+                        "enrollment": run.pk,
+                        "version": run.version_id,
+                        "step_key": visit.step_key,
+                        "outcome": visit.outcome,
+                        "seq": visit.seq,
+                        "entered_at": visit.entered_at,
+                    }
+                )
+            else:
+                visit_outcomes.append((run.pk, visit.seq, visit.outcome))
+        for message in outcome.messages:
+            messages.append((run, message))
+        if outcome.attribute_updates:
+            attribute_updates.setdefault(run.contact_id, {}).update(outcome.attribute_updates)
+        flow = flows[run.version_id]
+        depth = trigger_depths.get(run.trigger_event_id, 0)
+        for award in outcome.awards:
+            awards.append(
+                AwardRequest(
+                    conversion=flow.conversions[award.conversion],
+                    enrollment=run,
+                    source=ConversionAward.Source.GOAL
+                    if award.source == "goal"
+                    else ConversionAward.Source.CONVERT_STEP,
+                    step_key=award.step_key,
+                    dedupe_key=f"seq:{award.seq}",
+                    cause_depth=depth,
+                )
+            )
+        for achievement in outcome.achievements:
+            achievements.append(
+                AchievementRequest(
+                    goal=flow.goals[achievement.goal],
+                    enrollment=run,
+                    step_key=achievement.step_key,
+                    cause_depth=depth,
+                )
+            )
+        run.path = outcome.path
+        run.current_step = outcome.current_step
+        run.due_at = outcome.due_at
+        run.waiting_for_goal = outcome.waiting_for_goal
+        run.wait_until = outcome.wait_until
+        if outcome.ended:
+            run.state = outcome.state
+            run.ended_at = now
+            run.exit_reason = outcome.exit_reason
+            if run.entry_lock == "active":
+                run.entry_lock = None
+
+    if results:
+        bulk_update_rows(Enrollment, [run for run, _ in results], _ENROLLMENT_FIELDS)
+    visit_ids = {
+        (enrollment_id, seq): pk
+        for pk, enrollment_id, seq in insert_rows(
+            StepVisit, visits, returning=("id", "enrollment", "seq")
+        )
+    }
+    for enrollment_id, seq, label in visit_outcomes:
+        StepVisit.objects.filter(enrollment_id=enrollment_id, seq=seq).update(outcome=label)
+    if messages:
+        insert_rows(
+            OutboxMessage,
+            [
+                {
+                    "visit": visit_ids[(run.pk, message.seq)],
+                    "enrollment": run.pk,
+                    "contact": run.contact_id,
+                    "step_key": message.step_key,
+                    "channel": message.channel,
+                    "recipient": message.recipient,
+                    "subject": message.subject,
+                    "body": message.body,
+                    "status": OutboxMessage.Status.PENDING,
+                    "attempts": 0,
+                    "due_at": now,
+                    "error": "",
+                    "created_at": now,
+                }
+                for run, message in messages
+            ],
+        )
+        wake("deliver_messages")
+    if attribute_updates:
+        _update_contact_attributes(attribute_updates, now=now)
+    record_goal_achievements(requests=achievements, now=now)
+    award_conversions(requests=awards, now=now)
+    if awards or achievements:
+        wake("process_events")
+    return steps_run, failures
+
+
+def entry_times(enrollments) -> dict[int, datetime]:
+    """When the contact entered, for enrollments started by an event whose `timestamp` is
+    earlier than the time a worker processed it (`started_at`): criteria ("since the
+    enrollment started") and event conversions count from then, so an event sent right
+    after the trigger (or in the same request) counts even if both were processed together.
+    One query."""
+    ids = {e.trigger_event_id for e in enrollments if e.trigger_event_id}
+    sent = dict(Event.objects.filter(pk__any=ids).values_list("pk", "timestamp")) if ids else {}
+    return {
+        e.pk: min(e.started_at, sent[e.trigger_event_id])
+        for e in enrollments
+        if e.trigger_event_id in sent
+    }
+
+
+def _criteria_events(
+    enrollments, flows, now, starts: dict[int, datetime]
+) -> dict[int, list[engine.ContactEvent]]:
+    """The events that the batch's criteria can look at, in one query."""
+    names: set[str] = set()
+    since = now
+    for enrollment in enrollments:
+        flow = flows[enrollment.version_id]
+        if flow.event_names and not enrollment.held_out:
+            names |= flow.event_names
+            start = starts.get(enrollment.pk, enrollment.started_at)
+            if flow.lookback is not None:
+                start = min(start, now - flow.lookback)
+            since = min(since, start)
+    if not names:
+        return {}
+    events: dict[int, list[engine.ContactEvent]] = {}
+    rows = Event.objects.filter(
+        contact__any={e.contact_id for e in enrollments},
+        name__any=names,
+        timestamp__gte=since,
+        timestamp__lte=now,
+    ).values_list("contact_id", "name", "properties", "timestamp")
+    for contact_id, name, properties, timestamp in rows:
+        events.setdefault(contact_id, []).append(
+            engine.ContactEvent(name=name, properties=properties or {}, timestamp=timestamp)
+        )
+    return events
+
+
+def _trigger_depths(enrollments) -> dict[int, int]:
+    ids = {e.trigger_event_id for e in enrollments if e.trigger_event_id}
+    if not ids:
+        return {}
+    return dict(Event.objects.filter(pk__any=ids).values_list("pk", "depth"))
+
+
+def _update_contact_attributes(updates: dict[int, dict], *, now: datetime) -> None:
+    """Merge the batch's attribute updates into its contacts, keeping any update made in
+    between (by the API, say): on PostgreSQL one UPDATE merges in SQL (`attributes ||
+    changes`, under the row locks it takes in id order); elsewhere the rows are re-read
+    under a lock and written back."""
+    ids = sorted(updates)
+    if connection.vendor == "postgresql":
+        table = Contact._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""UPDATE {table} AS c
+                    SET attributes = COALESCE(c.attributes, '{{}}'::jsonb) || v.changes,
+                        updated_at = %s
+                    FROM unnest(%s::bigint[], %s::jsonb[]) AS v(id, changes)
+                    WHERE c.id = v.id AND c.id IN (
+                        SELECT id FROM {table} WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE
+                    )""",
+                [
+                    now,
+                    array_literal(ids),
+                    array_literal([json.dumps(updates[pk]) for pk in ids]),
+                    array_literal(ids),
+                ],
+            )
+        return
+    contacts = Contact.objects.filter(pk__any=ids).order_by("pk")
+    if connection.features.has_select_for_update:
+        contacts = contacts.select_for_update(no_key=True)
+    changed = [
+        SimpleNamespace(pk=pk, attributes={**(attributes or {}), **updates[pk]}, updated_at=now)
+        for pk, attributes in contacts.values_list("pk", "attributes")
+    ]
+    bulk_update_rows(Contact, changed, ["attributes", "updated_at"])
+
+
+def advance_due_enrollments(*, limit: int | None = None, now: datetime) -> int:
+    """Advance due enrollments in leased batches; returns how many enrollments were taken.
+
+    Each batch is leased (FOR UPDATE SKIP LOCKED, then `leased_until` and `attempts + 1`)
+    and committed before it runs: the first by a short transaction of its own, each next
+    one by the transaction of the batch before it. One transaction per batch re-reads the
+    rows FOR UPDATE still active under this lease, runs the engine, writes everything in
+    bulk (enrollment updates, step visits, outbox messages, contact attributes, goal
+    achievements, awards) and leases the next batch.
+    Safe to run twice and alongside any number of workers: a leased row is skipped by
+    others until its lease runs out, the write re-checks state and lease, and visits
+    (enrollment, seq), outbox rows (one per visit) and awards are unique in the database.
+    An enrollment whose step raises is retried with backoff and then parked as failed; a
+    batch whose write fails is retried one enrollment at a time, so one bad enrollment never
+    blocks the others.
+    """
+    batch_size = settings.ENGINE_BATCH_SIZE
+    limit = limit or batch_size
+    taken = 0
+    ids, lease_until = _claim_due_enrollments(limit=min(batch_size, limit), now=now)
+    while ids:
+        taken += len(ids)
+        full = len(ids) == min(batch_size, limit - taken + len(ids))
+        next_ids, next_lease = [], None
+        try:
+            with transaction.atomic():
+                _, failures = _advance_batch(ids=ids, lease_until=lease_until, now=now)
+                _record_failures(failures, now=now)
+                # The next batch's lease commits with this batch's writes: one commit a batch.
+                if full and taken < limit:
+                    next_ids, next_lease = _claim_due_enrollments(
+                        limit=min(batch_size, limit - taken), now=now
+                    )
+        except Exception:
+            logger.exception("Engine batch of %s enrollments failed; retrying one by one", len(ids))
+            for enrollment_id in ids:
+                try:
+                    with transaction.atomic():
+                        _, failures = _advance_batch(
+                            ids=[enrollment_id], lease_until=lease_until, now=now
+                        )
+                        _record_failures(failures, now=now)
+                except Exception as exc:
+                    logger.exception("Enrollment %s failed", enrollment_id)
+                    _record_failures({enrollment_id: f"{type(exc).__name__}: {exc}"}, now=now)
+            if full and taken < limit:
+                next_ids, next_lease = _claim_due_enrollments(
+                    limit=min(batch_size, limit - taken), now=now
+                )
+        ids, lease_until = next_ids, next_lease
+    return taken
+
+
+def retry_enrollments(*, enrollments: Iterable[Enrollment], now: datetime) -> int:
+    """Put failed enrollments back to work at the step they failed on (the admin's retry).
+
+    Locks: the rows it updates. Safe to run twice: only failed rows are touched; one whose
+    re-entry lock was taken meanwhile by a newer enrollment stays failed.
+    """
+    retried = 0
+    for enrollment in enrollments:
+        if enrollment.state != Enrollment.State.FAILED:
+            continue
+        lock = enrollment.entry_lock
+        if lock is None and _reentry(enrollment) == "after_exit":
+            lock = "active"
+        try:
+            with transaction.atomic():
+                retried += Enrollment.objects.filter(
+                    pk=enrollment.pk, state=Enrollment.State.FAILED
+                ).update(
+                    state=Enrollment.State.ACTIVE,
+                    due_at=now,
+                    ended_at=None,
+                    attempts=0,
+                    leased_until=None,
+                    entry_lock=lock,
+                )
+        except IntegrityError:
+            continue
+    if retried:
+        wake("advance_enrollments")
+    return retried
+
+
+def _reentry(enrollment: Enrollment) -> str:
+    return (enrollment.version.definition.get("settings") or {}).get("reentry", "once")

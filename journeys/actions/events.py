@@ -1,0 +1,246 @@
+"""Events: stored as they arrive (idempotent on their id), then matched by the workers
+against triggers, exit rules, event conversions and enrollments waiting on a goal.
+"""
+
+from datetime import datetime
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from conversions.actions import AwardRequest, award_conversions
+from conversions.models import Conversion, ConversionAward
+from journeys import engine
+from journeys.actions.contacts import contact_ids_by_external_id
+from journeys.actions.enrollments import end_fields, entry_times, new_enrollment, pick_flow
+from journeys.bulk import claim, insert_rows, retrying_deadlocks
+from journeys.flows import live_flows, load_flows
+from journeys.models import Enrollment, Event
+from journeys.wakeups import wake
+
+
+def _insert_events(rows: list[dict]) -> int:
+    """The number of rows actually stored: exact even when the same ids arrive concurrently
+    (which bulk_create(ignore_conflicts=True) cannot report)."""
+    return len(insert_rows(Event, rows, conflict_target="event_id", returning=("event_id",)))
+
+
+def ingest_events(
+    *, events: list[dict], source: str = Event.Source.API, now: datetime | None = None
+) -> tuple[int, int]:
+    """Store a validated batch of events and wake the event workers; returns (accepted,
+    duplicates). Each event is {"id", "contact", "name", "properties", "timestamp"}
+    (timestamp: an aware datetime or None for now); unknown contacts are created.
+
+    Locks: the unique index entries of the new contacts and events. Safe to run twice: an
+    event id already stored (or repeated in the batch) is skipped by the database and
+    counted as a duplicate, so a replayed batch stores and processes nothing.
+    """
+    now = now or timezone.now()
+    unique: dict[str, dict] = {}
+    for event in events:
+        unique.setdefault(event["id"], event)
+    with transaction.atomic():
+        contact_ids = contact_ids_by_external_id({event["contact"] for event in unique.values()})
+        rows = [
+            {
+                "event_id": event_id,
+                "contact": contact_ids[event["contact"]],
+                "name": event["name"],
+                "properties": event.get("properties") or {},
+                "timestamp": event.get("timestamp") or now,
+                "received_at": now,
+                "source": source,
+                "depth": 0,
+                "status": Event.Status.PENDING,
+                "attempts": 0,
+                "error": "",
+            }
+            for event_id, event in unique.items()
+        ]
+        accepted = _insert_events(rows) if rows else 0
+        if accepted:
+            wake("process_events")
+    return accepted, len(events) - accepted
+
+
+def process_pending_events(*, limit: int | None = None, now: datetime) -> int:
+    """Match a batch of pending events, in one transaction; returns how many were processed.
+    See `_process_event_batch`; a batch that PostgreSQL picks as a deadlock victim is rolled
+    back whole and tried again (at most 3 times, then left to the next run)."""
+    return retrying_deadlocks(
+        lambda: _process_event_batch(limit=limit, now=now), what="Event batch"
+    )
+
+
+def _process_event_batch(*, limit: int | None, now: datetime) -> int:
+    """Match a batch of pending events, in one transaction.
+
+    For each event, in order: awards of event-based conversions (to enrollments active, or
+    within the conversion's window, when the event arrived), exits by `exit_when`, wake-ups
+    of enrollments waiting on a goal, and new enrollments whose triggers match. A contact's
+    events after one that started or exited an enrollment are left for the next batch, so
+    that they see it. The events are marked processed in the same transaction.
+
+    Locks: the claimed event rows (FOR UPDATE SKIP LOCKED, so workers share the backlog),
+    then the enrollment rows it exits or wakes (each UPDATE re-checks `state='active'`, so an
+    enrollment a worker just ended is left alone). Safe to run twice: a processed event is
+    not pending any more, a rolled-back batch stays pending, and new enrollments and awards
+    are guarded by unique constraints (one enrollment per journey and trigger event, the
+    re-entry lock, the award counting constraints).
+    """
+    limit = limit or settings.ENGINE_BATCH_SIZE
+    with transaction.atomic():
+        events = claim(Event.objects.filter(status=Event.Status.PENDING).order_by("id"), limit)
+        if not events:
+            return 0
+        contact_ids = {event.contact_id for event in events}
+        names = {event.name for event in events}
+        live = live_flows()
+
+        # Archived ones too: a conversion archived after a version was published (by a
+        # draft that leaves it out) still counts for that version's enrollments.
+        conversions = list(
+            Conversion.objects.filter(event_name__in=names).select_related("journey")
+        )
+        windows = [conversion.window for conversion in conversions if conversion.window]
+        filters = {
+            conversion.pk: engine.event_filters(conversion.event_where)
+            for conversion in conversions
+        }
+        nearby = Q(state=Enrollment.State.ACTIVE)
+        if windows:
+            nearby |= Q(started_at__gte=min(event.timestamp for event in events) - max(windows))
+        enrollments = list(
+            Enrollment.objects.filter(nearby, contact_id__in=contact_ids).select_related(
+                "version__journey", "journey"
+            )
+        )
+        by_contact: dict[int, list[Enrollment]] = {}
+        for enrollment in enrollments:
+            by_contact.setdefault(enrollment.contact_id, []).append(enrollment)
+        flows = load_flows(versions=list({e.version_id: e.version for e in enrollments}.values()))
+        entered = entry_times(enrollments)
+
+        awards = []
+        exits: dict[str, set[int]] = {}
+        wakes: set[int] = set()
+        starts = []
+        # Once an event of a contact starts or exits an enrollment, that contact's later
+        # events wait for the next batch, which sees the change: events of one contact take
+        # effect in order, as if processed one by one.
+        changed_contacts: set[int] = set()
+        processed = []
+        for event in events:
+            if event.contact_id in changed_contacts:
+                continue
+            processed.append(event.pk)
+            mine = by_contact.get(event.contact_id, [])
+            for conversion in conversions:
+                if conversion.event_name != event.name or not engine.filters_match(
+                    filters[conversion.pk], event.properties
+                ):
+                    continue
+                for enrollment in mine:
+                    if enrollment.journey_id != conversion.journey_id:
+                        continue
+                    if engine.event_earns_conversion(
+                        event_time=event.timestamp,
+                        entered_at=entered.get(enrollment.pk, enrollment.started_at),
+                        active=enrollment.state == Enrollment.State.ACTIVE,
+                        window=conversion.window,
+                        published_at=enrollment.version.published_at,
+                        archived_at=conversion.archived_at,
+                    ):
+                        awards.append(
+                            AwardRequest(
+                                conversion=conversion,
+                                enrollment=enrollment,
+                                source=ConversionAward.Source.EVENT,
+                                value=engine.event_conversion_value(
+                                    value_property=conversion.value_property,
+                                    default=conversion.value,
+                                    properties=event.properties,
+                                ),
+                                source_event_id=event.pk,
+                                dedupe_key=f"event:{event.pk}",
+                                cause_depth=event.depth,
+                            )
+                        )
+            for enrollment in mine:
+                if enrollment.state != Enrollment.State.ACTIVE:
+                    continue
+                flow = flows[enrollment.version_id]
+                rule = next(
+                    (
+                        rule
+                        for rule in flow.definition.exit_when
+                        if engine.rule_matches_event(
+                            rule,
+                            journey_key=flow.version.journey.key,
+                            name=event.name,
+                            properties=event.properties,
+                        )
+                    ),
+                    None,
+                )
+                if rule is not None:
+                    exits.setdefault(engine.exit_reason(rule), set()).add(enrollment.pk)
+                    changed_contacts.add(event.contact_id)
+                elif enrollment.waiting_for_goal:
+                    wakes.add(enrollment.pk)
+            for journey_flows in live.values():
+                if any(
+                    engine.rule_matches_event(
+                        rule,
+                        journey_key=flow.version.journey.key,
+                        name=event.name,
+                        properties=event.properties,
+                    )
+                    for flow in journey_flows
+                    for rule in flow.definition.triggers
+                ):
+                    starts.append(
+                        new_enrollment(
+                            flow=pick_flow(journey_flows),
+                            contact_id=event.contact_id,
+                            now=now,
+                            trigger_event_id=event.pk,
+                        )
+                    )
+                    changed_contacts.add(event.contact_id)
+
+        # Enrollment rows first, in id order, then awards: the lock order every engine
+        # transaction follows, so a worker advancing the same enrollments (which holds their
+        # rows and then inserts awards) and this batch never wait for each other in a circle.
+        touched = sorted(set().union(wakes, *exits.values()))
+        if touched and connection.features.has_select_for_update:
+            list(
+                Enrollment.objects.filter(pk__in=touched)
+                .order_by("pk")
+                .select_for_update(no_key=True)
+                .values_list("pk", flat=True)
+            )
+        exited: set[int] = set()
+        for reason, ids in sorted(exits.items()):
+            ids -= exited
+            Enrollment.objects.filter(pk__in=sorted(ids), state=Enrollment.State.ACTIVE).update(
+                **end_fields(Enrollment.State.EXITED, now, reason)
+            )
+            exited |= ids
+        if wakes - exited:
+            Enrollment.objects.filter(
+                pk__in=sorted(wakes - exited), state=Enrollment.State.ACTIVE, due_at__gt=now
+            ).exclude(waiting_for_goal="").update(due_at=now)
+        award_conversions(requests=awards, now=now)
+        if starts:
+            # The re-entry lock and one-enrollment-per-trigger-event constraints refuse the
+            # enrollments that must not happen; the rest are stored.
+            Enrollment.objects.bulk_create(starts, ignore_conflicts=True)
+        if starts or wakes:
+            wake("advance_enrollments")
+        Event.objects.filter(pk__in=processed).update(
+            status=Event.Status.PROCESSED, processed_at=now, attempts=F("attempts") + 1
+        )
+    return len(processed)

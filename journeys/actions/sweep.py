@@ -1,0 +1,57 @@
+"""The sweep: whatever Celery messages were lost, the database says what work is due.
+
+`enqueue_due_work` (the periodic `journeys.sweep` task) wakes a worker for each kind of due
+work; `run_due` (`manage.py run_due`) does all of it in this process.
+"""
+
+from datetime import datetime
+
+from django.db.models import Q
+from django.utils import timezone
+
+from journeys.actions.enrollments import advance_due_enrollments
+from journeys.actions.events import process_pending_events
+from journeys.actions.messages import deliver_due_messages
+from journeys.models import Enrollment, Event, OutboxMessage
+from journeys.wakeups import wake
+
+
+def enqueue_due_work(*, now: datetime) -> list[str]:
+    """The periodic sweep: wake a worker for each kind of work the database holds due now,
+    whatever messages were lost. Returns the task names enqueued. Writes nothing."""
+    due = []
+    if Event.objects.filter(status=Event.Status.PENDING).exists():
+        due.append("process_events")
+    if Enrollment.objects.filter(
+        Q(leased_until__isnull=True) | Q(leased_until__lt=now),
+        state=Enrollment.State.ACTIVE,
+        due_at__lte=now,
+    ).exists():
+        due.append("advance_enrollments")
+    if OutboxMessage.objects.filter(
+        Q(leased_until__isnull=True) | Q(leased_until__lt=now),
+        status=OutboxMessage.Status.PENDING,
+        due_at__lte=now,
+    ).exists():
+        due.append("deliver_messages")
+    for task_name in due:
+        wake(task_name)
+    return due
+
+
+def run_due(*, now: datetime | None = None, max_rounds: int = 1000) -> dict[str, int]:
+    """Process every pending event, due enrollment and due message, in this process, until
+    nothing is due (`manage.py run_due`). Safe alongside workers: it claims work the same way.
+    Returns how many of each were handled."""
+    totals = {"events": 0, "enrollments": 0, "messages": 0}
+    for _ in range(max_rounds):
+        moment = now or timezone.now()
+        events = process_pending_events(now=moment)
+        enrollments = advance_due_enrollments(now=moment)
+        messages = deliver_due_messages(now=moment)
+        totals["events"] += events
+        totals["enrollments"] += enrollments
+        totals["messages"] += messages
+        if not (events or enrollments or messages):
+            break
+    return totals

@@ -1,0 +1,268 @@
+"""The engine's bulk SQL: rows in and out of PostgreSQL with a handful of parameters.
+
+- `array_literal`: PostgreSQL array literals built in Python. psycopg adapts a list
+  parameter element by element in Python (quoting each through a regular expression); for
+  the engine's batches (500 ids, a dozen columns of 500 values) that was a third of the
+  write path's Python time. Common columns (ints, plain strings, aware datetimes) are
+  joined in C through str.join and map, the rest quoted one by one. The caller casts the
+  parameter (`%s::bigint[]`), so the server parses the literal.
+- `field__any=[...]` (the `AnyOf` lookup, registered on import: `journeys.apps` imports this
+  module): membership in a list as one array parameter. `pk__any=ids` compiles to
+  `id = ANY(%s)` on PostgreSQL, where `pk__in=ids` writes one placeholder per value: for
+  batches of 500 ids, Django compiling and psycopg rewriting those placeholders cost more
+  Python than the query takes in the database. Other databases get the ordinary `IN (...)`.
+- `insert_rows` and `bulk_update_rows`: INSERT ... SELECT FROM unnest and UPDATE ... FROM
+  unnest, one array per column, instead of Django's bulk_create and bulk_update.
+- `claim` and `retrying_deadlocks`: how the workers take a batch and survive a deadlock.
+
+Nothing here knows a model of the app: every function takes the model it writes.
+"""
+
+import json
+import logging
+from datetime import datetime
+from decimal import Decimal
+from operator import attrgetter
+
+from django.db import OperationalError, connection
+from django.db.models import Field, ForeignObject, Lookup
+from django.db.models.lookups import In
+
+logger = logging.getLogger(__name__)
+
+
+def element(value) -> str:
+    """One value as an array element; TypeError for anything but plain values."""
+    if value is None:
+        return "NULL"
+    kind = type(value)
+    if kind is str:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if kind is bool:
+        return "t" if value else "f"
+    if kind is int or kind is Decimal:
+        return str(value)
+    if kind is datetime:
+        if value.tzinfo is None:
+            raise TypeError("naive datetime")
+        return '"' + value.isoformat() + '"'
+    raise TypeError(kind.__name__)
+
+
+def array_literal(values: list) -> str:
+    """`values` as a PostgreSQL array literal (`{1,2,3}`, `{"a","b"}`); TypeError when a
+    value is not plain (see `element`)."""
+    kinds = set(map(type, values))
+    if len(kinds) == 1:
+        kind = next(iter(kinds))
+        if kind is int:
+            return "{" + ",".join(map(str, values)) + "}"
+        if kind is str:
+            joined = "".join(values)
+            if '"' not in joined and "\\" not in joined:
+                return '{"' + '","'.join(values) + '"}'
+        if kind is datetime and None not in set(map(attrgetter("tzinfo"), values)):
+            return '{"' + '","'.join(map(datetime.isoformat, values)) + '"}'
+    return "{" + ",".join([element(value) for value in values]) + "}"
+
+
+@ForeignObject.register_lookup
+@Field.register_lookup
+class AnyOf(Lookup):
+    lookup_name = "any"
+    # The right-hand side is a list of plain values (ids), adapted by the driver.
+    prepare_rhs = False
+
+    def get_prep_lookup(self):
+        values = list(self.rhs)
+        if set(map(type, values)) - {int, str}:
+            raise TypeError(f"__any takes a list of ids or strings, not {self.rhs!r}")
+        return values
+
+    def as_sql(self, compiler, connection):
+        if connection.vendor != "postgresql" or not self.rhs:
+            return compiler.compile(In(self.lhs, self.rhs))
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        db_type = self.lhs.output_field.db_type(connection)
+        return f"{lhs} = ANY(%s::{db_type}[])", [*lhs_params, array_literal(self.rhs)]
+
+
+def _pg_values(field, values: list) -> list:
+    # psycopg adapts plain Python values (str, int, bool, Decimal, aware datetime, None)
+    # itself; JSON goes as text and is cast. Skipping get_db_prep_save per value halves the
+    # engine's Python time per batch.
+    if field.get_internal_type() == "JSONField":
+        return [None if value is None else json.dumps(value) for value in values]
+    return values
+
+
+def _pg_array(field, values: list) -> str | list:
+    """One column's values as an array parameter: an array literal built here for plain
+    values (psycopg quotes a list element by element in Python, a third of the engine's
+    write time), else the list for psycopg to adapt."""
+    values = _pg_values(field, values)
+    try:
+        return array_literal(values)
+    except TypeError:
+        return values
+
+
+def _pg_cast(field, connection_) -> str:
+    return f"%s::{field.db_type(connection_)}[]"
+
+
+def _pg_unnest(fields: list, columns: list[list]) -> tuple[list[str], list, str]:
+    """Rows as `FROM unnest(one array per column) AS u(c0, c1, ...)`: returns the expression
+    that reads each column, the parameters in the order they appear, and the FROM source.
+    A column with one value in every row (a batch's time, version, status) is sent once as
+    a scalar, the others as one array each; the first column always as an array, since
+    unnest() needs one to count the rows. The expressions come before the FROM source in
+    every statement using it, so their scalars come first in the parameters."""
+    selects, scalars, arrays, casts = [], [], [], []
+    for index, (field, values) in enumerate(zip(fields, columns, strict=True)):
+        first = values[0]
+        # list.count and set(map(type)) compare in C: most columns differ at once.
+        if index and values.count(first) == len(values) and len(set(map(type, values))) == 1:
+            selects.append(f"%s::{field.db_type(connection)}")
+            scalars.append(_pg_values(field, [first])[0])
+        else:
+            selects.append(f"u.c{len(arrays)}")
+            arrays.append(_pg_array(field, values))
+            casts.append(_pg_cast(field, connection))
+    names = ", ".join(f"c{index}" for index in range(len(arrays)))
+    return selects, [*scalars, *arrays], f"unnest({', '.join(casts)}) AS u({names})"
+
+
+def bulk_update_rows(model, objs: list, fields: list[str]) -> None:
+    """UPDATE rows by primary key in one statement: FROM unnest(one array per column) on
+    PostgreSQL, FROM (VALUES ...) elsewhere.
+
+    Django's bulk_update builds a CASE WHEN per field and row, which costs about 1 ms of
+    Python per row for a dozen fields; the engine writes every batch this way instead.
+    `objs` need `pk` and the fields' attnames.
+    """
+    if not objs:
+        return
+    model_fields = [model._meta.get_field(name) for name in fields]
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    pk_column = quote(model._meta.pk.column)
+    assignments = ", ".join(
+        f"{quote(field.column)} = v.column{index + 2}" for index, field in enumerate(model_fields)
+    )
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            selects, params, source = _pg_unnest(
+                [model._meta.pk, *model_fields],
+                [[obj.pk for obj in objs]]
+                + [[getattr(obj, field.attname) for obj in objs] for field in model_fields],
+            )
+            assignments = ", ".join(
+                f"{quote(field.column)} = {select}"
+                for field, select in zip(model_fields, selects[1:], strict=True)
+            )
+            cursor.execute(
+                f"UPDATE {table} SET {assignments} FROM {source} WHERE {table}.{pk_column} = "
+                f"{selects[0]}",
+                params,
+            )
+            return
+        row = "(" + ", ".join(["%s"] * (len(model_fields) + 1)) + ")"
+        for start in range(0, len(objs), 1000):
+            chunk = objs[start : start + 1000]
+            params = []
+            for obj in chunk:
+                params.append(obj.pk)
+                params.extend(
+                    field.get_db_prep_save(getattr(obj, field.attname), connection)
+                    for field in model_fields
+                )
+            cursor.execute(
+                f"UPDATE {table} SET {assignments} FROM (VALUES {', '.join([row] * len(chunk))}) "
+                f"AS v WHERE {table}.{pk_column} = v.column1",
+                params,
+            )
+
+
+def insert_rows(
+    model,
+    rows: list[dict],
+    *,
+    ignore_conflicts: bool = False,
+    conflict_target: str | None = None,
+    returning: tuple = (),
+) -> list[tuple]:
+    """INSERT rows (dicts by field name, the same fields in each) in one statement,
+    optionally ON CONFLICT DO NOTHING, RETURNING the given columns of the rows stored.
+
+    On PostgreSQL the values travel as one array per column (INSERT ... SELECT FROM unnest),
+    which keeps a 500-row insert to a handful of parameters; Django's bulk_create costs the
+    engine more in building model objects and a huge statement than the database spends
+    on the rows. It also cannot say which rows ON CONFLICT DO NOTHING skipped.
+    """
+    if not rows:
+        return []
+    fields = [model._meta.get_field(name) for name in rows[0]]
+    if connection.vendor != "postgresql":
+        # SQLite takes at most 32,766 parameters a statement.
+        size = max(1, 30000 // len(fields))
+        if len(rows) > size:
+            return [
+                found
+                for start in range(0, len(rows), size)
+                for found in insert_rows(
+                    model,
+                    rows[start : start + size],
+                    ignore_conflicts=ignore_conflicts,
+                    conflict_target=conflict_target,
+                    returning=returning,
+                )
+            ]
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(field.column) for field in fields)
+    sql = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) "
+    if connection.vendor == "postgresql":
+        selects, params, source = _pg_unnest(
+            fields, [[row[field.name] for row in rows] for field in fields]
+        )
+        sql += f"SELECT {', '.join(selects)} FROM {source}"
+    else:
+        params = []
+        for row in rows:
+            params.extend(field.get_db_prep_save(row[field.name], connection) for field in fields)
+        placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
+        sql += f"VALUES {', '.join([placeholder] * len(rows))}"
+    if conflict_target:
+        sql += f" ON CONFLICT ({quote(conflict_target)}) DO NOTHING"
+    elif ignore_conflicts:
+        sql += " ON CONFLICT DO NOTHING"
+    if returning:
+        sql += " RETURNING " + ", ".join(
+            quote(model._meta.get_field(name).column) for name in returning
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall() if returning else []
+
+
+def claim(queryset, limit: int) -> list:
+    """Up to `limit` rows of the queryset, locked FOR UPDATE SKIP LOCKED where the database
+    can (on SQLite the IMMEDIATE transaction serialises writers instead), so workers share a
+    backlog without waiting for each other."""
+    if connection.features.has_select_for_update_skip_locked:
+        queryset = queryset.select_for_update(skip_locked=True)
+    return list(queryset[:limit])
+
+
+def retrying_deadlocks(action, *, what: str):
+    """Run `action` (one transaction of its own) again when PostgreSQL rolls it back to
+    break a deadlock, at most 3 times in all. Not when the caller holds a transaction: its
+    locks, still held, would meet the same deadlock again."""
+    for attempt in range(3):
+        try:
+            return action()
+        except OperationalError as exc:
+            victim = getattr(exc.__cause__, "sqlstate", None) == "40P01"
+            if connection.in_atomic_block or not victim or attempt == 2:
+                raise
+            logger.warning("%s was a deadlock victim; trying again", what)

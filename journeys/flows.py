@@ -1,0 +1,98 @@
+"""Flows: a version's parsed definition with its journey's goals and conversions, as the
+engine's actions need it, parsed once per process.
+
+A published version never changes, and an edited goal or conversion changes the cache key,
+so a worker parses a definition once however many batches run on it.
+"""
+
+import dataclasses
+from datetime import timedelta
+
+from conversions.selectors import (
+    conversion_definition,
+    goal_definition,
+    goals_and_conversions_by_journey,
+)
+from journeys import engine
+from journeys.definition import VERSION_PARTS, Definition
+from journeys.models import Journey, JourneyVersion
+
+
+@dataclasses.dataclass
+class Flow:
+    version: JourneyVersion
+    definition: Definition
+    steps: dict
+    conversions: dict  # key -> Conversion row
+    goals: dict  # key -> Goal row
+    event_names: set[str]
+    lookback: timedelta | None
+    holdout_horizon: timedelta
+
+
+# Parsed definitions per (version id, signature of the journey's goals and conversions): a
+# published version never changes, and an edited goal or conversion changes the signature.
+_definition_cache: dict[tuple, tuple] = {}
+_DEFINITION_CACHE_SIZE = 256
+
+
+def _parsed_definition(version: JourneyVersion, goals: list, conversions: list) -> tuple:
+    # The stored definition is part of the key too: a draft's changes, or (in tests) ids
+    # reused after a rollback, never serve a stale flow.
+    signature = tuple((row._meta.model_name, row.pk, row.updated_at) for row in goals + conversions)
+    cache_key = (version.pk, repr(version.definition), version.journey.key, signature)
+    cached = _definition_cache.get(cache_key)
+    if cached is None:
+        stored = version.definition
+        data = {
+            "key": version.journey.key,
+            "name": version.journey.name,
+            **{part: stored[part] for part in VERSION_PARTS if part in stored},
+            "goals": [goal_definition(goal) for goal in goals],
+            "conversions": [conversion_definition(conversion) for conversion in conversions],
+        }
+        definition = Definition.model_validate(data)
+        names, lookback = engine.definition_event_needs(definition)
+        cached = (definition, names, lookback, engine.holdout_horizon(definition))
+        if len(_definition_cache) >= _DEFINITION_CACHE_SIZE:
+            _definition_cache.clear()
+        _definition_cache[cache_key] = cached
+    return cached
+
+
+def load_flows(*, versions: list[JourneyVersion]) -> dict[int, Flow]:
+    """The flows of versions (with `journey` loaded), keyed by version id: two queries for
+    the goals and conversions of their journeys, definitions parsed once per process."""
+    goals_by_journey, conversions_by_journey = goals_and_conversions_by_journey(
+        {version.journey_id for version in versions}
+    )
+    flows = {}
+    for version in versions:
+        goals = goals_by_journey.get(version.journey_id, [])
+        conversions = conversions_by_journey.get(version.journey_id, [])
+        definition, names, lookback, horizon = _parsed_definition(version, goals, conversions)
+        flows[version.pk] = Flow(
+            version=version,
+            definition=definition,
+            steps=definition.step_map(),
+            conversions={conversion.key: conversion for conversion in conversions},
+            goals={goal.key: goal for goal in goals},
+            event_names=names,
+            lookback=lookback,
+            holdout_horizon=horizon,
+        )
+    return flows
+
+
+def live_flows() -> dict[int, list[Flow]]:
+    """The flows of every live version of journeys that take new enrollments, by journey."""
+    versions = list(
+        JourneyVersion.objects.filter(state=JourneyVersion.State.LIVE)
+        .exclude(journey__status__in=[Journey.Status.PAUSED, Journey.Status.ARCHIVED])
+        .select_related("journey")
+        .order_by("journey_id", "number")
+    )
+    by_journey: dict[int, list[Flow]] = {}
+    for flow in load_flows(versions=versions).values():
+        by_journey.setdefault(flow.version.journey_id, []).append(flow)
+    return by_journey
