@@ -1,5 +1,5 @@
-"""The acceptance suite: CONTRACT.md checked from the outside, the way an integration or a
-marketer uses the product. Everything goes through HTTP (`/api/v1/`, the pages) or the
+"""The acceptance suite: docs/contract.md checked from the outside, the way an integration or
+a marketer uses the product. Everything goes through HTTP (`/api/v1/`, the pages) or the
 management commands; time moves with time-machine and work is done by `run_due`, the same
 entry point an operator uses."""
 
