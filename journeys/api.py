@@ -30,7 +30,7 @@ from journeys.ratelimit import spend_ingest
 router = Router()
 
 
-# --- Journeys (CONTRACT §2) -------------------------------------------------------------------
+# --- Journeys (docs/contract.md §2) -----------------------------------------------------------
 
 _DEFINITION_BODY = {
     "requestBody": {
@@ -237,7 +237,7 @@ def publish(request, key: str, number: int):
     return _single_version_out(published)
 
 
-# --- Contacts, events and enrollments (CONTRACT §2; the engine's) -----------------------------
+# --- Contacts, events and enrollments (docs/contract.md §2; the engine's) ---------------------
 
 FUTURE_TOLERANCE = timedelta(days=1)
 

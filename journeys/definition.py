@@ -1,4 +1,4 @@
-"""The journey definition of CONTRACT §1: parsing, validation and canonical rendering.
+"""The journey definition of docs/contract.md §1: parsing, validation and canonical rendering.
 
 Pure: no ORM, no database, no settings. The API, the import and export commands and the
 engine all go through `parse_definition` and `render_definition`, so a definition means

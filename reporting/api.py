@@ -1,4 +1,5 @@
-"""`GET /api/v1/journeys/{key}/report`: the version comparison and step funnel of CONTRACT §2.
+"""`GET /api/v1/journeys/{key}/report`: the version comparison and step funnel of
+docs/contract.md §2.
 
 Beyond the contract's fields each version row carries the interval of its difference
 (`diff_ci_low`/`diff_ci_high`), its held-out part and a one-line `verdict`; the answer also

@@ -1,5 +1,5 @@
-"""The definition example of CONTRACT §1, as tests use it (the two other journeys it
-references do not exist, so it comes with two warnings)."""
+"""The definition example of docs/contract.md §1, as tests use it (the two other journeys
+it references do not exist, so it comes with two warnings)."""
 
 import copy
 

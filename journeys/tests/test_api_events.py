@@ -1,4 +1,4 @@
-"""Contacts, events and enrollments through the HTTP API (CONTRACT §2)."""
+"""Contacts, events and enrollments through the HTTP API (docs/contract.md §2)."""
 
 import datetime
 

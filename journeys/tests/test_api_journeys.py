@@ -1,4 +1,5 @@
-"""The journey calls of CONTRACT §2: shapes, round trips, every error with its status and loc."""
+"""The journey calls of docs/contract.md §2: shapes, round trips, every error with its status
+and loc."""
 
 import json
 

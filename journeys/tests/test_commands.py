@@ -1,4 +1,4 @@
-"""create_api_key, import_journey and export_journey (CONTRACT §3)."""
+"""create_api_key, import_journey and export_journey (docs/contract.md §3)."""
 
 import io
 import json

@@ -1,4 +1,4 @@
-"""The journey definition format of CONTRACT §1. Pure: no database."""
+"""The journey definition format of docs/contract.md §1. Pure: no database."""
 
 import copy
 import datetime

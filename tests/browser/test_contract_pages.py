@@ -1,5 +1,5 @@
-"""CONTRACT §4 in Chromium: the page landmarks by the accessible names the contract gives
-them, used the way a marketer would. The journey is made over the API, like an integration
+"""docs/contract.md §4 in Chromium: the page landmarks by the accessible names the contract
+gives them, used the way a marketer would. The journey is made over the API, like an integration
 would; everything else happens on the pages."""
 
 import pytest
