@@ -1,6 +1,11 @@
 """The Celery tasks are thin: each runs its action on whatever the database holds due."""
 
+import os
+import subprocess
+import sys
+
 import pytest
+from django.conf import settings
 from django.core import mail
 
 from journeys import tasks
@@ -66,3 +71,29 @@ def test_task_names_are_stable():
 def test_beat_runs_the_sweep_every_sweep_interval(settings):
     schedule = settings.CELERY_BEAT_SCHEDULE["journeys-sweep"]
     assert schedule == {"task": "journeys.sweep", "schedule": settings.SWEEP_INTERVAL_SECONDS}
+
+
+WAKE_FROM_A_WEB_PROCESS = """
+import sys
+import django
+django.setup()
+import config.urls  # everything a web process imports to answer a request
+assert "journeys.tasks" not in sys.modules, "a web process should not need the tasks"
+from journeys.wakeups import task
+print(" ".join(task(f"journeys.{name}").name for name in sys.argv[1:]))
+"""
+
+
+@pytest.mark.django_db(databases=[])
+def test_a_web_process_finds_each_task_it_wakes_by_name():
+    names = ["process_events", "advance_enrollments", "deliver_messages", "sweep"]
+    found = subprocess.run(
+        [sys.executable, "-c", WAKE_FROM_A_WEB_PROCESS, *names],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"},
+        cwd=settings.BASE_DIR,
+    )
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.split() == [f"journeys.{name}" for name in names]

@@ -1,4 +1,4 @@
-"""create_journey, save_draft_version and publish_version."""
+"""journeys.actions.versions: create_journey, save_draft_version and publish_version."""
 
 import threading
 

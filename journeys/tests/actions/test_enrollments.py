@@ -1,0 +1,245 @@
+"""journeys.actions.enrollments: enrollments started, advanced through the engine in leased batches, parked when they keep failing, and retried."""
+
+import datetime
+from decimal import Decimal
+
+import pytest
+import time_machine
+from django.core import mail
+
+from conversions.models import ConversionAward, GoalAchievement
+from journeys.actions.enrollments import (
+    EnrollmentRefused,
+    _claim_due_enrollments,
+    advance_due_enrollments,
+    enroll_contact,
+    retry_enrollments,
+)
+from journeys.actions.events import process_pending_events
+from journeys.models import Enrollment, Event, OutboxMessage, StepVisit
+from journeys.tests.actions.scenarios import (
+    ACTIVATION,
+    EVENT_CONVERSION_STEPS,
+    GOAL_STEPS,
+    GOALS,
+    NURTURE_STEPS,
+    PAID,
+    T0,
+    WAIT_STEPS,
+    run,
+    send,
+)
+from journeys.tests.factories import ContactFactory
+from journeys.tests.flows import live_journey
+
+pytestmark = pytest.mark.django_db
+
+
+def test_trigger_event_runs_the_contact_through_every_step_and_delivers_the_email():
+    journey, version = live_journey(NURTURE_STEPS, conversions=[PAID])
+    contact = ContactFactory(
+        external_id="ann", email="ann@example.com", attributes={"first_name": "Ann", "plan": "pro"}
+    )
+
+    assert send(("e1", "ann", "signed_up"), now=T0) == (1, 0)
+    totals = run(now=T0)
+
+    enrollment = Enrollment.objects.get(contact=contact)
+    assert enrollment.version == version
+    assert enrollment.state == Enrollment.State.COMPLETED
+    assert enrollment.path == ["welcome", "tag", "is-pro", "convert"]
+    assert enrollment.ended_at == T0 and enrollment.due_at is None
+    assert list(
+        StepVisit.objects.filter(enrollment=enrollment).values_list("seq", "step_key", "outcome")
+    ) == [
+        (0, "welcome", "queued"),
+        (1, "tag", "updated"),
+        (2, "is-pro", "then"),
+        (3, "convert", "converted"),
+    ]
+    contact.refresh_from_db()
+    assert contact.attributes == {"first_name": "Ann", "plan": "pro", "stage": "welcomed"}
+    award = ConversionAward.objects.get()
+    assert (award.enrollment, award.source, award.step_key, award.value) == (
+        enrollment,
+        ConversionAward.Source.CONVERT_STEP,
+        "convert",
+        Decimal("49.00"),
+    )
+    conversion_event = Event.objects.get(name="conversion")
+    assert conversion_event.depth == 1 and conversion_event.source == Event.Source.INTERNAL
+    assert conversion_event.properties == {
+        "journey": journey.key,
+        "version": version.number,
+        "key": "paid",
+        "value": 49.0,
+        "step": "convert",
+        "source": "convert_step",
+    }
+    assert conversion_event.status == Event.Status.PROCESSED
+    message = OutboxMessage.objects.get()
+    assert (message.status, message.recipient, message.sent_at) == (
+        OutboxMessage.Status.SENT,
+        "ann@example.com",
+        T0,
+    )
+    assert len(mail.outbox) == 1
+    assert mail.outbox[0].subject == "Welcome Ann"
+    assert mail.outbox[0].body == "Hello Ann, your plan is pro."
+    assert mail.outbox[0].to == ["ann@example.com"]
+    assert totals == {"events": 2, "enrollments": 1, "messages": 1}
+
+
+def test_a_wait_of_days_is_due_exactly_when_it_should_be():
+    live_journey(WAIT_STEPS)
+    with time_machine.travel(T0, tick=False) as traveller:
+        send(("e1", "ann", "signed_up"))
+        run()
+        enrollment = Enrollment.objects.get()
+        assert enrollment.due_at == T0 + datetime.timedelta(days=2)
+        traveller.move_to(T0 + datetime.timedelta(days=2) - datetime.timedelta(seconds=1))
+        run()
+        enrollment.refresh_from_db()
+        assert enrollment.state == Enrollment.State.ACTIVE and enrollment.path == ["w"]
+        traveller.move_to(T0 + datetime.timedelta(days=2))
+        run()
+        enrollment.refresh_from_db()
+        assert enrollment.state == Enrollment.State.COMPLETED
+        assert enrollment.path == ["w", "tag"]
+
+
+def test_evaluate_goal_wait_runs_out_to_not_achieved():
+    live_journey(GOAL_STEPS, goals=GOALS, conversions=[ACTIVATION])
+    with time_machine.travel(T0, tick=False) as traveller:
+        send(("e1", "ann", "signed_up"))
+        run()
+        traveller.move_to(T0 + datetime.timedelta(days=7))
+        run()
+    enrollment = Enrollment.objects.get()
+    assert enrollment.path == ["check", "nay"]
+    assert StepVisit.objects.get(step_key="check").outcome == "not_achieved"
+    assert not GoalAchievement.objects.exists() and not ConversionAward.objects.exists()
+
+
+def test_traffic_split_sends_new_enrollments_to_both_live_versions_at_random():
+    from journeys.actions.versions import publish_version, save_draft_version
+    from journeys.selectors import journey_definition
+
+    journey, first = live_journey(
+        WAIT_STEPS, settings={"reentry": "concurrent", "holdout_percent": 0}
+    )
+    draft = save_draft_version(
+        journey=journey, definition=journey_definition(journey=journey)
+    ).version
+    second = publish_version(version=draft, traffic=30)
+    send(*[(f"s{i}", f"c{i}", "signed_up") for i in range(500)], now=T0)
+    run(now=T0)
+    on_second = Enrollment.objects.filter(version=second).count()
+    assert Enrollment.objects.filter(version=first).count() + on_second == 500
+    assert 110 < on_second < 190
+
+
+def test_an_enrollment_that_keeps_failing_is_parked_without_blocking_others(settings):
+    settings.ENGINE_MAX_ATTEMPTS = 3
+    live_journey(WAIT_STEPS, settings={"reentry": "concurrent", "holdout_percent": 0})
+    send(("e1", "ann", "signed_up"), ("e2", "bob", "signed_up"), now=T0)
+    process = process_pending_events(now=T0)
+    assert process == 2
+    broken = Enrollment.objects.get(contact__external_id="ann")
+    broken.current_step = "gone"
+    broken.save(update_fields=["current_step"])
+
+    run(now=T0)
+    healthy = Enrollment.objects.get(contact__external_id="bob")
+    assert healthy.path == ["w"]
+    broken.refresh_from_db()
+    assert broken.state == Enrollment.State.ACTIVE and broken.attempts == 1
+    assert broken.last_error == "EngineError: The version has no step 'gone'"
+    moment = T0
+    for _ in range(5):
+        moment += datetime.timedelta(hours=1)
+        run(now=moment)
+    broken.refresh_from_db()
+    assert broken.state == Enrollment.State.FAILED
+    assert broken.current_step == "gone" and "no step 'gone'" in broken.last_error
+
+    broken.current_step = "tag"
+    broken.save(update_fields=["current_step"])
+    assert retry_enrollments(enrollments=[broken], now=moment) == 1
+    run(now=moment)
+    broken.refresh_from_db()
+    assert broken.state == Enrollment.State.COMPLETED and broken.last_error == ""
+
+
+def test_a_leased_batch_is_taken_again_once_its_lease_runs_out(settings):
+    live_journey(WAIT_STEPS)
+    send(("e1", "ann", "signed_up"), now=T0)
+    process_pending_events(now=T0)
+    # A worker claims the enrollment, then dies before writing anything.
+    ids, _ = _claim_due_enrollments(limit=10, now=T0)
+    assert len(ids) == 1
+    assert advance_due_enrollments(now=T0) == 0
+    lease_end = T0 + datetime.timedelta(seconds=settings.ENGINE_LEASE_SECONDS + 1)
+    assert advance_due_enrollments(now=lease_end) == 1
+    enrollment = Enrollment.objects.get()
+    assert enrollment.path == ["w"] and enrollment.attempts == 0
+    assert StepVisit.objects.count() == 1
+
+
+def test_enroll_contact_refuses_a_second_entry_under_once():
+    journey, _ = live_journey(WAIT_STEPS)
+    contact = ContactFactory()
+    enrollment = enroll_contact(journey=journey, contact=contact, now=T0)
+    assert enrollment.current_step == "w" and enrollment.due_at == T0
+    with pytest.raises(EnrollmentRefused, match="already been enrolled once"):
+        enroll_contact(journey=journey, contact=contact, now=T0)
+
+
+def test_an_enrollment_whose_worker_died_every_time_is_parked_when_claimed(settings):
+    live_journey(WAIT_STEPS)
+    send(("e1", "ann", "signed_up"), ("e2", "bob", "signed_up"), now=T0)
+    process_pending_events(now=T0)
+    # ann's batch was leased ENGINE_MAX_ATTEMPTS times and never written: its worker died.
+    Enrollment.objects.filter(contact__external_id="ann").update(
+        attempts=settings.ENGINE_MAX_ATTEMPTS
+    )
+    ids, _ = _claim_due_enrollments(limit=10, now=T0)
+    bob = Enrollment.objects.get(contact__external_id="bob")
+    assert ids == [bob.pk] and bob.attempts == 1 and bob.leased_until is not None
+    ann = Enrollment.objects.get(contact__external_id="ann")
+    assert ann.state == Enrollment.State.FAILED and ann.leased_until is None
+    assert ann.attempts == settings.ENGINE_MAX_ATTEMPTS and "Gave up after" in ann.last_error
+
+
+def test_fact_rows_carry_their_enrollments_journey_version_and_contact():
+    """The journey, version and contact of visits, messages, awards and achievements are
+    copies of their enrollment's (the database checks only the enrollment's foreign key):
+    every path that writes them copies them right."""
+    live_journey(NURTURE_STEPS, conversions=[PAID])
+    live_journey(GOAL_STEPS, goals=GOALS, conversions=[ACTIVATION])
+    live_journey(
+        EVENT_CONVERSION_STEPS,
+        conversions=[{"key": "bought", "name": "Bought", "event": {"event": "purchase"}}],
+    )
+    for name in ("ann", "bob", "cy"):
+        ContactFactory(external_id=name, email=f"{name}@example.com", attributes={"plan": "pro"})
+    send(*[(f"s-{name}", name, "signed_up") for name in ("ann", "bob", "cy")], now=T0)
+    run(now=T0)
+    send(("p1", "bob", "project_created"), ("p2", "cy", "purchase"), now=T0)
+    run(now=T0)
+
+    facts = {
+        StepVisit: ("version",),
+        OutboxMessage: ("contact",),
+        ConversionAward: ("journey", "version", "contact"),
+        GoalAchievement: ("journey", "version", "contact"),
+    }
+    for model, copies in facts.items():
+        rows = model.objects.values_list(
+            *[f"{field}_id" for field in copies], *[f"enrollment__{field}_id" for field in copies]
+        )
+        assert rows, model.__name__
+        for row in rows:
+            assert row[: len(copies)] == row[len(copies) :], model.__name__
+    sources = set(ConversionAward.objects.values_list("source", flat=True))
+    assert sources == {"convert_step", "goal", "event"}

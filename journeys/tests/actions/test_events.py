@@ -1,0 +1,410 @@
+"""journeys.actions.events: events stored once, then matched against triggers, re-entry rules, exit rules, goal waits and event conversions."""
+
+import datetime
+import logging
+from decimal import Decimal
+
+import pytest
+import time_machine
+
+from conversions.models import ConversionAward, GoalAchievement
+from journeys.actions.events import ingest_events
+from journeys.models import Contact, Enrollment, Event, OutboxMessage, StepVisit
+from journeys.tests.actions.scenarios import (
+    ACTIVATION,
+    EVENT_CONVERSION_STEPS,
+    GOAL_STEPS,
+    GOALS,
+    NURTURE_STEPS,
+    PAID,
+    T0,
+    WAIT_STEPS,
+    run,
+    send,
+)
+from journeys.tests.flows import live_journey
+
+pytestmark = pytest.mark.django_db
+
+
+def test_unknown_contact_is_created_by_its_first_event():
+    live_journey(NURTURE_STEPS, conversions=[PAID])
+    send(("e1", "new-person", "signed_up"), now=T0)
+    run(now=T0)
+    contact = Contact.objects.get(external_id="new-person")
+    enrollment = contact.enrollments.get()
+    # No email address: the message fails with the reason, the journey goes on.
+    assert enrollment.state == Enrollment.State.COMPLETED
+    message = OutboxMessage.objects.get()
+    assert message.status == OutboxMessage.Status.FAILED
+    assert message.error == "The contact has no email address."
+
+
+def test_trigger_where_filters_on_event_properties():
+    live_journey(
+        [{"key": "x", "type": "update_contact", "attributes": {"in": True}, "next": None}],
+        triggers=[
+            {
+                "type": "event",
+                "event": "trial_started",
+                "where": [{"property": "plan", "op": "eq", "value": "pro"}],
+            }
+        ],
+    )
+    send(
+        ("e1", "a", "trial_started", {"plan": "free"}),
+        ("e2", "b", "trial_started", {"plan": "pro"}),
+        now=T0,
+    )
+    run(now=T0)
+    assert list(Enrollment.objects.values_list("contact__external_id", flat=True)) == ["b"]
+    assert Event.objects.filter(status=Event.Status.PROCESSED).count() == 2
+
+
+@pytest.mark.parametrize(
+    ("reentry", "during", "after"),
+    [("once", 1, 1), ("after_exit", 1, 2), ("concurrent", 2, 3)],
+)
+def test_reentry_modes(reentry, during, after):
+    live_journey(WAIT_STEPS, settings={"reentry": reentry, "holdout_percent": 0})
+    send(("e1", "ann", "signed_up"), now=T0)
+    run(now=T0)
+    send(("e2", "ann", "signed_up"), now=T0)
+    run(now=T0)
+    assert Enrollment.objects.count() == during
+    later = T0 + datetime.timedelta(days=2)
+    run(now=later)
+    assert not Enrollment.objects.filter(state=Enrollment.State.ACTIVE).exists()
+    send(("e3", "ann", "signed_up"), now=later)
+    run(now=later)
+    assert Enrollment.objects.count() == after
+
+
+def test_exit_when_event_exits_a_waiting_enrollment_at_once():
+    live_journey(
+        WAIT_STEPS,
+        settings={"reentry": "after_exit", "holdout_percent": 0},
+        exit_when=[{"type": "event", "event": "unsubscribed"}],
+    )
+    send(("e1", "ann", "signed_up"), now=T0)
+    run(now=T0)
+    send(("e2", "ann", "unsubscribed"), now=T0 + datetime.timedelta(hours=1))
+    run(now=T0 + datetime.timedelta(hours=1))
+    enrollment = Enrollment.objects.get()
+    assert enrollment.state == Enrollment.State.EXITED
+    assert enrollment.exit_reason == "exit_when: event 'unsubscribed'"
+    assert enrollment.due_at is None and enrollment.entry_lock is None
+    run(now=T0 + datetime.timedelta(days=3))
+    enrollment.refresh_from_db()
+    assert enrollment.path == ["w"]
+
+
+def test_exit_when_on_this_journeys_conversion():
+    live_journey(
+        [
+            {"key": "buy", "type": "convert", "conversion": "paid", "next": "w"},
+            {"key": "w", "type": "wait", "duration": "P1D", "next": None},
+        ],
+        conversions=[PAID],
+        exit_when=[{"type": "conversion", "conversion": "paid"}],
+    )
+    send(("e1", "ann", "signed_up"), now=T0)
+    run(now=T0)
+    enrollment = Enrollment.objects.get()
+    assert enrollment.state == Enrollment.State.EXITED
+    assert enrollment.exit_reason == "exit_when: conversion 'paid'"
+
+
+def test_evaluate_goal_wait_is_woken_by_a_matching_event():
+    journey, _ = live_journey(GOAL_STEPS, goals=GOALS, conversions=[ACTIVATION])
+    with time_machine.travel(T0, tick=False) as traveller:
+        send(("e1", "ann", "signed_up"))
+        run()
+        enrollment = Enrollment.objects.get()
+        assert enrollment.waiting_for_goal == "activated"
+        assert enrollment.due_at == T0 + datetime.timedelta(days=7)
+
+        traveller.move_to(T0 + datetime.timedelta(days=1))
+        send(("e2", "ann", "page_viewed"))
+        run()
+        enrollment.refresh_from_db()
+        assert enrollment.waiting_for_goal == "activated"
+        assert enrollment.due_at == T0 + datetime.timedelta(days=7)
+
+        traveller.move_to(T0 + datetime.timedelta(days=2))
+        send(("e3", "ann", "project_created"))
+        run()
+    enrollment.refresh_from_db()
+    assert enrollment.state == Enrollment.State.COMPLETED
+    assert enrollment.path == ["check", "yay"]
+    assert list(
+        StepVisit.objects.filter(enrollment=enrollment).values_list("step_key", "outcome")
+    ) == [
+        ("check", "achieved"),
+        ("yay", "updated"),
+    ]
+    achievement = GoalAchievement.objects.get()
+    assert (achievement.goal.key, achievement.step_key) == ("activated", "check")
+    assert achievement.achieved_at == T0 + datetime.timedelta(days=2)
+    award = ConversionAward.objects.get()
+    assert (award.conversion.key, award.source, award.value) == (
+        "activation",
+        "goal",
+        Decimal("5.00"),
+    )
+    goal_event = Event.objects.get(name="goal_achieved")
+    assert goal_event.properties["journey"] == journey.key
+    assert goal_event.properties["key"] == "activated"
+
+
+def test_exit_when_exits_an_enrollment_waiting_on_a_goal():
+    live_journey(
+        GOAL_STEPS,
+        goals=GOALS,
+        conversions=[ACTIVATION],
+        exit_when=[{"type": "event", "event": "unsubscribed"}],
+    )
+    send(("e1", "ann", "signed_up"), now=T0)
+    run(now=T0)
+    send(("e2", "ann", "unsubscribed"), now=T0)
+    run(now=T0)
+    enrollment = Enrollment.objects.get()
+    assert enrollment.state == Enrollment.State.EXITED
+    assert enrollment.waiting_for_goal == ""
+
+
+def test_holdout_share_takes_no_step_but_event_conversions_still_count():
+    live_journey(
+        [
+            {"key": "w", "type": "wait", "duration": "P3D", "next": "tag"},
+            {"key": "tag", "type": "update_contact", "attributes": {"done": True}, "next": None},
+        ],
+        settings={"reentry": "once", "holdout_percent": 50},
+        conversions=[{"key": "paid", "name": "Paid", "event": {"event": "purchase"}}],
+    )
+    send(*[(f"s{i}", f"c{i}", "signed_up") for i in range(400)], now=T0)
+    run(now=T0)
+    held_out = Enrollment.objects.filter(held_out=True)
+    assert 150 < held_out.count() < 250
+    assert not StepVisit.objects.filter(enrollment__held_out=True).exists()
+    assert all(e.due_at == T0 + datetime.timedelta(days=3) for e in held_out)
+    one = held_out.first()
+    send(("p1", one.contact.external_id, "purchase"), now=T0 + datetime.timedelta(days=1))
+    run(now=T0 + datetime.timedelta(days=1))
+    assert ConversionAward.objects.get().enrollment == one
+    run(now=T0 + datetime.timedelta(days=3))
+    assert not Enrollment.objects.filter(state=Enrollment.State.ACTIVE).exists()
+    assert not StepVisit.objects.filter(enrollment__held_out=True).exists()
+
+
+@pytest.mark.parametrize(
+    ("counting", "expected"),
+    [("once_per_enrollment", 1), ("every_time", 2)],
+)
+def test_event_conversion_counting_per_enrollment(counting, expected):
+    live_journey(
+        EVENT_CONVERSION_STEPS,
+        conversions=[
+            {
+                "key": "paid",
+                "name": "Paid",
+                "value": 10.0,
+                "counting": counting,
+                "event": {"event": "purchase"},
+            }
+        ],
+    )
+    send(("e1", "ann", "signed_up"), now=T0)
+    run(now=T0)
+    send(("p1", "ann", "purchase"), ("p2", "ann", "purchase"), now=T0)
+    run(now=T0)
+    send(("p1", "ann", "purchase"), now=T0)  # a replay
+    run(now=T0)
+    assert ConversionAward.objects.count() == expected
+    assert Event.objects.filter(name="conversion").count() == expected
+
+
+def test_once_per_contact_counts_one_award_across_enrollments():
+    live_journey(
+        EVENT_CONVERSION_STEPS,
+        settings={"reentry": "concurrent", "holdout_percent": 0},
+        conversions=[
+            {
+                "key": "paid",
+                "name": "Paid",
+                "counting": "once_per_contact",
+                "event": {"event": "purchase"},
+            }
+        ],
+    )
+    send(("e1", "ann", "signed_up"), ("e2", "ann", "signed_up"), now=T0)
+    run(now=T0)
+    assert Enrollment.objects.count() == 2
+    send(("p1", "ann", "purchase"), now=T0)
+    send(("p2", "ann", "purchase"), now=T0)
+    run(now=T0)
+    assert ConversionAward.objects.count() == 1
+
+
+def test_conversion_window_counts_events_after_the_enrollment_ended():
+    live_journey(
+        [{"key": "x", "type": "update_contact", "attributes": {"a": 1}, "next": None}],
+        conversions=[
+            {"key": "paid", "name": "Paid", "window": "P30D", "event": {"event": "purchase"}}
+        ],
+    )
+    send(("e1", "ann", "signed_up"), ("e2", "bob", "signed_up"), now=T0)
+    run(now=T0)
+    assert Enrollment.objects.filter(state=Enrollment.State.COMPLETED).count() == 2
+    ingest_events(
+        events=[
+            {
+                "id": "p1",
+                "contact": "ann",
+                "name": "purchase",
+                "timestamp": T0 + datetime.timedelta(days=29),
+            },
+            {
+                "id": "p2",
+                "contact": "bob",
+                "name": "purchase",
+                "timestamp": T0 + datetime.timedelta(days=31),
+            },
+        ],
+        now=T0 + datetime.timedelta(days=31),
+    )
+    run(now=T0 + datetime.timedelta(days=31))
+    assert list(ConversionAward.objects.values_list("contact__external_id", flat=True)) == ["ann"]
+
+
+def test_without_window_only_active_enrollments_convert():
+    live_journey(
+        [{"key": "x", "type": "update_contact", "attributes": {"a": 1}, "next": None}],
+        conversions=[{"key": "paid", "name": "Paid", "event": {"event": "purchase"}}],
+    )
+    send(("e1", "ann", "signed_up"), now=T0)
+    run(now=T0)
+    send(("p1", "ann", "purchase"), now=T0)
+    run(now=T0)
+    assert not ConversionAward.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("properties", "value"),
+    [
+        ({"amount": 99.5}, Decimal("99.50")),
+        ({"amount": "12"}, Decimal("12.00")),
+        ({"amount": "n/a"}, Decimal("7.00")),
+        ({}, Decimal("7.00")),
+    ],
+)
+def test_value_property_reads_the_award_value_from_the_event(properties, value):
+    live_journey(
+        EVENT_CONVERSION_STEPS,
+        conversions=[
+            {
+                "key": "paid",
+                "name": "Paid",
+                "value": 7.0,
+                "event": {
+                    "event": "purchase",
+                    "where": [{"property": "currency", "op": "ne", "value": "XXX"}],
+                    "value_property": "amount",
+                },
+            }
+        ],
+    )
+    send(("e1", "ann", "signed_up"), now=T0)
+    send(("p1", "ann", "purchase", properties), now=T0)
+    run(now=T0)
+    assert ConversionAward.objects.get().value == value
+
+
+def test_two_journeys_triggering_each_other_stop_at_the_depth_guard(caplog):
+    ping_key, pong_key = "ping", "pong"
+    live_journey(
+        [{"key": "c", "type": "convert", "conversion": "done", "next": None}],
+        key=ping_key,
+        settings={"reentry": "concurrent", "holdout_percent": 0},
+        triggers=[
+            {"type": "event", "event": "start"},
+            {"type": "conversion", "journey": pong_key, "conversion": "done"},
+        ],
+        conversions=[{"key": "done", "name": "Done"}],
+    )
+    live_journey(
+        [{"key": "c", "type": "convert", "conversion": "done", "next": None}],
+        key=pong_key,
+        settings={"reentry": "concurrent", "holdout_percent": 0},
+        triggers=[{"type": "conversion", "journey": ping_key, "conversion": "done"}],
+        conversions=[{"key": "done", "name": "Done"}],
+    )
+    send(("e1", "ann", "start"), now=T0)
+    with caplog.at_level(logging.WARNING, logger="conversions.actions"):
+        run(now=T0)
+    # depth 0 starts ping; awards at depths 1..8 start the next journey; the 9th is dropped.
+    assert Enrollment.objects.count() == 9
+    assert ConversionAward.objects.count() == 9
+    dropped = Event.objects.get(status=Event.Status.DROPPED)
+    assert dropped.depth == 9 and "deeper than 8" in dropped.error
+    assert not Event.objects.filter(status=Event.Status.PENDING).exists()
+    assert "Dropped internal event" in caplog.text
+
+
+def test_same_event_three_times_is_one_event_one_award_one_downstream_enrollment():
+    live_journey(
+        EVENT_CONVERSION_STEPS,
+        key="shop",
+        conversions=[{"key": "paid", "name": "Paid", "event": {"event": "purchase"}}],
+    )
+    live_journey(
+        [{"key": "x", "type": "update_contact", "attributes": {"thanked": True}, "next": None}],
+        settings={"reentry": "concurrent", "holdout_percent": 0},
+        triggers=[{"type": "conversion", "journey": "shop", "conversion": "paid"}],
+    )
+    send(("e1", "ann", "signed_up"), now=T0)
+    run(now=T0)
+    results = [send(("p1", "ann", "purchase"), now=T0) for _ in range(3)]
+    assert results == [(1, 0), (0, 1), (0, 1)]
+    run(now=T0)
+    results.append(send(("p1", "ann", "purchase"), now=T0))
+    run(now=T0)
+    assert results[-1] == (0, 1)
+    assert Event.objects.filter(event_id="p1").count() == 1
+    assert ConversionAward.objects.count() == 1
+    assert Enrollment.objects.exclude(journey__key="shop").count() == 1
+
+
+def test_duplicates_within_one_batch_are_counted():
+    assert send(("x", "ann", "a"), ("x", "ann", "a"), ("y", "ann", "b"), now=T0) == (2, 1)
+
+
+def test_an_archived_event_conversion_still_counts_for_versions_published_before():
+    from journeys.actions.versions import publish_version, save_draft_version
+    from journeys.selectors import journey_definition
+
+    paid = {"key": "paid", "name": "Paid", "event": {"event": "purchase"}}
+    with time_machine.travel(T0, tick=False) as traveller:
+        journey, first = live_journey(
+            EVENT_CONVERSION_STEPS,
+            settings={"reentry": "concurrent", "holdout_percent": 0},
+            conversions=[paid],
+        )
+        send(("e1", "ann", "signed_up"))
+        run()
+        traveller.move_to(T0 + datetime.timedelta(minutes=30))
+        definition = journey_definition(journey=journey)
+        definition["conversions"] = []
+        draft = save_draft_version(journey=journey, definition=definition).version
+        # The draft archived the conversion; the live version still counts it.
+        send(("p0", "ann", "purchase"))
+        run()
+        assert ConversionAward.objects.count() == 1
+        traveller.move_to(T0 + datetime.timedelta(hours=1))
+        second = publish_version(version=draft)
+        send(("e2", "bob", "signed_up"))
+        run()
+        send(("p1", "ann", "purchase"), ("p2", "bob", "purchase"))
+        run()
+    assert list(ConversionAward.objects.values_list("version", flat=True)) == [first.pk]
+    assert Enrollment.objects.get(contact__external_id="bob").version == second

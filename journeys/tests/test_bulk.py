@@ -1,0 +1,144 @@
+"""journeys.bulk: array literals built in Python, the `__any` lookup that sends ids as one of
+them, and insert_rows and bulk_update_rows."""
+
+import datetime
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+
+from journeys.bulk import array_literal, bulk_update_rows, insert_rows
+from journeys.models import Contact, Enrollment, Event
+from journeys.tests.actions.scenarios import AWKWARD_TEXT
+from journeys.tests.factories import ContactFactory, EnrollmentFactory
+
+UTC = datetime.UTC
+T0 = datetime.datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+def test_common_columns_are_joined_whole():
+    assert array_literal([3, 1, 2]) == "{3,1,2}"
+    assert array_literal(["a", "b c", ""]) == '{"a","b c",""}'
+    assert array_literal([T0, T0]) == '{"2026-11-29T12:00:00+00:00","2026-11-29T12:00:00+00:00"}'
+
+
+def test_other_values_are_quoted_one_by_one():
+    assert array_literal(['a"b', "c\\d"]) == '{"a\\"b","c\\\\d"}'
+    assert array_literal([None, "x", 1, True, Decimal("1.50")]) == '{NULL,"x",1,t,1.50}'
+    assert array_literal([T0, None]) == '{"2026-11-29T12:00:00+00:00",NULL}'
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[datetime.datetime(2026, 11, 29)], [T0, datetime.datetime(2026, 11, 29)], [{"a": 1}], [1.5]],
+)
+def test_values_that_are_not_plain_are_refused(values):
+    with pytest.raises(TypeError):
+        array_literal(values)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("cast", "values"),
+    [
+        ("text[]", AWKWARD_TEXT),
+        ("text[]", ["NULL", "", "{braces},comma", "  spaced ", "é ✓ 😀", "'quote'"]),
+        ("bigint[]", [1, 2**40, -3]),
+        ("timestamptz[]", [T0, T0 + datetime.timedelta(microseconds=7), None]),
+        ("numeric[]", [Decimal("1.50"), None]),
+    ],
+)
+def test_postgresql_reads_each_literal_back_as_the_values(cast, values):
+    if connection.vendor != "postgresql":
+        pytest.skip("array literals are PostgreSQL's")
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT %s::{cast}", [array_literal(values)])
+        assert cursor.fetchone()[0] == values
+
+
+@pytest.mark.django_db
+def test_any_lookup_matches_like_in_on_every_database():
+    contacts = [ContactFactory(external_id=text or "empty") for text in AWKWARD_TEXT]
+    enrollments = [EnrollmentFactory(contact=contact) for contact in contacts[:3]]
+    wanted = {enrollments[0].pk, enrollments[2].pk}
+    assert set(Enrollment.objects.filter(pk__any=wanted).values_list("pk", flat=True)) == wanted
+    by_contact = Enrollment.objects.filter(contact__any=[contacts[1].pk, contacts[5].pk])
+    assert list(by_contact) == [enrollments[1]]
+    names = [contact.external_id for contact in contacts]
+    assert set(Contact.objects.filter(external_id__any=names)) == set(contacts)
+    assert not Enrollment.objects.filter(pk__any=[]).exists()
+    if connection.vendor == "postgresql":
+        assert "= ANY(" in str(Enrollment.objects.filter(pk__any=[1]).query)
+
+
+def test_any_lookup_refuses_values_that_are_not_ids_or_strings():
+    with pytest.raises(TypeError):
+        Enrollment.objects.filter(pk__any=[1.5])
+
+
+@pytest.mark.django_db
+def test_insert_rows_splits_what_sqlite_cannot_take_in_one_statement():
+    ContactFactory(external_id="ann")
+    contact = Contact.objects.get()
+    rows = [
+        {
+            "event_id": f"bulk-{index}",
+            "contact": contact.pk,
+            "name": "x",
+            "properties": {"i": index},
+            "timestamp": T0,
+            "received_at": T0,
+            "source": Event.Source.API,
+            "depth": 0,
+            "status": Event.Status.PROCESSED,
+            "attempts": 0,
+            "error": "",
+        }
+        for index in range(4000)
+    ]
+    stored = insert_rows(Event, rows, conflict_target="event_id", returning=("event_id",))
+    assert len(stored) == 4000
+    assert insert_rows(Event, rows[:10], conflict_target="event_id", returning=("event_id",)) == []
+    assert Event.objects.get(event_id="bulk-3999").properties == {"i": 3999}
+
+
+@pytest.mark.django_db
+def test_insert_rows_and_bulk_update_rows_store_any_text_and_json_as_given():
+    contact = ContactFactory(external_id="ann")
+    rows = [
+        {
+            "event_id": f"odd-{index}",
+            "contact": contact.pk,
+            "name": text,
+            "properties": {"text": text, "list": [text, None, 1.5], text: {"n": index}},
+            "timestamp": T0 + datetime.timedelta(microseconds=index),
+            "received_at": T0,
+            "source": Event.Source.API,
+            "depth": index,
+            "status": Event.Status.PROCESSED,
+            "attempts": 0,
+            "error": text,
+        }
+        for index, text in enumerate(AWKWARD_TEXT)
+    ]
+    insert_rows(Event, rows)
+    stored = {event.event_id: event for event in Event.objects.all()}
+    for row in rows:
+        event = stored[row["event_id"]]
+        assert (event.name, event.error, event.properties) == (
+            row["name"],
+            row["error"],
+            row["properties"],
+        )
+        assert (event.timestamp, event.depth) == (row["timestamp"], row["depth"])
+
+    contacts = [ContactFactory(external_id=f"c{index}") for index in range(len(AWKWARD_TEXT))]
+    for contact, text in zip(contacts, AWKWARD_TEXT, strict=True):
+        contact.email = text
+        contact.attributes = {"note": text, text: None} if text else {}
+    bulk_update_rows(Contact, contacts, ["email", "attributes"])
+    for contact, text in zip(contacts, AWKWARD_TEXT, strict=True):
+        contact.refresh_from_db()
+        assert contact.email == text
+        assert contact.attributes == ({"note": text, text: None} if text else {})
