@@ -1,133 +1,16 @@
 """Admin for goals, conversions and what they recorded.
 
-Goals and conversions are saved through conversions.actions, so an admin edit checks names
-the same way as the editor and leaves a dated revision. Revisions, achievements and awards
-are history: read-only.
+Goals and conversions are edited with the admin's forms of conversions.forms and saved
+through conversions.actions, so an admin edit checks names the same way as the editor and
+leaves a dated revision. Revisions, achievements and awards are history: read-only.
 """
 
-from django import forms
 from django.contrib import admin
 
-from conversions.actions import check_conversion, check_goal, save_conversion, save_goal
+from conversions.actions import save_conversion, save_goal
+from conversions.forms import ConversionModelForm, GoalModelForm
 from conversions.models import Conversion, ConversionAward, Goal, GoalAchievement, Revision
 from journeys.admin import ReadOnlyAdmin
-from journeys.definition import DefinitionError, format_duration
-
-CONVERSION_FIELDS = {
-    "key": "key",
-    "name": "name",
-    "value": "value",
-    "counting": "counting",
-    "window": "window",
-    "description": "description",
-    "event": "event_name",
-}
-GOAL_FIELDS = {
-    "key": "key",
-    "name": "name",
-    "criteria": "criteria",
-    "conversion": "conversion",
-    "description": "description",
-}
-
-
-class DefinitionForm(forms.ModelForm):
-    """A goal or conversion form that checks its data with the definition's own rules."""
-
-    # Each subclass names its fields' definition names, its validating action, and writes
-    # definition_data(cleaned) -> the item's definition JSON.
-    error_fields: dict[str, str] = {}
-    check_action = None
-
-    def clean(self):
-        cleaned = super().clean()
-        journey = cleaned.get("journey") or getattr(self.instance, "journey", None)
-        if self.errors or journey is None:
-            return cleaned
-        key = self.instance.key if self.instance.pk else None
-        data = self.definition_data({**cleaned, "key": key or cleaned.get("key")})
-        try:
-            type(self).check_action(journey=journey, data=data, key=key)
-        except DefinitionError as exc:
-            for error in exc.errors:
-                loc = [str(part) for part in error["loc"]]
-                field = self.error_fields.get(loc[0]) if loc else None
-                if loc[:2] == ["event", "where"]:
-                    field = "event_where"
-                elif loc[:2] == ["event", "value_property"]:
-                    field = "value_property"
-                self.add_error(field if field in self.fields else None, error["message"])
-        self.definition = data
-        return cleaned
-
-
-class ConversionForm(DefinitionForm):
-    error_fields = CONVERSION_FIELDS
-    check_action = check_conversion
-
-    class Meta:
-        model = Conversion
-        fields = [
-            "journey",
-            "key",
-            "name",
-            "description",
-            "value",
-            "counting",
-            "window",
-            "event_name",
-            "event_where",
-            "value_property",
-        ]
-
-    def definition_data(self, cleaned):
-        data = {
-            "key": cleaned.get("key"),
-            "name": cleaned.get("name"),
-            "value": float(cleaned.get("value") or 0),
-            "counting": cleaned.get("counting"),
-        }
-        if cleaned.get("window"):
-            try:
-                data["window"] = format_duration(cleaned["window"])
-            except ValueError as exc:
-                self.add_error("window", str(exc))
-        if cleaned.get("event_name"):
-            data["event"] = {"event": cleaned["event_name"]}
-            if cleaned.get("event_where"):
-                data["event"]["where"] = cleaned["event_where"]
-            if cleaned.get("value_property"):
-                data["event"]["value_property"] = cleaned["value_property"]
-        elif cleaned.get("event_where") or cleaned.get("value_property"):
-            self.add_error("event_name", "Name the event that these filters apply to.")
-        if cleaned.get("description"):
-            data["description"] = cleaned["description"]
-        return data
-
-
-class GoalForm(DefinitionForm):
-    error_fields = GOAL_FIELDS
-    check_action = check_goal
-
-    class Meta:
-        model = Goal
-        fields = ["journey", "key", "name", "description", "criteria", "conversion"]
-
-    def definition_data(self, cleaned):
-        data = {
-            "key": cleaned.get("key"),
-            "name": cleaned.get("name"),
-            "criteria": cleaned.get("criteria"),
-        }
-        conversion = cleaned.get("conversion")
-        if conversion is not None:
-            journey = cleaned.get("journey") or self.instance.journey
-            if conversion.journey_id != journey.pk:
-                self.add_error("conversion", "Choose a conversion of the same journey.")
-            data["conversion"] = conversion.key
-        if cleaned.get("description"):
-            data["description"] = cleaned["description"]
-        return data
 
 
 class DefinitionAdmin(admin.ModelAdmin):
@@ -151,7 +34,7 @@ class DefinitionAdmin(admin.ModelAdmin):
 
 @admin.register(Conversion)
 class ConversionAdmin(DefinitionAdmin):
-    form = ConversionForm
+    form = ConversionModelForm
     save_action = save_conversion
     list_display = [
         "key",
@@ -170,7 +53,7 @@ class ConversionAdmin(DefinitionAdmin):
 
 @admin.register(Goal)
 class GoalAdmin(DefinitionAdmin):
-    form = GoalForm
+    form = GoalModelForm
     save_action = save_goal
     list_display = ["key", "name", "journey", "conversion", "archived_at"]
     list_filter = [("archived_at", admin.EmptyFieldListFilter), "journey"]

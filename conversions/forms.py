@@ -1,50 +1,82 @@
-"""The inline forms of the Goals & conversions panel. They clean what a marketer typed into
-the definition's shape; conversions.actions checks names and saves."""
+"""The goal and conversion forms, of the Goals & conversions panel and of the admin.
+
+Both screens clean what was typed into the item as the definition writes it, which
+conversions.actions checks and saves; an error the action reports goes beside the field it
+is about. They differ in their fields and in when they check. The panel takes durations in
+words and a goal's criteria field by field, makes the key from the name, and saves, showing
+the action's errors. The admin edits the model's own fields (with the journey, the key, the
+description and a conversion's event filter) and checks while cleaning, because
+ModelAdmin.save_model cannot show an error.
+"""
 
 from decimal import Decimal
 
 from django import forms
 
-from conversions.models import Counting
+from conversions.actions import check_conversion, check_goal
+from conversions.models import Conversion, Counting, Goal
+from journeys.definition import DefinitionError, format_duration
 from journeys.forms import CriteriaFields, DurationField, clean_criteria, criteria_initial
 
-# Where save_conversion / save_goal report a problem -> the field that shows it.
-CONVERSION_ERROR_FIELDS = {
-    ("name",): "name",
-    ("key",): "name",
-    ("value",): "value",
-    ("counting",): "counting",
-    ("window",): "window",
-    ("event",): "event",
-    ("event", "event"): "event",
-    ("event", "value_property"): "value_property",
-}
-GOAL_ERROR_FIELDS = {
-    ("name",): "name",
-    ("key",): "name",
-    ("conversion",): "conversion",
-    ("criteria",): "criteria_kind",
-}
+
+def conversion_data(*, name, value, counting, window, event, where, value_property) -> dict:
+    """A conversion as the definition writes it, from a form's cleaned values."""
+    data = {"name": name, "value": float(value or 0), "counting": counting}
+    if window:
+        data["window"] = window
+    if event:
+        data["event"] = {"event": event}
+        if where:
+            data["event"]["where"] = where
+        if value_property:
+            data["event"]["value_property"] = value_property
+    return data
 
 
-def add_action_errors(form: forms.Form, errors: list[dict], fields: dict) -> None:
-    """Show each error of an action beside the field it is about (or above the form)."""
-    for error in errors:
-        loc = tuple(str(part) for part in error.get("loc") or [])
-        # Errors may come located in the definition (["conversions", 0, "name"]).
-        if len(loc) > 2 and loc[0] in ("conversions", "goals"):
-            loc = loc[2:]
-        field = fields.get(loc[:2]) or fields.get(loc[:1])
-        if field is None and loc[:1] == ("criteria",):
-            field = "criteria_kind"
-        form.add_error(field, error.get("message", "Invalid value"))
+def goal_data(*, name, criteria, conversion) -> dict:
+    """A goal as the definition writes it; `conversion` is the linked one's key, or empty."""
+    data = {"name": name, "criteria": criteria}
+    if conversion:
+        data["conversion"] = conversion
+    return data
 
+
+class DefinitionItemForm(forms.BaseForm):
+    """A goal or conversion form of either screen. Once its fields are valid, clean() leaves
+    the item as the definition writes it in `definition`."""
+
+    # Where the action's error about a part of the item (its loc) is shown: the field named
+    # for the loc's first two parts, else for its first; above the form when this form has
+    # no such field (the admin's key once it is read-only, for one).
+    error_fields: dict[tuple[str, ...], str] = {}
+
+    def add_action_errors(self, errors: list[dict]) -> None:
+        for error in errors:
+            loc = tuple(str(part) for part in error.get("loc") or [])
+            field = self.error_fields.get(loc[:2]) or self.error_fields.get(loc[:1])
+            self.add_error(
+                field if field in self.fields else None, error.get("message", "Invalid value")
+            )
+
+
+# --- The panel ------------------------------------------------------------------------------
 
 # The inline form opens on request; focus goes to its first field (htmx honours autofocus).
 NAME_INPUT = forms.TextInput(attrs={"autofocus": True})
 
 
-class ConversionForm(forms.Form):
+class ConversionForm(DefinitionItemForm, forms.Form):
+    error_fields = {
+        ("name",): "name",
+        # The key is made from the name.
+        ("key",): "name",
+        ("value",): "value",
+        ("counting",): "counting",
+        ("window",): "window",
+        ("event",): "event",
+        ("event", "value_property"): "value_property",
+    }
+
     name = forms.CharField(label="Name", max_length=200, widget=NAME_INPUT)
     value = forms.DecimalField(
         label="Value",
@@ -89,7 +121,7 @@ class ConversionForm(forms.Form):
                 "name": conversion.name,
                 "value": conversion.value,
                 "counting": conversion.counting,
-                "window": _iso(conversion.window),
+                "window": format_duration(conversion.window) if conversion.window else "",
                 "event": conversion.event_name,
                 "value_property": conversion.value_property,
             }
@@ -99,28 +131,27 @@ class ConversionForm(forms.Form):
         data = super().clean()
         if data.get("value_property") and not data.get("event"):
             self.add_error("value_property", "Name the event whose property holds the amount.")
+        if not self.errors:
+            self.definition = conversion_data(
+                name=data["name"],
+                value=data.get("value"),
+                counting=data["counting"],
+                window=data.get("window"),
+                event=data.get("event"),
+                where=self.keep_where,
+                value_property=data.get("value_property"),
+            )
         return data
 
-    def definition(self) -> dict:
-        data = self.cleaned_data
-        result = {
-            "name": data["name"].strip(),
-            "value": float(data.get("value") or 0),
-            "counting": data["counting"],
-        }
-        if data.get("window"):
-            result["window"] = data["window"]
-        if data.get("event"):
-            event = {"event": data["event"].strip()}
-            if self.keep_where:
-                event["where"] = self.keep_where
-            if data.get("value_property"):
-                event["value_property"] = data["value_property"].strip()
-            result["event"] = event
-        return result
 
+class GoalForm(DefinitionItemForm, CriteriaFields):
+    error_fields = {
+        ("name",): "name",
+        ("key",): "name",
+        ("conversion",): "conversion",
+        ("criteria",): "criteria_kind",
+    }
 
-class GoalForm(CriteriaFields):
     name = forms.CharField(label="Name", max_length=200, widget=NAME_INPUT)
     conversion = forms.ChoiceField(
         label="Awards conversion",
@@ -162,17 +193,117 @@ class GoalForm(CriteriaFields):
 
     def clean(self):
         data = super().clean()
-        self.criterion = clean_criteria(self, data, keep=self.keep_criteria)
+        criteria = clean_criteria(self, data, keep=self.keep_criteria)
+        if not self.errors:
+            self.definition = goal_data(
+                name=data["name"], criteria=criteria, conversion=data.get("conversion")
+            )
         return data
 
-    def definition(self) -> dict:
-        result = {"name": self.cleaned_data["name"].strip(), "criteria": self.criterion}
-        if self.cleaned_data.get("conversion"):
-            result["conversion"] = self.cleaned_data["conversion"]
-        return result
+
+# --- The admin ------------------------------------------------------------------------------
 
 
-def _iso(window) -> str:
-    from journeys.definition import format_duration
+class DefinitionModelForm(DefinitionItemForm, forms.ModelForm):
+    """The admin's goal or conversion form: the model's fields, checked by `check_action`
+    (with the definition's own rules and the name check) while cleaning."""
 
-    return format_duration(window) if window else ""
+    # Each subclass names its action, and writes item_data(cleaned, journey) -> the item's
+    # definition without its key and description.
+    check_action = None
+
+    def clean(self):
+        cleaned = super().clean()
+        journey = cleaned.get("journey") or getattr(self.instance, "journey", None)
+        if self.errors or journey is None:
+            return cleaned
+        key = self.instance.key if self.instance.pk else None
+        # item_data may add errors of its own; the action still checks the rest, so every
+        # error shows at once.
+        self.definition = {
+            "key": key or cleaned.get("key"),
+            **self.item_data(cleaned, journey),
+        }
+        if cleaned.get("description"):
+            self.definition["description"] = cleaned["description"]
+        try:
+            type(self).check_action(journey=journey, data=self.definition, key=key)
+        except DefinitionError as exc:
+            self.add_action_errors(exc.errors)
+        return cleaned
+
+
+class ConversionModelForm(DefinitionModelForm):
+    error_fields = {
+        ("key",): "key",
+        ("name",): "name",
+        ("value",): "value",
+        ("counting",): "counting",
+        ("window",): "window",
+        ("description",): "description",
+        ("event",): "event_name",
+        ("event", "where"): "event_where",
+        ("event", "value_property"): "value_property",
+    }
+    check_action = check_conversion
+
+    class Meta:
+        model = Conversion
+        fields = [
+            "journey",
+            "key",
+            "name",
+            "description",
+            "value",
+            "counting",
+            "window",
+            "event_name",
+            "event_where",
+            "value_property",
+        ]
+
+    def item_data(self, cleaned, journey) -> dict:
+        window = None
+        if cleaned.get("window"):
+            try:
+                window = format_duration(cleaned["window"])
+            except ValueError as exc:
+                self.add_error("window", str(exc))
+        if not cleaned.get("event_name") and (
+            cleaned.get("event_where") or cleaned.get("value_property")
+        ):
+            self.add_error("event_name", "Name the event that these filters apply to.")
+        return conversion_data(
+            name=cleaned.get("name"),
+            value=cleaned.get("value"),
+            counting=cleaned.get("counting"),
+            window=window,
+            event=cleaned.get("event_name"),
+            where=cleaned.get("event_where"),
+            value_property=cleaned.get("value_property"),
+        )
+
+
+class GoalModelForm(DefinitionModelForm):
+    error_fields = {
+        ("key",): "key",
+        ("name",): "name",
+        ("criteria",): "criteria",
+        ("conversion",): "conversion",
+        ("description",): "description",
+    }
+    check_action = check_goal
+
+    class Meta:
+        model = Goal
+        fields = ["journey", "key", "name", "description", "criteria", "conversion"]
+
+    def item_data(self, cleaned, journey) -> dict:
+        conversion = cleaned.get("conversion")
+        if conversion is not None and conversion.journey_id != journey.pk:
+            self.add_error("conversion", "Choose a conversion of the same journey.")
+        return goal_data(
+            name=cleaned.get("name"),
+            criteria=cleaned.get("criteria"),
+            conversion=conversion.key if conversion is not None else None,
+        )

@@ -14,13 +14,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from conversions.actions import archive_conversion, archive_goal, save_conversion, save_goal
-from conversions.forms import (
-    CONVERSION_ERROR_FIELDS,
-    GOAL_ERROR_FIELDS,
-    ConversionForm,
-    GoalForm,
-    add_action_errors,
-)
+from conversions.forms import ConversionForm, GoalForm
 from conversions.models import Conversion, Goal
 from conversions.selectors import journey_revisions, new_definition_key
 from journeys.definition import DefinitionError, format_duration
@@ -141,15 +135,15 @@ def _done(request, journey_key: str, notice: str):
     return HttpResponseRedirect(reverse("conversions:panel", args=[journey_key]))
 
 
-def _save_item(request, journey: Journey, *, kind: str, key: str | None, form, save, fields):
+def _save_item(request, journey: Journey, *, kind: str, key: str | None, form, save):
     """Save a valid form through its action; errors go beside their fields."""
     if form.is_valid():
-        data = form.definition()
+        data = form.definition
         data["key"] = key or new_definition_key(journey, kind, data["name"])
         try:
             saved = save(journey=journey, data=data, key=key, user=request.user)
         except DefinitionError as exc:
-            add_action_errors(form, exc.errors, fields)
+            form.add_action_errors(exc.errors)
         else:
             notice = f"{kind.capitalize()} “{saved.name}” {'saved' if key else 'added'}."
             if _is_live(journey):
@@ -173,7 +167,6 @@ def conversion_save(request, key: str, conversion_key: str | None = None):
         key=conversion_key,
         form=form,
         save=save_conversion,
-        fields=CONVERSION_ERROR_FIELDS,
     )
 
 
@@ -196,7 +189,6 @@ def goal_save(request, key: str, goal_key: str | None = None):
         key=goal_key,
         form=form,
         save=save_goal,
-        fields=GOAL_ERROR_FIELDS,
     )
 
 

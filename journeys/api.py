@@ -1,5 +1,5 @@
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -55,6 +55,83 @@ _PUBLISH_BODY = {
         },
     }
 }
+
+
+# The answers, field for field and in order as the routes build them: ninja checks each
+# answer against its schema (and drops a key the schema does not name), and the OpenAPI
+# document shows them. Goals, conversions and definitions stay free-form: definition.py
+# validates them, and a schema here would write out as null the keys a definition leaves out.
+
+JourneyStatus = Literal[tuple(Journey.Status.values)]
+VersionState = Literal[tuple(JourneyVersion.State.values)]
+EnrollmentState = Literal[tuple(Enrollment.State.values)]
+
+
+class WarningOut(Schema):
+    loc: list[str | int]
+    message: str
+
+
+class JourneyListItemOut(Schema):
+    key: str
+    name: str
+    status: JourneyStatus
+    live_versions: list[int]
+    conversions: list[str] = PydanticField(description="Keys of the active conversions.")
+
+
+class VersionSummaryOut(Schema):
+    number: int
+    state: VersionState
+    traffic: int | None = PydanticField(description="Its share of new enrollments while split.")
+    split_with: int | None = PydanticField(
+        description="The version it shares (or shared) traffic with."
+    )
+    created_at: datetime
+    published_at: datetime | None
+    retired_at: datetime | None
+
+
+class JourneyOut(Schema):
+    key: str
+    name: str
+    description: str
+    status: JourneyStatus
+    created_at: datetime
+    updated_at: datetime
+    live_versions: list[int]
+    versions: list[VersionSummaryOut]
+    goals: list[dict[str, Any]] = PydanticField(
+        description="Active goals, as the definition writes them."
+    )
+    conversions: list[dict[str, Any]] = PydanticField(
+        description="Active conversions, as the definition writes them."
+    )
+
+
+class CreatedJourneyOut(JourneyOut):
+    warnings: list[WarningOut] = PydanticField(
+        description="References to journeys, goals or conversions that do not exist yet."
+    )
+
+
+class JourneyVersionOut(Schema):
+    journey: str
+    number: int
+    state: VersionState
+    traffic: int | None = PydanticField(description="Its share of new enrollments while split.")
+    split_with: int | None = PydanticField(
+        description="The version it shares (or shared) traffic with."
+    )
+    created_at: datetime
+    published_at: datetime | None
+    retired_at: datetime | None
+
+
+class DraftVersionOut(JourneyVersionOut):
+    warnings: list[WarningOut] = PydanticField(
+        description="References to journeys, goals or conversions that do not exist yet."
+    )
 
 
 def _json_body(request, *, required: bool = True) -> object:
@@ -131,7 +208,7 @@ def _definition_errors(exc: DefinitionError) -> ApiError:
     return ApiError(400, exc.errors)
 
 
-@router.get("/journeys", auth=manage_auth, tags=["journeys"])
+@router.get("/journeys", auth=manage_auth, tags=["journeys"], response=list[JourneyListItemOut])
 def list_journeys(request):
     """Every journey: key, name, status, live version numbers and active conversion keys."""
     return [
@@ -150,7 +227,7 @@ def list_journeys(request):
     "/journeys",
     auth=manage_auth,
     tags=["journeys"],
-    response={201: dict},
+    response={201: CreatedJourneyOut},
     openapi_extra=_DEFINITION_BODY,
 )
 def create_journey_route(request):
@@ -165,7 +242,7 @@ def create_journey_route(request):
     )
 
 
-@router.get("/journeys/{key}", auth=manage_auth, tags=["journeys"])
+@router.get("/journeys/{key}", auth=manage_auth, tags=["journeys"], response=JourneyOut)
 def get_journey(request, key: str):
     """The journey with its versions, goals and conversions."""
     journey = selectors.journey_detail(key=key)
@@ -174,7 +251,12 @@ def get_journey(request, key: str):
     return _journey_out(journey)
 
 
-@router.get("/journeys/{key}/definition", auth=manage_auth, tags=["journeys"])
+@router.get(
+    "/journeys/{key}/definition",
+    auth=manage_auth,
+    tags=["journeys"],
+    response=dict[str, Any],
+)
 def get_definition(request, key: str, version: int | None = None):
     """The canonical definition of a version (default: the newest); it round-trips through
     POST .../versions unchanged."""
@@ -192,7 +274,7 @@ def get_definition(request, key: str, version: int | None = None):
     "/journeys/{key}/versions",
     auth=manage_auth,
     tags=["journeys"],
-    response={201: dict},
+    response={201: DraftVersionOut},
     openapi_extra=_DEFINITION_BODY,
 )
 def create_version(request, key: str):
@@ -209,6 +291,7 @@ def create_version(request, key: str):
     "/journeys/{key}/versions/{number}/publish",
     auth=manage_auth,
     tags=["journeys"],
+    response=JourneyVersionOut,
     openapi_extra=_PUBLISH_BODY,
 )
 def publish(request, key: str, number: int):
@@ -299,6 +382,59 @@ class EnrollmentIn(Schema):
     contact: str = PydanticField(min_length=1, max_length=255)
 
 
+class EnrollmentOut(Schema):
+    id: int
+    journey: str
+    version: int
+    state: EnrollmentState
+    held_out: bool
+    started_at: datetime
+    ended_at: datetime | None
+    path: list[str] = PydanticField(description="The keys of the steps it visited, in order.")
+
+
+class NewEnrollmentOut(Schema):
+    contact: str
+    id: int
+    journey: str
+    version: int
+    state: EnrollmentState
+    held_out: bool
+    started_at: datetime
+    ended_at: datetime | None
+    path: list[str] = PydanticField(description="The keys of the steps it visited, in order.")
+
+
+class AwardOut(Schema):
+    journey: str
+    version: int
+    conversion: str
+    value: float
+    source: str = PydanticField(description="convert_step, goal, event or api.")
+    step: str | None
+    awarded_at: datetime
+
+
+class ContactOut(Schema):
+    external_id: str
+    email: str
+    attributes: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class ContactHistoryOut(ContactOut):
+    enrollments: list[EnrollmentOut]
+    conversions: list[AwardOut]
+
+
+class EventsAcceptedOut(Schema):
+    accepted: int
+    duplicates: int = PydanticField(
+        description="Events whose id was already stored: nothing was done."
+    )
+
+
 def _enrollment_out(enrollment: Enrollment) -> dict:
     return {
         "id": enrollment.pk,
@@ -357,7 +493,7 @@ def _check_external_id(external_id: str) -> None:
     "/contacts/{path:external_id}",
     auth=ingest_auth,
     tags=["contacts"],
-    response={200: dict, 201: dict},
+    response={200: ContactOut, 201: ContactOut},
 )
 def put_contact(request, external_id: str, payload: ContactIn):
     """Create (201) or update (200) a contact. `attributes` are merged into the stored ones
@@ -369,7 +505,12 @@ def put_contact(request, external_id: str, payload: ContactIn):
     return Status(201 if created else 200, _contact_out(contact, with_history=False))
 
 
-@router.get("/contacts/{path:external_id}", auth=ingest_auth, tags=["contacts"])
+@router.get(
+    "/contacts/{path:external_id}",
+    auth=ingest_auth,
+    tags=["contacts"],
+    response=ContactHistoryOut,
+)
 def get_contact(request, external_id: str):
     """The contact with its enrollments (and the path of step keys each visited) and the
     conversions awarded to it."""
@@ -393,7 +534,7 @@ def delete_contact(request, external_id: str):
     return Status(204, None)
 
 
-@router.post("/events", auth=ingest_auth, tags=["events"], response={202: dict})
+@router.post("/events", auth=ingest_auth, tags=["events"], response={202: EventsAcceptedOut})
 def post_events(request, payload: EventBatchIn):
     """Record 1 to 1,000 events. An event's `id` is its idempotency key: one already
     stored counts in `duplicates` and does nothing. Unknown contacts are created. A batch
@@ -407,7 +548,10 @@ def post_events(request, payload: EventBatchIn):
 
 
 @router.post(
-    "/journeys/{key}/enrollments", auth=manage_auth, tags=["journeys"], response={201: dict}
+    "/journeys/{key}/enrollments",
+    auth=manage_auth,
+    tags=["journeys"],
+    response={201: NewEnrollmentOut},
 )
 def post_enrollment(request, key: str, payload: EnrollmentIn):
     """Enroll a contact in the journey's live version now; 409 when re-entry forbids it."""

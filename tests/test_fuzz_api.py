@@ -1,7 +1,8 @@
 """Fuzz every operation of /api/v1/openapi.json with schemathesis, in process through the WSGI
-app: valid and invalid inputs alike must never produce a 5xx, and every error must have the
-contract's shape. Bounded (FUZZ_MAX_EXAMPLES per operation, 25 by default) so CI stays quick;
-raise it locally for a deeper run.
+app: valid and invalid inputs alike must never produce a 5xx, every answer must match the
+schema the document gives for its status, and every error must have the contract's shape.
+Bounded (FUZZ_MAX_EXAMPLES per operation, 25 by default) so CI stays quick; raise it locally
+for a deeper run.
 """
 
 import os
@@ -13,6 +14,7 @@ from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
+from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from config.wsgi import application
 
@@ -72,5 +74,5 @@ def assert_error_shape(response) -> None:
 )
 def test_api_never_fails_and_errors_keep_the_contract_shape(case, auth_headers):
     response = case.call(headers=auth_headers)
-    case.validate_response(response, checks=[not_a_server_error])
+    case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
     assert_error_shape(response)

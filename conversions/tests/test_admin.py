@@ -150,3 +150,52 @@ def test_a_goal_with_bad_criteria_is_an_inline_error(client, superuser):
 
     assert response.status_code == 200
     assert "criteria" in response.context["adminform"].form.errors
+
+
+def test_an_event_filter_error_shows_beside_the_filter(client, superuser):
+    client.force_login(superuser)
+    conversion = ConversionFactory()
+
+    response = client.post(
+        reverse("admin:conversions_conversion_change", args=[conversion.pk]),
+        conversion_form(name=conversion.name, event_name="purchase", event_where='[{"x": 1}]'),
+    )
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert list(errors) == ["event_where"]
+
+
+def test_an_event_filter_without_an_event_asks_for_the_event(client, superuser):
+    client.force_login(superuser)
+    conversion = ConversionFactory()
+
+    response = client.post(
+        reverse("admin:conversions_conversion_change", args=[conversion.pk]),
+        conversion_form(name=conversion.name, value_property="amount"),
+    )
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert errors["event_name"] == ["Name the event that these filters apply to."]
+
+
+def test_a_goal_cannot_award_a_conversion_of_another_journey(client, superuser):
+    client.force_login(superuser)
+    goal = GoalFactory()
+    elsewhere = ConversionFactory()
+
+    response = client.post(
+        reverse("admin:conversions_goal_change", args=[goal.pk]),
+        {
+            "name": goal.name,
+            "description": "",
+            "criteria": '{"event": "x"}',
+            "conversion": elsewhere.pk,
+        },
+    )
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert errors["conversion"][0] == "Choose a conversion of the same journey."
+    assert Goal.objects.get(pk=goal.pk).conversion is None

@@ -149,6 +149,18 @@ def test_bad_window_and_value_errors_are_inline(client, editor, journey):
     assert "Unknown unit" in html
 
 
+def test_an_amount_property_without_an_event_is_refused_beside_it(client, editor, journey):
+    client.force_login(editor)
+    html = htmx_post(
+        client,
+        "/journeys/trial/conversions/",
+        {"name": "X", "counting": "once_per_enrollment", "value_property": "amount"},
+    ).content.decode()
+    field = html[html.index('for="id_value_property"') :]
+    assert "Name the event whose property holds the amount." in field
+    assert not Conversion.objects.filter(name="X").exists()
+
+
 def test_editing_a_conversion_of_a_live_journey_warns_and_keeps_a_dated_revision(
     client, editor, live
 ):

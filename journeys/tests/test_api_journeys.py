@@ -487,3 +487,39 @@ def test_the_journey_routes_are_in_the_openapi_schema(client):
     assert "requestBody" in paths["/api/v1/journeys/{key}/versions"]["post"]
     assert "post" in paths["/api/v1/journeys/{key}/versions/{number}/publish"]
     assert "get" in paths["/api/v1/journeys/{key}/definition"]
+
+
+def test_every_answer_of_the_api_has_a_schema_in_the_openapi_document(client):
+    paths = client.get("/api/v1/openapi.json").json()["paths"]
+
+    undescribed = [
+        (method, path, status)
+        for path, item in paths.items()
+        for method, operation in item.items()
+        for status, answer in operation["responses"].items()
+        if status != "204" and "schema" not in answer.get("content", {}).get("application/json", {})
+    ]
+
+    assert undescribed == []
+
+
+def test_the_journey_answer_is_described_field_for_field(client):
+    schemas = client.get("/api/v1/openapi.json").json()["components"]["schemas"]
+
+    assert list(schemas["JourneyOut"]["properties"]) == [
+        "key",
+        "name",
+        "description",
+        "status",
+        "created_at",
+        "updated_at",
+        "live_versions",
+        "versions",
+        "goals",
+        "conversions",
+    ]
+    assert schemas["VersionSummaryOut"]["properties"]["state"]["enum"] == [
+        "draft",
+        "live",
+        "retired",
+    ]
