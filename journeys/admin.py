@@ -114,11 +114,11 @@ class JourneyVersionAdmin(admin.ModelAdmin):
         "created_at",
     ]
     list_filter = ["state"]
-    search_fields = ["journey__key", "journey__name", "change_summary"]
+    search_fields = ["journey__key", "journey__name"]
     date_hierarchy = "created_at"
     list_select_related = ["journey", "split_with__journey"]
     # The definition is edited through the editor, the API or import_journey, which validate
-    # it and keep the step rows in step; here only the summary of a draft can change.
+    # it and keep the step rows in step.
     readonly_fields = [
         "journey",
         "number",

@@ -21,14 +21,7 @@ from django.shortcuts import get_object_or_404, render
 from journeys.models import Journey, JourneyVersion
 
 # Fields of a published version that its life still changes: retiring it, splitting traffic.
-VERSION_LIFECYCLE_FIELDS = {
-    "state",
-    "traffic",
-    "split_traffic",
-    "split_with",
-    "retired_at",
-    "change_summary",
-}
+VERSION_LIFECYCLE_FIELDS = {"state", "traffic", "split_traffic", "split_with", "retired_at"}
 
 
 class HistoryIsImmutable(Exception):

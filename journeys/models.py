@@ -120,7 +120,6 @@ class JourneyVersion(models.Model):
     split_with = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    change_summary = models.TextField(blank=True, default="")
 
     class Meta:
         ordering = ["journey", "-number"]

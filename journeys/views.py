@@ -174,8 +174,7 @@ def _history(journey: Journey) -> list[dict]:
         rows.append(
             {
                 "version": version,
-                "summary": version.change_summary
-                or summarize_changes(
+                "summary": summarize_changes(
                     previous.definition if previous is not None else None, version.definition
                 ),
             }

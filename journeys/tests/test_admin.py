@@ -107,18 +107,15 @@ def test_a_published_version_is_read_only_and_a_draft_is_not(client, superuser):
 
     live_page = client.post(
         reverse("admin:journeys_journeyversion_change", args=[live.pk]),
-        {"change_summary": "sneaky"},
+        {"steps-TOTAL_FORMS": 0, "steps-INITIAL_FORMS": 0},
     )
     draft_page = client.post(
         reverse("admin:journeys_journeyversion_change", args=[draft.pk]),
-        {"change_summary": "Shorter wait", "steps-TOTAL_FORMS": 0, "steps-INITIAL_FORMS": 0},
+        {"steps-TOTAL_FORMS": 0, "steps-INITIAL_FORMS": 0},
     )
 
     assert live_page.status_code == 403
     assert draft_page.status_code == 302
-    live.refresh_from_db()
-    draft.refresh_from_db()
-    assert (live.change_summary, draft.change_summary) == ("", "Shorter wait")
 
 
 def test_an_event_cannot_be_changed(client, superuser):
