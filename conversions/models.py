@@ -161,7 +161,6 @@ class ConversionAward(models.Model):
         CONVERT_STEP = "convert_step", "Convert step"
         GOAL = "goal", "Goal"
         EVENT = "event", "Event"
-        API = "api", "API"
 
     # conversion and version are indexed by award_time_idx and award_version_idx.
     conversion = models.ForeignKey(

@@ -19,7 +19,7 @@ T0 = datetime.datetime(2026, 3, 2, 9, 0, tzinfo=datetime.UTC)
 
 
 def award(conversion, enrollment, **kwargs):
-    kwargs.setdefault("source", ConversionAward.Source.API)
+    kwargs.setdefault("source", ConversionAward.Source.EVENT)
     return award_conversion(conversion=conversion, enrollment=enrollment, now=T0, **kwargs)
 
 
@@ -31,7 +31,7 @@ def test_once_per_enrollment_counts_the_first_award_only():
     assert award(conversion, enrollment, source=ConversionAward.Source.CONVERT_STEP) is False
     stored = ConversionAward.objects.get()
     assert (stored.source, stored.value, stored.counting) == (
-        "api",
+        "event",
         Decimal("12.50"),
         "once_per_enrollment",
     )
