@@ -178,6 +178,14 @@ class Enrollment(models.Model):
         EXITED = "exited", "Exited"
         FAILED = "failed", "Failed"
 
+    class EntryLock(models.TextChoices):
+        """Re-entry rules as a constraint (enrollment_reentry, unique per journey and
+        contact): ONCE stays forever, ACTIVE is cleared when the enrollment ends (reentry
+        after_exit); null, for concurrent, never collides."""
+
+        ONCE = "once", "Once"
+        ACTIVE = "active", "While active"
+
     # The foreign keys below are indexed by the composite indexes that start with them
     # (enrollment_contact_idx, enrollment_reentry, enrollment_version_idx): no index of
     # their own to write on every step.
@@ -199,9 +207,10 @@ class Enrollment(models.Model):
     waiting_for_goal = models.CharField(max_length=64, blank=True, default="")
     wait_until = models.DateTimeField(null=True, blank=True)
     path = models.JSONField(default=list, blank=True)
-    # Re-entry rules as a constraint: "once" stays forever, "active" is cleared on the end
-    # (after_exit), null for concurrent; unique per journey and contact.
-    entry_lock = models.CharField(max_length=16, null=True, blank=True)  # noqa: DJ001
+    # Null means concurrent: NULLs never collide in the unique constraint (see EntryLock).
+    entry_lock = models.CharField(  # noqa: DJ001
+        max_length=16, choices=EntryLock.choices, null=True, blank=True
+    )
     trigger_event = models.ForeignKey(
         Event, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
