@@ -1,14 +1,19 @@
 from django.apps import AppConfig
 from django.core import checks
+from django.db.models.signals import pre_save
 
 
 class JourneysConfig(AppConfig):
     name = "journeys"
 
     def ready(self):
-        # The guards that keep published versions and awards unchangeable (journeys.audit).
         from journeys import audit, lookups  # noqa: F401  (lookups registers __any)
         from journeys.checks import check_vocabularies
+        from journeys.signals import published_version_immutable
 
-        audit.connect_guards()
+        pre_save.connect(
+            published_version_immutable,
+            sender=self.get_model("JourneyVersion"),
+            dispatch_uid="audit-published-version-immutable",
+        )
         checks.register(check_vocabularies)

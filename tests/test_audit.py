@@ -11,8 +11,9 @@ from conversions.actions import save_conversion
 from conversions.models import Conversion, ConversionAward
 from conversions.tests.factories import ConversionAwardFactory
 from journeys.actions import create_journey, publish_version, revoke_api_key
-from journeys.audit import HistoryIsImmutable, audit_rows, journey_audit_entries
+from journeys.audit import audit_rows, journey_audit_entries
 from journeys.models import ApiKey, Journey, JourneyVersion
+from journeys.signals import HistoryIsImmutable
 from journeys.tests.factories import EnrollmentFactory
 from journeys.tests.flows import definition
 
