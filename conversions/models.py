@@ -104,7 +104,6 @@ class Revision(models.Model):
     )
 
     class Meta:
-        ordering = ["-created_at", "-id"]
         constraints = [
             models.CheckConstraint(
                 condition=Q(conversion__isnull=False, goal__isnull=True)
@@ -143,7 +142,6 @@ class GoalAchievement(models.Model):
     achieved_at = models.DateTimeField()
 
     class Meta:
-        ordering = ["-achieved_at"]
         constraints = [
             models.UniqueConstraint(fields=["goal", "enrollment"], name="goal_once_per_enrollment"),
         ]
@@ -194,7 +192,6 @@ class ConversionAward(models.Model):
     awarded_at = models.DateTimeField()
 
     class Meta:
-        ordering = ["-awarded_at"]
         constraints = [
             models.UniqueConstraint(
                 fields=["conversion", "enrollment"],

@@ -48,6 +48,7 @@ class ContactAdmin(admin.ModelAdmin):
     list_filter = ["erased_at"]
     search_fields = ["external_id", "email"]
     date_hierarchy = "created_at"
+    ordering = ["-created_at"]
     readonly_fields = ["created_at", "updated_at"]
     actions = [erase_contacts]
 
@@ -58,6 +59,7 @@ class EventAdmin(ReadOnlyAdmin):
     list_filter = ["status", "source"]
     search_fields = ["event_id", "name", "contact__external_id"]
     date_hierarchy = "timestamp"
+    ordering = ["-timestamp"]
     list_select_related = ["contact"]
 
 
@@ -65,6 +67,7 @@ class JourneyVersionInline(admin.TabularInline):
     model = JourneyVersion
     fields = ["number", "state", "traffic", "published_at", "retired_at"]
     readonly_fields = fields
+    ordering = ["-number"]
     extra = 0
     can_delete = False
     show_change_link = True
@@ -116,6 +119,7 @@ class JourneyVersionAdmin(admin.ModelAdmin):
     list_filter = ["state"]
     search_fields = ["journey__key", "journey__name"]
     date_hierarchy = "created_at"
+    ordering = ["journey", "-number"]
     list_select_related = ["journey", "split_with__journey"]
     # The definition is edited through the editor, the API or import_journey, which validate
     # it and keep the step rows in step.
@@ -180,6 +184,7 @@ class EnrollmentAdmin(admin.ModelAdmin):
     list_filter = ["state", "held_out", "journey"]
     search_fields = ["contact__external_id", "contact__email", "journey__key", "last_error"]
     date_hierarchy = "started_at"
+    ordering = ["-started_at"]
     list_select_related = ["contact", "journey", "version__journey"]
     raw_id_fields = ["contact", "journey", "version", "trigger_event"]
     actions = [retry_failed_enrollments]
@@ -191,6 +196,7 @@ class StepVisitAdmin(ReadOnlyAdmin):
     list_filter = ["outcome"]
     search_fields = ["step_key", "enrollment__contact__external_id"]
     date_hierarchy = "entered_at"
+    ordering = ["-enrollment__started_at", "seq"]
     list_select_related = ["enrollment", "version__journey"]
 
 
@@ -209,6 +215,7 @@ class OutboxMessageAdmin(admin.ModelAdmin):
     list_filter = ["channel", "status"]
     search_fields = ["recipient", "subject", "contact__external_id", "step_key"]
     date_hierarchy = "created_at"
+    ordering = ["-created_at"]
     list_select_related = ["contact"]
     raw_id_fields = ["visit", "enrollment", "contact"]
 

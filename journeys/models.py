@@ -12,7 +12,6 @@ class Contact(models.Model):
     erased_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        ordering = ["-created_at"]
         indexes = [models.Index(fields=["email"], name="contact_email_idx")]
 
     def __str__(self):
@@ -53,7 +52,6 @@ class Event(models.Model):
     error = models.TextField(blank=True, default="")
 
     class Meta:
-        ordering = ["-timestamp"]
         indexes = [
             models.Index(fields=["id"], condition=Q(status="pending"), name="event_pending_idx"),
             models.Index(fields=["contact", "name", "timestamp"], name="event_contact_name_idx"),
@@ -122,7 +120,6 @@ class JourneyVersion(models.Model):
     )
 
     class Meta:
-        ordering = ["journey", "-number"]
         constraints = [
             models.UniqueConstraint(fields=["journey", "number"], name="version_number_unique"),
             models.UniqueConstraint(
@@ -223,7 +220,6 @@ class Enrollment(models.Model):
     last_error = models.TextField(blank=True, default="")
 
     class Meta:
-        ordering = ["-started_at"]
         constraints = [
             models.UniqueConstraint(
                 fields=["journey", "contact", "entry_lock"], name="enrollment_reentry"
@@ -275,7 +271,6 @@ class StepVisit(models.Model):
     entered_at = models.DateTimeField()
 
     class Meta:
-        ordering = ["enrollment", "seq"]
         constraints = [
             models.UniqueConstraint(fields=["enrollment", "seq"], name="visit_seq_unique"),
         ]
@@ -315,7 +310,6 @@ class OutboxMessage(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["due_at"], condition=Q(status="pending"), name="outbox_due_idx"),
         ]
