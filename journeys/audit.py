@@ -7,7 +7,7 @@ conversions.signals.
 import dataclasses
 from datetime import datetime
 
-from django.contrib.auth.decorators import login_required, permission_required
+from django.contrib.auth.decorators import permission_required
 from django.contrib.contenttypes.models import ContentType
 from django.db.models import Q
 from django.shortcuts import get_object_or_404, render
@@ -94,7 +94,6 @@ def audit_rows(entries) -> list[AuditRow]:
 AUDIT_PAGE_SIZE = 200
 
 
-@login_required
 @permission_required("journeys.view_journey", raise_exception=True)
 def journey_audit_page(request, key: str):
     """The journey's audit log: who changed it, its versions, goals and conversions, when,

@@ -244,6 +244,8 @@ def test_public_routes(role, users):
     assert client.get("/healthz").status_code in (200, 503)
     root = client.get("/")
     assert root.status_code == 302 and root["Location"] == "/journeys/"
+    logout = client.post("/accounts/logout/")
+    assert logout.status_code == 302 and logout["Location"] == "/accounts/login/"
 
 
 @pytest.mark.parametrize(
