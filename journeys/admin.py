@@ -1,4 +1,4 @@
-"""Admin for the journeys app. History (events, published versions, steps, visits) is
+"""Admin for the journeys app. History (events, published versions, visits) is
 read-only here: it is what reports count, and editing it would rewrite the past."""
 
 from django.contrib import admin, messages
@@ -12,7 +12,6 @@ from journeys.models import (
     Journey,
     JourneyVersion,
     OutboxMessage,
-    Step,
     StepVisit,
 )
 
@@ -92,17 +91,6 @@ class JourneyAdmin(admin.ModelAdmin):
         return self.readonly_fields
 
 
-class StepInline(admin.TabularInline):
-    model = Step
-    fields = ["position", "key", "type", "config"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(JourneyVersion)
 class JourneyVersionAdmin(admin.ModelAdmin):
     list_display = [
@@ -122,7 +110,7 @@ class JourneyVersionAdmin(admin.ModelAdmin):
     ordering = ["journey", "-number"]
     list_select_related = ["journey", "split_with__journey"]
     # The definition is edited through the editor, the API or import_journey, which validate
-    # it and keep the step rows in step.
+    # it.
     readonly_fields = [
         "journey",
         "number",
@@ -136,7 +124,6 @@ class JourneyVersionAdmin(admin.ModelAdmin):
         "published_by",
         "retired_at",
     ]
-    inlines = [StepInline]
 
     def has_add_permission(self, request):
         return False
@@ -145,14 +132,6 @@ class JourneyVersionAdmin(admin.ModelAdmin):
         if obj is not None and obj.state != JourneyVersion.State.DRAFT:
             return False
         return super().has_change_permission(request, obj)
-
-
-@admin.register(Step)
-class StepAdmin(ReadOnlyAdmin):
-    list_display = ["key", "type", "version", "position"]
-    list_filter = ["type"]
-    search_fields = ["key", "version__journey__key"]
-    list_select_related = ["version__journey"]
 
 
 @admin.action(description="Retry failed enrollments")

@@ -136,36 +136,6 @@ class JourneyVersion(models.Model):
         return f"{self.journey.key} v{self.number}"
 
 
-class Step(models.Model):
-    """A step of a version, kept as rows so reports can line steps up by key."""
-
-    class Type(models.TextChoices):
-        SEND_EMAIL = "send_email", "Send email"
-        SEND_SMS = "send_sms", "Send SMS"
-        WAIT = "wait", "Wait"
-        CONDITION = "condition", "Condition"
-        SPLIT = "split", "Split"
-        UPDATE_CONTACT = "update_contact", "Update contact"
-        EVALUATE_GOAL = "evaluate_goal", "Evaluate goal"
-        CONVERT = "convert", "Convert"
-        EXIT = "exit", "Exit"
-
-    version = models.ForeignKey(JourneyVersion, on_delete=models.CASCADE, related_name="steps")
-    key = models.SlugField(max_length=64)
-    type = models.CharField(max_length=32, choices=Type.choices)
-    position = models.PositiveIntegerField()
-    config = models.JSONField(default=dict)
-
-    class Meta:
-        ordering = ["version", "position"]
-        constraints = [
-            models.UniqueConstraint(fields=["version", "key"], name="step_key_unique"),
-        ]
-
-    def __str__(self):
-        return f"{self.version} {self.key}"
-
-
 class Enrollment(models.Model):
     """One run of one contact through one version; also the queue of record for the engine."""
 

@@ -18,7 +18,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from conversions.models import Conversion, Goal, Revision
 from journeys.actions import create_journey, publish_version, save_draft_version
-from journeys.models import Contact, Journey, JourneyVersion, Step
+from journeys.models import Contact, Journey, JourneyVersion
 from journeys.tests.factories import ContactFactory, UserFactory
 from reporting import selectors
 
@@ -153,7 +153,6 @@ def _snapshot():
     return (
         list(Journey.objects.values().order_by("pk")),
         list(JourneyVersion.objects.values().order_by("pk")),
-        list(Step.objects.values().order_by("pk")),
         list(Conversion.objects.values().order_by("pk")),
         list(Goal.objects.values().order_by("pk")),
         Revision.objects.count(),

@@ -13,7 +13,7 @@ from journeys.actions import (
     save_draft_version,
 )
 from journeys.definition import DefinitionError, parse_definition, render_definition
-from journeys.models import Journey, JourneyVersion, Step
+from journeys.models import Journey, JourneyVersion
 from journeys.selectors import journey_definition
 from journeys.tests.contract_example import CONTRACT_EXAMPLE, contract_example, simple_definition
 from journeys.tests.factories import EnrollmentFactory, UserFactory
@@ -50,11 +50,6 @@ def test_create_journey_stores_version_1_canonical_with_its_steps_in_order():
     assert version.definition == {
         part: canonical[part] for part in ("settings", "triggers", "exit_when", "steps")
     }
-    steps = list(Step.objects.filter(version=version).order_by("position"))
-    assert [(s.position, s.key, s.type) for s in steps] == [
-        (index, step["key"], step["type"]) for index, step in enumerate(CONTRACT_EXAMPLE["steps"])
-    ]
-    assert steps[1].config == canonical["steps"][1]
     assert len(warnings) == 2
 
 
@@ -113,7 +108,8 @@ def test_save_draft_replaces_the_unpublished_draft_and_its_steps():
 
     assert result.version.pk == first.pk
     assert result.version.number == 1
-    assert list(Step.objects.filter(version=first).values_list("key", flat=True)) == ["bye"]
+    first.refresh_from_db()
+    assert [step["key"] for step in first.definition["steps"]] == ["bye"]
     journey.refresh_from_db()
     assert journey.name == "Renamed"
     assert JourneyVersion.objects.filter(journey=journey).count() == 1
@@ -157,7 +153,6 @@ def test_invalid_draft_is_kept_for_the_editor_with_its_errors_but_cannot_be_publ
     result = save_draft_version(journey=journey, definition=broken, allow_invalid=True)
 
     assert [e["loc"] for e in result.errors] == [["steps", 0, "next"]]
-    assert not Step.objects.filter(version=result.version).exists()
     # The journey's conversions are untouched until the draft is valid...
     assert list(Conversion.objects.filter(journey=journey).values_list("key", flat=True)) == [
         "paid"

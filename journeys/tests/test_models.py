@@ -4,7 +4,7 @@ breaks one is refused by the database itself."""
 import pytest
 from django.db import IntegrityError, transaction
 
-from journeys.models import Enrollment, Step
+from journeys.models import Enrollment
 from journeys.tests.factories import (
     EnrollmentFactory,
     EventFactory,
@@ -43,14 +43,6 @@ def test_a_journey_has_at_most_one_draft():
 @pytest.mark.parametrize("traffic", [0, 101])
 def test_traffic_is_a_share_of_1_to_100(traffic):
     refused(JourneyVersionFactory, traffic=traffic)
-
-
-def test_step_keys_are_unique_per_version():
-    version = JourneyVersionFactory()
-    Step.objects.create(version=version, key="welcome", type="send_email", position=0)
-
-    refused(Step.objects.create, version=version, key="welcome", type="wait", position=1)
-    Step.objects.create(version=JourneyVersionFactory(), key="welcome", type="wait", position=0)
 
 
 def test_event_ids_are_unique():
