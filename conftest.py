@@ -128,6 +128,13 @@ def browser_type_launch_args(browser_type_launch_args):
     return {**browser_type_launch_args, "executable_path": CHROMIUM_PATH, "args": CHROMIUM_FLAGS}
 
 
+def pytest_configure(config):
+    # The SQLite test database is a file in VAR_DIR, which settings do not create.
+    from django.conf import settings
+
+    settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
 def pytest_collection_modifyitems(config, items):
     if os.path.exists(CHROMIUM_PATH) or shutil.which("chromium"):
         return

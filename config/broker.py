@@ -8,6 +8,9 @@ written under a name no reader matches and renamed into place, which is atomic w
 folder, so a reader sees a whole message or none. An unreadable file that gets there anyway
 (a process killed in kombu's own writer) is dropped with a warning: messages only announce
 work that the sweep finds in the database regardless.
+
+Settings create nothing, so a channel makes its folders when it opens: whichever process
+uses the broker first (web, worker or beat) sets them up.
 """
 
 import logging
@@ -21,8 +24,18 @@ from kombu.utils.json import dumps
 
 logger = logging.getLogger(__name__)
 
+# Only folders the options name are made: kombu's defaults are relative to the current
+# directory, where nothing should appear.
+FOLDER_OPTIONS = ("data_folder_in", "data_folder_out", "processed_folder", "control_folder")
+
 
 class Channel(filesystem.Channel):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for option in FOLDER_OPTIONS:
+            if option in self.transport_options:
+                os.makedirs(self.transport_options[option], exist_ok=True)
+
     def _put(self, queue, payload, **kwargs):
         final = os.path.join(
             self.data_folder_out, f"{int(filesystem.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"

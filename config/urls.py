@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
 from django.views.generic import RedirectView
 
@@ -7,12 +8,25 @@ from config.api import api
 from config.health import healthz
 from journeys.audit import journey_audit_page
 
+
+def _login_not_required(urls):
+    """The API's URLs, exempt from LoginRequiredMiddleware: each route authenticates its
+    caller by bearer key and answers 401 in JSON (config.api.KeyAuth), and the schema and
+    its docs are public, so none of it may redirect to the login page."""
+    patterns, _, _ = urls
+    for pattern in patterns:
+        login_not_required(pattern.callback)
+    return urls
+
+
+# Every page needs a login (LoginRequiredMiddleware) except the ones marked here and in
+# their views (the login page, /healthz); the admin sends to its own login page.
 urlpatterns = [
-    path("", RedirectView.as_view(url="/journeys/", permanent=False)),
+    path("", login_not_required(RedirectView.as_view(url="/journeys/", permanent=False))),
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("api/v1/", api.urls),
+    path("accounts/logout/", login_not_required(auth_views.LogoutView.as_view()), name="logout"),
+    path("api/v1/", _login_not_required(api.urls)),
     path("journeys/<slug:key>/audit/", journey_audit_page, name="journey-audit"),
     path("", include("journeys.urls")),
     path("", include("conversions.urls")),

@@ -75,6 +75,7 @@ class RevisionAdmin(ReadOnlyAdmin):
     list_filter = ["kind", "while_live"]
     search_fields = ["journey__key", "conversion__key", "goal__key"]
     date_hierarchy = "created_at"
+    ordering = ["-created_at", "-id"]
     list_select_related = ["journey", "conversion", "goal", "created_by"]
 
 
@@ -84,6 +85,7 @@ class GoalAchievementAdmin(ReadOnlyAdmin):
     list_filter = ["journey"]
     search_fields = ["goal__key", "contact__external_id", "journey__key"]
     date_hierarchy = "achieved_at"
+    ordering = ["-achieved_at"]
     list_select_related = ["goal", "contact", "journey", "version__journey"]
 
 
@@ -103,4 +105,5 @@ class ConversionAwardAdmin(ReadOnlyAdmin):
     list_filter = ["source", "counting", "journey"]
     search_fields = ["conversion__key", "contact__external_id", "journey__key"]
     date_hierarchy = "awarded_at"
+    ordering = ["-awarded_at"]
     list_select_related = ["conversion", "contact", "journey", "version__journey"]

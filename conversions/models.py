@@ -104,7 +104,6 @@ class Revision(models.Model):
     )
 
     class Meta:
-        ordering = ["-created_at", "-id"]
         constraints = [
             models.CheckConstraint(
                 condition=Q(conversion__isnull=False, goal__isnull=True)
@@ -143,7 +142,6 @@ class GoalAchievement(models.Model):
     achieved_at = models.DateTimeField()
 
     class Meta:
-        ordering = ["-achieved_at"]
         constraints = [
             models.UniqueConstraint(fields=["goal", "enrollment"], name="goal_once_per_enrollment"),
         ]
@@ -161,7 +159,6 @@ class ConversionAward(models.Model):
         CONVERT_STEP = "convert_step", "Convert step"
         GOAL = "goal", "Goal"
         EVENT = "event", "Event"
-        API = "api", "API"
 
     # conversion and version are indexed by award_time_idx and award_version_idx.
     conversion = models.ForeignKey(
@@ -195,7 +192,6 @@ class ConversionAward(models.Model):
     awarded_at = models.DateTimeField()
 
     class Meta:
-        ordering = ["-awarded_at"]
         constraints = [
             models.UniqueConstraint(
                 fields=["conversion", "enrollment"],

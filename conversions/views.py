@@ -6,7 +6,7 @@ an HTMX request is the whole panel, swapped in place of the left panel: no page 
 Without JavaScript the same URLs render the full editor page with the panel open.
 """
 
-from django.contrib.auth.decorators import login_required, permission_required
+from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import render
@@ -121,7 +121,6 @@ def _row(model, journey: Journey, key: str):
     return row
 
 
-@login_required
 @permission_required(VIEW, raise_exception=True)
 def panel(request, key: str):
     journey = _journey(key)
@@ -152,7 +151,6 @@ def _save_item(request, journey: Journey, *, kind: str, key: str | None, form, s
     return _render_panel(request, journey, form=form, form_kind=kind, form_key=key or "")
 
 
-@login_required
 @require_POST
 def conversion_save(request, key: str, conversion_key: str | None = None):
     if not request.user.has_perm(EDIT_CONVERSIONS):
@@ -170,7 +168,6 @@ def conversion_save(request, key: str, conversion_key: str | None = None):
     )
 
 
-@login_required
 @require_POST
 def goal_save(request, key: str, goal_key: str | None = None):
     if not request.user.has_perm(EDIT_GOALS):
@@ -197,7 +194,6 @@ def _where_used(journey: Journey, kind: str, key: str) -> str:
     return "; ".join(f"{u.where} in {u.journey_name} v{u.version} ({u.state})" for u in usages)
 
 
-@login_required
 @require_POST
 def archive(request, key: str, kind: str, item_key: str):
     perm = EDIT_CONVERSIONS if kind == "conversion" else EDIT_GOALS

@@ -1,4 +1,4 @@
-"""Admin for the journeys app. History (events, published versions, steps, visits) is
+"""Admin for the journeys app. History (events, published versions, visits) is
 read-only here: it is what reports count, and editing it would rewrite the past."""
 
 from django.contrib import admin, messages
@@ -15,7 +15,6 @@ from journeys.models import (
     Journey,
     JourneyVersion,
     OutboxMessage,
-    Step,
     StepVisit,
 )
 
@@ -49,6 +48,7 @@ class ContactAdmin(admin.ModelAdmin):
     list_filter = ["erased_at"]
     search_fields = ["external_id", "email"]
     date_hierarchy = "created_at"
+    ordering = ["-created_at"]
     readonly_fields = ["created_at", "updated_at"]
     actions = [erase_contacts]
 
@@ -59,6 +59,7 @@ class EventAdmin(ReadOnlyAdmin):
     list_filter = ["status", "source"]
     search_fields = ["event_id", "name", "contact__external_id"]
     date_hierarchy = "timestamp"
+    ordering = ["-timestamp"]
     list_select_related = ["contact"]
 
 
@@ -66,6 +67,7 @@ class JourneyVersionInline(admin.TabularInline):
     model = JourneyVersion
     fields = ["number", "state", "traffic", "published_at", "retired_at"]
     readonly_fields = fields
+    ordering = ["-number"]
     extra = 0
     can_delete = False
     show_change_link = True
@@ -90,17 +92,6 @@ class JourneyAdmin(admin.ModelAdmin):
         return self.readonly_fields
 
 
-class StepInline(admin.TabularInline):
-    model = Step
-    fields = ["position", "key", "type", "config"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(JourneyVersion)
 class JourneyVersionAdmin(admin.ModelAdmin):
     list_display = [
@@ -115,11 +106,12 @@ class JourneyVersionAdmin(admin.ModelAdmin):
         "created_at",
     ]
     list_filter = ["state"]
-    search_fields = ["journey__key", "journey__name", "change_summary"]
+    search_fields = ["journey__key", "journey__name"]
     date_hierarchy = "created_at"
+    ordering = ["journey", "-number"]
     list_select_related = ["journey", "split_with__journey"]
     # The definition is edited through the editor, the API or import_journey, which validate
-    # it and keep the step rows in step; here only the summary of a draft can change.
+    # it.
     readonly_fields = [
         "journey",
         "number",
@@ -133,7 +125,6 @@ class JourneyVersionAdmin(admin.ModelAdmin):
         "published_by",
         "retired_at",
     ]
-    inlines = [StepInline]
 
     def has_add_permission(self, request):
         return False
@@ -142,14 +133,6 @@ class JourneyVersionAdmin(admin.ModelAdmin):
         if obj is not None and obj.state != JourneyVersion.State.DRAFT:
             return False
         return super().has_change_permission(request, obj)
-
-
-@admin.register(Step)
-class StepAdmin(ReadOnlyAdmin):
-    list_display = ["key", "type", "version", "position"]
-    list_filter = ["type"]
-    search_fields = ["key", "version__journey__key"]
-    list_select_related = ["version__journey"]
 
 
 @admin.action(description="Retry failed enrollments")
@@ -179,6 +162,7 @@ class EnrollmentAdmin(admin.ModelAdmin):
     list_filter = ["state", "held_out", "journey"]
     search_fields = ["contact__external_id", "contact__email", "journey__key", "last_error"]
     date_hierarchy = "started_at"
+    ordering = ["-started_at"]
     list_select_related = ["contact", "journey", "version__journey"]
     raw_id_fields = ["contact", "journey", "version", "trigger_event"]
     actions = [retry_failed_enrollments]
@@ -190,6 +174,7 @@ class StepVisitAdmin(ReadOnlyAdmin):
     list_filter = ["outcome"]
     search_fields = ["step_key", "enrollment__contact__external_id"]
     date_hierarchy = "entered_at"
+    ordering = ["-enrollment__started_at", "seq"]
     list_select_related = ["enrollment", "version__journey"]
 
 
@@ -208,6 +193,7 @@ class OutboxMessageAdmin(admin.ModelAdmin):
     list_filter = ["channel", "status"]
     search_fields = ["recipient", "subject", "contact__external_id", "step_key"]
     date_hierarchy = "created_at"
+    ordering = ["-created_at"]
     list_select_related = ["contact"]
     raw_id_fields = ["visit", "enrollment", "contact"]
 

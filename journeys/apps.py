@@ -1,4 +1,6 @@
 from django.apps import AppConfig
+from django.core import checks
+from django.db.models.signals import pre_save
 
 
 class JourneysConfig(AppConfig):
@@ -6,8 +8,14 @@ class JourneysConfig(AppConfig):
 
     def ready(self):
         # Imported here, not at the top: Django imports this module before any model is
-        # loaded, and both import models. bulk registers the `__any` lookup; audit's guards
-        # keep published versions and awards unchangeable.
-        from journeys import audit, bulk  # noqa: F401
+        # loaded, and these modules import models. bulk registers the `__any` lookup.
+        from journeys import bulk  # noqa: F401
+        from journeys.checks import check_vocabularies
+        from journeys.signals import published_version_immutable
 
-        audit.connect_guards()
+        pre_save.connect(
+            published_version_immutable,
+            sender=self.get_model("JourneyVersion"),
+            dispatch_uid="audit-published-version-immutable",
+        )
+        checks.register(check_vocabularies)

@@ -1,68 +1,20 @@
-"""The audit trail (django-auditlog records it; settings.AUDITLOG_INCLUDE_TRACKING_MODELS says
-of what) and the guard that keeps history unchangeable.
-
-Published versions and conversion awards are what reports count: once written, nobody
-changes them. The guard refuses it for every code path that saves the model (the admin, the
-actions, a shell using save()); the admin also shows them read-only. A raw queryset update
-is not guarded: no code of the product changes these rows that way, and a database trigger
-would also stop the foreign keys that erasing a contact's events must clear.
+"""The audit trail: django-auditlog records it (settings.AUDITLOG_INCLUDE_TRACKING_MODELS
+says of what); these are its reads, its page, and the entry that records an erasure. The
+guards that keep published versions and awards unchangeable are in journeys.signals and
+conversions.signals.
 """
 
 import dataclasses
 from datetime import datetime
 
-from django.contrib.auth.decorators import login_required, permission_required
+from auditlog.models import LogEntry
+from django.contrib.auth.decorators import permission_required
 from django.contrib.contenttypes.models import ContentType
 from django.db.models import Q
-from django.db.models.signals import pre_save
-from django.dispatch import receiver
 from django.shortcuts import get_object_or_404, render
 
+from conversions.models import Conversion, Goal
 from journeys.models import Journey, JourneyVersion
-
-# Fields of a published version that its life still changes: retiring it, splitting traffic.
-VERSION_LIFECYCLE_FIELDS = {
-    "state",
-    "traffic",
-    "split_traffic",
-    "split_with",
-    "retired_at",
-    "change_summary",
-}
-
-
-class HistoryIsImmutable(Exception):
-    """A write that would rewrite what already happened."""
-
-
-@receiver(pre_save, sender=JourneyVersion, dispatch_uid="audit-published-version-immutable")
-def _published_version_immutable(sender, instance, raw=False, update_fields=None, **kwargs):
-    if raw or instance._state.adding or instance.pk is None:
-        return
-    if update_fields is not None and set(update_fields) <= VERSION_LIFECYCLE_FIELDS:
-        return
-    stored = sender.objects.filter(pk=instance.pk).values("state", "definition").first()
-    if stored is None or stored["state"] == JourneyVersion.State.DRAFT:
-        return
-    if stored["definition"] != instance.definition:
-        raise HistoryIsImmutable(
-            f"Version {instance.number} of '{instance.journey.key}' is {stored['state']}: its "
-            "definition cannot change. Save a new draft version instead."
-        )
-
-
-def _award_immutable(sender, instance, raw=False, **kwargs):
-    if raw or instance._state.adding or instance.pk is None:
-        return
-    raise HistoryIsImmutable("A conversion award is history and cannot be changed.")
-
-
-def connect_guards() -> None:
-    """Called from the journeys app's ready(); the award model lives in conversions, which
-    journeys does not import at module level."""
-    from conversions.models import ConversionAward
-
-    pre_save.connect(_award_immutable, sender=ConversionAward, dispatch_uid="audit-award-immutable")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,10 +29,6 @@ class AuditRow:
 def journey_audit_entries(journey: Journey):
     """Every audit entry about the journey, its versions, goals and conversions, newest
     first, with actor and content type joined (one query when evaluated)."""
-    from auditlog.models import LogEntry
-
-    from conversions.models import Conversion, Goal
-
     types = ContentType.objects.get_for_models(Journey, JourneyVersion, Goal, Conversion)
     return (
         LogEntry.objects.filter(
@@ -144,7 +92,6 @@ def audit_rows(entries) -> list[AuditRow]:
 AUDIT_PAGE_SIZE = 200
 
 
-@login_required
 @permission_required("journeys.view_journey", raise_exception=True)
 def journey_audit_page(request, key: str):
     """The journey's audit log: who changed it, its versions, goals and conversions, when,
@@ -163,8 +110,6 @@ def record_erasure(contact) -> None:
     request's user or API key) and when. The contact model itself is not audited: its
     entries would keep the very data an erasure removes. The entry names only the anonymous
     id."""
-    from auditlog.models import LogEntry
-
     LogEntry.objects.log_create(
         contact,
         force_log=True,

@@ -20,7 +20,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
 from django.template import Engine, TemplateSyntaxError
 from pydantic import (
@@ -50,19 +50,6 @@ MAX_JSON_DEPTH = 64
 MAX_DURATION = datetime.timedelta(days=3650)
 # Conversions.value is stored as DECIMAL(14, 2).
 MAX_CONVERSION_VALUE = Decimal("999999999999.99")
-
-STEP_TYPES = (
-    "send_email",
-    "send_sms",
-    "wait",
-    "condition",
-    "split",
-    "update_contact",
-    "evaluate_goal",
-    "convert",
-    "exit",
-)
-OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "contains", "in", "exists")
 
 # Subjects, bodies and SMS texts are checked with the same engine that renders them, one that
 # needs no settings and only knows Django's built-in tags and filters.
@@ -285,6 +272,8 @@ class _Model(BaseModel):
 _criteria_depth: contextvars.ContextVar[int] = contextvars.ContextVar("criteria_depth", default=0)
 
 Op = Literal["eq", "ne", "gt", "gte", "lt", "lte", "contains", "in", "exists"]
+# The comparison operators; the editor's tables of them follow this one (journeys.checks).
+OPS: tuple[str, ...] = get_args(Op)
 _SCALAR_TYPES = (str, int, float, bool, type(None))
 
 
@@ -667,20 +656,18 @@ class Exit(_Step):
         return []
 
 
+_AnyStep = (
+    SendEmail | SendSms | Wait | Condition | Split | UpdateContact | EvaluateGoal | Convert | Exit
+)
 _STEP_KINDS: dict[str, type[_Step]] = {
-    "send_email": SendEmail,
-    "send_sms": SendSms,
-    "wait": Wait,
-    "condition": Condition,
-    "split": Split,
-    "update_contact": UpdateContact,
-    "evaluate_goal": EvaluateGoal,
-    "convert": Convert,
-    "exit": Exit,
+    get_args(model.model_fields["type"].annotation)[0]: model for model in get_args(_AnyStep)
 }
+# The step types, in the order the editor offers them; the engine's handlers and the
+# editor's labels and forms follow this one (journeys.checks).
+STEP_TYPES: tuple[str, ...] = tuple(_STEP_KINDS)
 
 Step = Annotated[
-    SendEmail | SendSms | Wait | Condition | Split | UpdateContact | EvaluateGoal | Convert | Exit,
+    _AnyStep,
     Field(discriminator="type"),
     WrapValidator(lambda value, handler: _validate_by_type(value, _STEP_KINDS, "step")),
 ]

@@ -520,10 +520,15 @@ def _play(*, contacts_per_day: int, days: int, rng: random.Random, out) -> dict:
             ingest_events(events=batch[chunk : chunk + 1000], source="demo", now=day_end)
         run_due(now=day_end)
 
-        # Each new contact now behaves according to the version the engine put it on.
-        entered = Enrollment.objects.filter(
-            contact__external_id__in=[c.external_id for c in new_contacts]
-        ).values_list("contact__external_id", "journey__key", "version__number", "held_out")
+        # Each new contact now behaves according to the version the engine put it on. The
+        # random draws follow this order, newest enrollment first as before; pk breaks ties.
+        entered = (
+            Enrollment.objects.filter(
+                contact__external_id__in=[c.external_id for c in new_contacts]
+            )
+            .order_by("-started_at", "pk")
+            .values_list("contact__external_id", "journey__key", "version__number", "held_out")
+        )
         for external_id, journey_key, number, held_out in entered:
             scenario = journeys[journey_key][1]
             # Held-out contacts get no messages; they convert at the first version's odds,

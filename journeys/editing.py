@@ -10,20 +10,14 @@ import copy
 import dataclasses
 import re
 
-from journeys.definition import format_duration, parse_duration
+from journeys.definition import STEP_TYPES, format_duration, parse_duration
 
+# A step type's label is its name in words; only an acronym needs spelling out.
+_ACRONYM_LABELS = {"send_sms": "Send SMS"}
 STEP_TYPE_LABELS = {
-    "send_email": "Send email",
-    "send_sms": "Send SMS",
-    "wait": "Wait",
-    "condition": "Condition",
-    "split": "Split",
-    "update_contact": "Update contact",
-    "evaluate_goal": "Evaluate goal",
-    "convert": "Convert",
-    "exit": "Exit",
+    kind: _ACRONYM_LABELS.get(kind) or kind.replace("_", " ").capitalize() for kind in STEP_TYPES
 }
-BRANCHING_TYPES = {"condition", "split", "evaluate_goal"}
+# One per operator of journeys.definition.OPS; journeys.checks reports any difference.
 OP_LABELS = {
     "eq": "=",
     "ne": "≠",
@@ -34,12 +28,6 @@ OP_LABELS = {
     "contains": "contains",
     "in": "in",
     "exists": "exists",
-}
-PORT_LABELS = {
-    "then": "then",
-    "else": "else",
-    "achieved": "achieved",
-    "not_achieved": "not achieved",
 }
 
 

@@ -12,7 +12,6 @@ class Contact(models.Model):
     erased_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        ordering = ["-created_at"]
         indexes = [models.Index(fields=["email"], name="contact_email_idx")]
 
     def __str__(self):
@@ -53,7 +52,6 @@ class Event(models.Model):
     error = models.TextField(blank=True, default="")
 
     class Meta:
-        ordering = ["-timestamp"]
         indexes = [
             models.Index(fields=["id"], condition=Q(status="pending"), name="event_pending_idx"),
             models.Index(fields=["contact", "name", "timestamp"], name="event_contact_name_idx"),
@@ -120,10 +118,8 @@ class JourneyVersion(models.Model):
     split_with = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    change_summary = models.TextField(blank=True, default="")
 
     class Meta:
-        ordering = ["journey", "-number"]
         constraints = [
             models.UniqueConstraint(fields=["journey", "number"], name="version_number_unique"),
             models.UniqueConstraint(
@@ -140,36 +136,6 @@ class JourneyVersion(models.Model):
         return f"{self.journey.key} v{self.number}"
 
 
-class Step(models.Model):
-    """A step of a version, kept as rows so reports can line steps up by key."""
-
-    class Type(models.TextChoices):
-        SEND_EMAIL = "send_email", "Send email"
-        SEND_SMS = "send_sms", "Send SMS"
-        WAIT = "wait", "Wait"
-        CONDITION = "condition", "Condition"
-        SPLIT = "split", "Split"
-        UPDATE_CONTACT = "update_contact", "Update contact"
-        EVALUATE_GOAL = "evaluate_goal", "Evaluate goal"
-        CONVERT = "convert", "Convert"
-        EXIT = "exit", "Exit"
-
-    version = models.ForeignKey(JourneyVersion, on_delete=models.CASCADE, related_name="steps")
-    key = models.SlugField(max_length=64)
-    type = models.CharField(max_length=32, choices=Type.choices)
-    position = models.PositiveIntegerField()
-    config = models.JSONField(default=dict)
-
-    class Meta:
-        ordering = ["version", "position"]
-        constraints = [
-            models.UniqueConstraint(fields=["version", "key"], name="step_key_unique"),
-        ]
-
-    def __str__(self):
-        return f"{self.version} {self.key}"
-
-
 class Enrollment(models.Model):
     """One run of one contact through one version; also the queue of record for the engine."""
 
@@ -178,6 +144,14 @@ class Enrollment(models.Model):
         COMPLETED = "completed", "Completed"
         EXITED = "exited", "Exited"
         FAILED = "failed", "Failed"
+
+    class EntryLock(models.TextChoices):
+        """Re-entry rules as a constraint (enrollment_reentry, unique per journey and
+        contact): ONCE stays forever, ACTIVE is cleared when the enrollment ends (reentry
+        after_exit); null, for concurrent, never collides."""
+
+        ONCE = "once", "Once"
+        ACTIVE = "active", "While active"
 
     # The foreign keys below are indexed by the composite indexes that start with them
     # (enrollment_contact_idx, enrollment_reentry, enrollment_version_idx): no index of
@@ -200,9 +174,10 @@ class Enrollment(models.Model):
     waiting_for_goal = models.CharField(max_length=64, blank=True, default="")
     wait_until = models.DateTimeField(null=True, blank=True)
     path = models.JSONField(default=list, blank=True)
-    # Re-entry rules as a constraint: "once" stays forever, "active" is cleared on the end
-    # (after_exit), null for concurrent; unique per journey and contact.
-    entry_lock = models.CharField(max_length=16, null=True, blank=True)  # noqa: DJ001
+    # Null means concurrent: NULLs never collide in the unique constraint (see EntryLock).
+    entry_lock = models.CharField(  # noqa: DJ001
+        max_length=16, choices=EntryLock.choices, null=True, blank=True
+    )
     trigger_event = models.ForeignKey(
         Event, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -215,7 +190,6 @@ class Enrollment(models.Model):
     last_error = models.TextField(blank=True, default="")
 
     class Meta:
-        ordering = ["-started_at"]
         constraints = [
             models.UniqueConstraint(
                 fields=["journey", "contact", "entry_lock"], name="enrollment_reentry"
@@ -267,7 +241,6 @@ class StepVisit(models.Model):
     entered_at = models.DateTimeField()
 
     class Meta:
-        ordering = ["enrollment", "seq"]
         constraints = [
             models.UniqueConstraint(fields=["enrollment", "seq"], name="visit_seq_unique"),
         ]
@@ -307,7 +280,6 @@ class OutboxMessage(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["due_at"], condition=Q(status="pending"), name="outbox_due_idx"),
         ]

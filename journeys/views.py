@@ -8,7 +8,7 @@ a draft with errors and shows them, the API refuses it.
 import dataclasses
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required, permission_required
+from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
@@ -69,7 +69,6 @@ def _require(request, perm: str) -> None:
 # --- The journeys list ----------------------------------------------------------------------
 
 
-@login_required
 @permission_required(VIEW, raise_exception=True)
 def journey_list(request):
     search = request.GET.get("q", "").strip()
@@ -90,7 +89,6 @@ def journey_list(request):
     return render(request, template, context)
 
 
-@login_required
 @permission_required(EDIT, raise_exception=True)
 def journey_create(request):
     form = JourneyCreateForm(request.POST or None)
@@ -164,8 +162,7 @@ def _history(journey: Journey) -> list[dict]:
         rows.append(
             {
                 "version": version,
-                "summary": version.change_summary
-                or summarize_changes(
+                "summary": summarize_changes(
                     previous.definition if previous is not None else None, version.definition
                 ),
             }
@@ -256,7 +253,6 @@ def _render_editor(request, context: dict, *, fragment: str | None = None, statu
     return render(request, template, context, status=status)
 
 
-@login_required
 @permission_required(VIEW, raise_exception=True)
 def journey_editor(request, key: str):
     journey = _load(key)
@@ -268,7 +264,6 @@ def journey_editor(request, key: str):
     return _render_editor(request, context, fragment=fragment)
 
 
-@login_required
 @permission_required(VIEW, raise_exception=True)
 def version_detail(request, key: str, number: int):
     journey = _load(key)
@@ -303,7 +298,6 @@ def _after_change(request, journey: Journey, *, selected: str | None = None, not
     return _render_editor(request, context, fragment="workspace")
 
 
-@login_required
 @require_POST
 def step_add(request, key: str):
     _require(request, EDIT)
@@ -327,7 +321,6 @@ def step_add(request, key: str):
     return _after_change(request, journey, selected=new_key)
 
 
-@login_required
 @permission_required(VIEW, raise_exception=True)
 def step_detail(request, key: str, step_key: str):
     journey = _load(key)
@@ -385,7 +378,6 @@ def _create_picked_definitions(request, journey: Journey, form, step: dict) -> N
         step["goal"] = goal.key
 
 
-@login_required
 @require_POST
 def step_delete(request, key: str, step_key: str):
     _require(request, EDIT)
@@ -408,7 +400,6 @@ def _left_change(request, journey: Journey, *, forms: dict | None = None, notice
     return _render_editor(request, context, fragment="left-and-workspace")
 
 
-@login_required
 @require_POST
 def settings_update(request, key: str):
     _require(request, EDIT)
@@ -421,7 +412,6 @@ def settings_update(request, key: str):
     return _left_change(request, journey, notice="Settings saved to the draft.")
 
 
-@login_required
 @require_POST
 def rule_add(request, key: str, section: str):
     _require(request, EDIT)
@@ -442,7 +432,6 @@ def rule_add(request, key: str, section: str):
     return _left_change(request, journey, notice=f"{what} added to the draft.")
 
 
-@login_required
 @require_POST
 def rule_delete(request, key: str, section: str, index: int):
     _require(request, EDIT)
@@ -457,7 +446,6 @@ def rule_delete(request, key: str, section: str, index: int):
     return _left_change(request, journey, notice=f"{what} removed from the draft.")
 
 
-@login_required
 @require_POST
 def publish(request, key: str, number: int | None = None):
     """Publish the draft (alone, or as a split test with a share of traffic), or with
@@ -503,7 +491,6 @@ def publish(request, key: str, number: int | None = None):
 # --- Contacts -------------------------------------------------------------------------------
 
 
-@login_required
 @permission_required("journeys.view_contact", raise_exception=True)
 def contact_list(request):
     query = request.GET.get("q", "").strip()
@@ -514,7 +501,6 @@ def contact_list(request):
     return render(request, template, context)
 
 
-@login_required
 @permission_required("journeys.view_contact", raise_exception=True)
 def contact_detail(request, external_id: str):
     contact = get_object_or_404(Contact, external_id=external_id)

@@ -4,7 +4,7 @@ import csv
 
 from csp.constants import SELF, UNSAFE_INLINE
 from csp.decorators import csp_replace
-from django.contrib.auth.decorators import login_required, permission_required
+from django.contrib.auth.decorators import permission_required
 from django.db.models import F
 from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, render
@@ -110,7 +110,6 @@ def _query(request) -> dict:
     return {key: request.GET.getlist(key) for key in FILTER_FIELDS if request.GET.get(key)}
 
 
-@login_required
 @permission_required(VIEW, raise_exception=True)
 @allow_inline_styles
 def report(request, key: str):
@@ -150,7 +149,6 @@ PANEL_TITLES = {
 }
 
 
-@login_required
 @permission_required(VIEW, raise_exception=True)
 def report_panel(request, key: str, panel: str):
     """One of the panels that read the raw facts, loaded by the page after it answered."""
@@ -169,7 +167,6 @@ def report_panel(request, key: str, panel: str):
     )
 
 
-@login_required
 @permission_required(VIEW, raise_exception=True)
 def report_csv(request, key: str):
     journey = get_object_or_404(Journey, key=key)
@@ -194,7 +191,6 @@ def report_csv(request, key: str):
     return response
 
 
-@login_required
 @permission_required(VIEW, raise_exception=True)
 def path_contacts(request, key: str):
     journey = get_object_or_404(Journey, key=key)

@@ -68,3 +68,20 @@ def test_an_unreadable_message_is_dropped_not_fatal(channel, tmp_path, caplog):
 
     channel._put("celery", {"body": "next"})
     assert channel._get("celery") == {"body": "next"}
+
+
+def test_a_channel_makes_the_folders_it_is_given(tmp_path):
+    # A fresh VAR_DIR: settings make no folder, the first process to use the broker does.
+    broker = tmp_path / "var" / "broker"
+    options = {
+        "data_folder_in": str(broker / "out"),
+        "data_folder_out": str(broker / "out"),
+        "processed_folder": str(broker / "processed"),
+        "control_folder": str(broker / "control"),
+    }
+    with Connection(
+        "filesystem://", transport="config.broker:Transport", transport_options=options
+    ) as conn:
+        conn.default_channel._put("celery", {"body": "there is work"})
+
+    assert sorted(path.name for path in broker.iterdir()) == ["control", "out", "processed"]

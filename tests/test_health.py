@@ -3,11 +3,25 @@ from datetime import timedelta
 import pytest
 from django.db import OperationalError, connection
 from django.utils import timezone
+from kombu import Connection
 
 from journeys.models import Enrollment, Event, OutboxMessage
 from journeys.tests.factories import EnrollmentFactory, EventFactory
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def broker_started(settings):
+    """The embedded broker as a worker leaves it once started: its channel has made the
+    broker's folders (config/broker.py)."""
+    if settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        with Connection(
+            settings.CELERY_BROKER_URL,
+            transport=settings.CELERY_BROKER_TRANSPORT,
+            transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+        ) as conn:
+            conn.default_channel  # noqa: B018
 
 
 def test_healthz_answers_200_without_login_when_everything_works(client):

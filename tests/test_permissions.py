@@ -18,7 +18,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from conversions.models import Conversion, Goal, Revision
 from journeys.actions.versions import create_journey, publish_version, save_draft_version
-from journeys.models import Contact, Journey, JourneyVersion, Step
+from journeys.models import Contact, Journey, JourneyVersion
 from journeys.tests.factories import ContactFactory, UserFactory
 from reporting import selectors
 
@@ -153,7 +153,6 @@ def _snapshot():
     return (
         list(Journey.objects.values().order_by("pk")),
         list(JourneyVersion.objects.values().order_by("pk")),
-        list(Step.objects.values().order_by("pk")),
         list(Conversion.objects.values().order_by("pk")),
         list(Goal.objects.values().order_by("pk")),
         Revision.objects.count(),
@@ -244,6 +243,8 @@ def test_public_routes(role, users):
     assert client.get("/healthz").status_code in (200, 503)
     root = client.get("/")
     assert root.status_code == 302 and root["Location"] == "/journeys/"
+    logout = client.post("/accounts/logout/")
+    assert logout.status_code == 302 and logout["Location"] == "/accounts/login/"
 
 
 @pytest.mark.parametrize(

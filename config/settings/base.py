@@ -54,6 +54,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Every view needs a logged-in user unless marked login_not_required (config/urls.py).
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -151,7 +153,8 @@ SMS_BACKEND = env.str("SMS_BACKEND", default="journeys.sms.ConsoleSMSBackend")
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 BROKER_DIR = VAR_DIR / "broker"
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    # kombu's filesystem transport, writing each message whole (config/broker.py says why).
+    # kombu's filesystem transport, writing each message whole (config/broker.py says why);
+    # its channel makes these folders when it opens.
     CELERY_BROKER_TRANSPORT = "config.broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "out"),
@@ -161,8 +164,6 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "store_processed": False,
         "polling_interval": 0.1,
     }
-    for sub in ("out", "processed", "control"):
-        (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
@@ -197,7 +198,7 @@ API_MAX_EVENTS_PER_BATCH = 1000
 # Deeper JSON bodies are refused with 400 before anything reads them (docs/security.md).
 API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=32)
 # Events per API key per window ("N/<seconds>s"), counted in events, not requests; a batch
-# over the budget gets 429 with Retry-After (config/ratelimit.py).
+# over the budget gets 429 with Retry-After (journeys/ratelimit.py).
 INGEST_RATE_LIMIT = env.str("INGEST_RATE_LIMIT", default="100000/60s")
 
 # The cache holds the rate-limit counters, so it must be shared by every process: Redis when

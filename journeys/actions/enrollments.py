@@ -54,7 +54,12 @@ class EnrollmentRefused(Exception):
         self.message = message
 
 
-_ENTRY_LOCKS = {"once": "once", "after_exit": "active", "concurrent": None}
+# The re-entry rule as the enrollment's `entry_lock` (plain strings, as the bulk writes want).
+_ENTRY_LOCKS = {
+    "once": Enrollment.EntryLock.ONCE.value,
+    "after_exit": Enrollment.EntryLock.ACTIVE.value,
+    "concurrent": None,
+}
 
 
 def _pick_version(versions: list[JourneyVersion]) -> JourneyVersion:
@@ -141,7 +146,9 @@ def end_fields(state: str, now: datetime, reason: str = "") -> dict:
         "waiting_for_goal": "",
         "wait_until": None,
         "leased_until": None,
-        "entry_lock": Case(When(entry_lock="active", then=Value(None)), default=F("entry_lock")),
+        "entry_lock": Case(
+            When(entry_lock=Enrollment.EntryLock.ACTIVE, then=Value(None)), default=F("entry_lock")
+        ),
     }
     if state != Enrollment.State.FAILED:
         fields["current_step"] = ""
@@ -420,7 +427,7 @@ def _advance_batch(
             run.state = outcome.state
             run.ended_at = now
             run.exit_reason = outcome.exit_reason
-            if run.entry_lock == "active":
+            if run.entry_lock == Enrollment.EntryLock.ACTIVE:
                 run.entry_lock = None
 
     if results:
@@ -617,7 +624,7 @@ def retry_enrollments(*, enrollments: Iterable[Enrollment], now: datetime) -> in
             continue
         lock = enrollment.entry_lock
         if lock is None and _reentry(enrollment) == "after_exit":
-            lock = "active"
+            lock = Enrollment.EntryLock.ACTIVE.value
         try:
             with transaction.atomic():
                 retried += Enrollment.objects.filter(

@@ -113,9 +113,11 @@ def _process_event_batch(*, limit: int | None, now: datetime) -> int:
         if windows:
             nearby |= Q(started_at__gte=min(event.timestamp for event in events) - max(windows))
         enrollments = list(
-            Enrollment.objects.filter(nearby, contact_id__in=contact_ids).select_related(
-                "version__journey", "journey"
-            )
+            Enrollment.objects.filter(nearby, contact_id__in=contact_ids)
+            .select_related("version__journey", "journey")
+            # Newest first: award_conversions keeps the first request per identity, so a
+            # once_per_contact award goes to the contact's newest enrollment.
+            .order_by("-started_at")
         )
         by_contact: dict[int, list[Enrollment]] = {}
         for enrollment in enrollments:

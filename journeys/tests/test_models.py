@@ -4,8 +4,13 @@ breaks one is refused by the database itself."""
 import pytest
 from django.db import IntegrityError, transaction
 
-from journeys.models import Step
-from journeys.tests.factories import EventFactory, JourneyFactory, JourneyVersionFactory
+from journeys.models import Enrollment
+from journeys.tests.factories import (
+    EnrollmentFactory,
+    EventFactory,
+    JourneyFactory,
+    JourneyVersionFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -40,15 +45,21 @@ def test_traffic_is_a_share_of_1_to_100(traffic):
     refused(JourneyVersionFactory, traffic=traffic)
 
 
-def test_step_keys_are_unique_per_version():
-    version = JourneyVersionFactory()
-    Step.objects.create(version=version, key="welcome", type="send_email", position=0)
-
-    refused(Step.objects.create, version=version, key="welcome", type="wait", position=1)
-    Step.objects.create(version=JourneyVersionFactory(), key="welcome", type="wait", position=0)
-
-
 def test_event_ids_are_unique():
     EventFactory(event_id="evt-1")
 
     refused(EventFactory, event_id="evt-1")
+
+
+@pytest.mark.parametrize("lock", Enrollment.EntryLock.values)
+def test_an_entry_lock_is_held_once_per_journey_and_contact(lock):
+    first = EnrollmentFactory(entry_lock=lock)
+
+    refused(EnrollmentFactory, version=first.version, contact=first.contact, entry_lock=lock)
+    EnrollmentFactory(version=first.version, entry_lock=lock)  # another contact
+
+
+def test_concurrent_enrollments_hold_no_entry_lock():
+    first = EnrollmentFactory(entry_lock=None)
+
+    EnrollmentFactory(version=first.version, contact=first.contact, entry_lock=None)

@@ -34,10 +34,12 @@ def contexts(journey):
             )
         )
     numbers = list(
-        journey.versions.filter(published_at__isnull=False).values_list("number", flat=True)
+        journey.versions.filter(published_at__isnull=False)
+        .order_by("number")
+        .values_list("number", flat=True)
     )
     if len(numbers) > 1:
-        found.append(selectors.report_context(journey=journey, versions=[numbers[-1]]))
+        found.append(selectors.report_context(journey=journey, versions=[numbers[0]]))
     return found
 
 

@@ -50,7 +50,9 @@ def test_trigger_event_runs_the_contact_through_every_step_and_delivers_the_emai
     assert enrollment.path == ["welcome", "tag", "is-pro", "convert"]
     assert enrollment.ended_at == T0 and enrollment.due_at is None
     assert list(
-        StepVisit.objects.filter(enrollment=enrollment).values_list("seq", "step_key", "outcome")
+        StepVisit.objects.filter(enrollment=enrollment)
+        .order_by("seq")
+        .values_list("seq", "step_key", "outcome")
     ) == [
         (0, "welcome", "queued"),
         (1, "tag", "updated"),

@@ -138,7 +138,9 @@ def test_evaluate_goal_wait_is_woken_by_a_matching_event():
     assert enrollment.state == Enrollment.State.COMPLETED
     assert enrollment.path == ["check", "yay"]
     assert list(
-        StepVisit.objects.filter(enrollment=enrollment).values_list("step_key", "outcome")
+        StepVisit.objects.filter(enrollment=enrollment)
+        .order_by("seq")
+        .values_list("step_key", "outcome")
     ) == [
         ("check", "achieved"),
         ("yay", "updated"),
