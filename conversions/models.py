@@ -187,7 +187,7 @@ class ConversionAward(models.Model):
     source_event = models.ForeignKey(
         Event, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    # For every_time: what made this award distinct ("event:<id>" or "visit:<id>").
+    # For every_time: what made this award distinct ("event:<id>" or "seq:<visit seq>").
     dedupe_key = models.CharField(max_length=64, blank=True, default="")
     awarded_at = models.DateTimeField()
 
