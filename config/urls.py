@@ -11,7 +11,7 @@ from journeys.audit import journey_audit_page
 
 def _login_not_required(urls):
     """The API's URLs, exempt from LoginRequiredMiddleware: each route authenticates its
-    caller by bearer key and answers 401 in JSON (config.api.KeyAuth), and the schema and
+    caller by bearer key and answers 401 in JSON (journeys.auth.KeyAuth), and the schema and
     its docs are public, so none of it may redirect to the login page."""
     patterns, _, _ = urls
     for pattern in patterns:

@@ -1,5 +1,5 @@
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic import Field as PydanticField
 
 from conversions.models import ConversionAward
+from conversions.selectors import conversion_definition, goal_definition
 from journeys import selectors
 from journeys.actions.contacts import erase_contact, upsert_contact
 from journeys.actions.enrollments import EnrollmentRefused, enroll_contact
@@ -72,6 +73,21 @@ class WarningOut(Schema):
     message: str
 
 
+# Fields that several answers share, described once.
+Traffic = Annotated[
+    int | None, PydanticField(description="Its share of new enrollments while split.")
+]
+SplitWith = Annotated[
+    int | None, PydanticField(description="The version it shares (or shared) traffic with.")
+]
+Warnings = Annotated[
+    list[WarningOut],
+    PydanticField(
+        description="References to journeys, goals or conversions that do not exist yet."
+    ),
+]
+
+
 class JourneyListItemOut(Schema):
     key: str
     name: str
@@ -83,10 +99,8 @@ class JourneyListItemOut(Schema):
 class VersionSummaryOut(Schema):
     number: int
     state: VersionState
-    traffic: int | None = PydanticField(description="Its share of new enrollments while split.")
-    split_with: int | None = PydanticField(
-        description="The version it shares (or shared) traffic with."
-    )
+    traffic: Traffic
+    split_with: SplitWith
     created_at: datetime
     published_at: datetime | None
     retired_at: datetime | None
@@ -110,28 +124,22 @@ class JourneyOut(Schema):
 
 
 class CreatedJourneyOut(JourneyOut):
-    warnings: list[WarningOut] = PydanticField(
-        description="References to journeys, goals or conversions that do not exist yet."
-    )
+    warnings: Warnings
 
 
 class JourneyVersionOut(Schema):
     journey: str
     number: int
     state: VersionState
-    traffic: int | None = PydanticField(description="Its share of new enrollments while split.")
-    split_with: int | None = PydanticField(
-        description="The version it shares (or shared) traffic with."
-    )
+    traffic: Traffic
+    split_with: SplitWith
     created_at: datetime
     published_at: datetime | None
     retired_at: datetime | None
 
 
 class DraftVersionOut(JourneyVersionOut):
-    warnings: list[WarningOut] = PydanticField(
-        description="References to journeys, goals or conversions that do not exist yet."
-    )
+    warnings: Warnings
 
 
 def _json_body(request, *, required: bool = True) -> object:
@@ -197,9 +205,9 @@ def _journey_out(journey: Journey) -> dict:
             _version_out(version, numbers.get(version.split_with_id))
             for version in journey.all_versions
         ],
-        "goals": [selectors.goal_definition(goal) for goal in journey.active_goals],
+        "goals": [goal_definition(goal) for goal in journey.active_goals],
         "conversions": [
-            selectors.conversion_definition(conversion) for conversion in journey.active_conversions
+            conversion_definition(conversion) for conversion in journey.active_conversions
         ],
     }
 

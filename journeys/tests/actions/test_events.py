@@ -248,6 +248,30 @@ def test_once_per_contact_counts_one_award_across_enrollments():
     assert ConversionAward.objects.count() == 1
 
 
+def test_a_once_per_contact_event_award_goes_to_the_contacts_newest_enrollment():
+    live_journey(
+        EVENT_CONVERSION_STEPS,
+        settings={"reentry": "concurrent", "holdout_percent": 0},
+        conversions=[
+            {
+                "key": "paid",
+                "name": "Paid",
+                "counting": "once_per_contact",
+                "event": {"event": "purchase"},
+            }
+        ],
+    )
+    later = T0 + datetime.timedelta(hours=1)
+    send(("e1", "ann", "signed_up"), now=T0)
+    run(now=T0)
+    send(("e2", "ann", "signed_up"), now=later)
+    run(now=later)
+    send(("p1", "ann", "purchase"), now=later)
+    run(now=later)
+    award = ConversionAward.objects.get()
+    assert award.enrollment == Enrollment.objects.get(trigger_event__event_id="e2")
+
+
 def test_conversion_window_counts_events_after_the_enrollment_ended():
     live_journey(
         [{"key": "x", "type": "update_contact", "attributes": {"a": 1}, "next": None}],
