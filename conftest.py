@@ -3,6 +3,7 @@ Playwright pointed at Debian's Chromium."""
 
 import os
 import shutil
+import time
 
 import pytest
 
@@ -126,6 +127,36 @@ def superuser(db):
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):
     return {**browser_type_launch_args, "executable_path": CHROMIUM_PATH, "args": CHROMIUM_FLAGS}
+
+
+@pytest.fixture(autouse=True)
+def live_server_settles(request):
+    """Before a live-server test's database is flushed, let the server finish its requests.
+
+    A page may still be loading a panel when the test ends; the browser closes, but the
+    server's thread runs its query on. On PostgreSQL the flush's TRUNCATE then meets that
+    query's locks in another order and one of them dies of a deadlock. Requesting the
+    database here puts this teardown before the flush.
+    """
+    if "live_server" not in request.fixturenames:
+        yield
+        return
+    request.getfixturevalue("transactional_db")
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    deadline = time.monotonic() + 30
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND state IN ('active', 'idle in transaction')"
+            )
+            if cursor.fetchone()[0] == 0:
+                return
+            time.sleep(0.05)  # a real server's thread, not the test's clock
 
 
 def pytest_configure(config):
