@@ -13,10 +13,14 @@ conversion tests; below it the normal approximation behind the z-test is shaky a
 import math
 from dataclasses import dataclass
 
-from scipy.stats import chisquare
+import numpy as np
+from scipy.special import betaln, logsumexp
+from scipy.stats import chisquare, norm
+from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import (
     confint_proportions_2indep,
     proportion_confint,
+    proportion_effectsize,
     proportions_ztest,
 )
 
@@ -26,6 +30,11 @@ MIN_CONVERSIONS = 150
 # A sample ratio this unlikely means the split itself is broken (assignment or logging bug),
 # so no difference between the versions can be trusted until it is explained.
 SRM_ALPHA = 0.001
+POWER = 0.8
+# The mSPRT's tuning: the mixture is chosen to detect soonest the effects that become
+# visible by about this many enrollments per version. It changes how fast a real effect is
+# declared, never the error rate.
+SEQUENTIAL_HORIZON = 10_000
 
 RANDOMIZED = "randomized"
 SEQUENTIAL = "sequential"
@@ -88,20 +97,148 @@ def difference_interval(
 def ratio_interval(
     converted: int, enrolled: int, base_converted: int, base_enrolled: int
 ) -> tuple[float | None, float | None]:
-    """95% interval of the rate ratio (Katz's log interval); None when a group has no
-    conversions, since the log interval does not exist then."""
-    if not enrolled or not base_enrolled or not converted or not base_converted:
+    """95% interval of the rate ratio by MOVER-R (Donner and Zou 2012), built from the same
+    Wilson limits as Newcombe's difference interval (MOVER-D): the two are one method, so the
+    relative interval excludes "no change" exactly when the absolute one does. None when the
+    baseline has no conversions (no ratio exists); the upper limit is None (unbounded) when
+    the baseline's lower Wilson limit is zero.
+    """
+    if not enrolled or not base_enrolled or not base_converted:
         return None, None
-    low, high = confint_proportions_2indep(
-        converted,
-        enrolled,
-        base_converted,
-        base_enrolled,
-        method="log",
-        compare="ratio",
-        alpha=ALPHA,
+    p1, p2 = converted / enrolled, base_converted / base_enrolled
+    l1, u1 = wilson_interval(converted, enrolled)
+    l2, u2 = wilson_interval(base_converted, base_enrolled)
+    product = p1 * p2
+    low = (product - math.sqrt(max(product**2 - l1 * u2 * (2 * p1 - l1) * (2 * p2 - u2), 0))) / (
+        u2 * (2 * p2 - u2)
     )
-    return _finite(low), _finite(high)
+    high_denominator = l2 * (2 * p2 - l2)
+    high = None
+    if high_denominator > 0:
+        spread = max(product**2 - u1 * l2 * (2 * p1 - u1) * (2 * p2 - l2), 0)
+        high = (product + math.sqrt(spread)) / high_denominator
+    return _finite(low), None if high is None else _finite(high)
+
+
+def mixture_variance(*, variance: float, horizon: int = SEQUENTIAL_HORIZON) -> float:
+    """The spread τ² of the mSPRT's normal mixture over the true difference, chosen (Johari,
+    Pekelis and Walsh 2017, section 4) to detect soonest the effects that matter by about
+    `horizon` enrollments per version; `variance` is one pair's variance of the difference."""
+    b = 2 * math.log(1 / ALPHA) / math.sqrt(horizon * variance)
+    return variance * norm.cdf(-b) / (norm.pdf(b) / b - norm.cdf(-b))
+
+
+def mixture_likelihood_ratio(
+    converted: int, enrolled: int, base_converted: int, base_enrolled: int, *, tau2: float
+) -> float | None:
+    """The mSPRT's likelihood ratio of "the rates differ" (the difference drawn from a
+    N(0, τ²) mixture) against "they are equal", from the normal approximation of the
+    difference of rates. With equal groups it is Johari et al.'s closed form for Bernoulli
+    data, sqrt(V / (V + nτ²)) · exp(n²τ²Δ² / (2V(V + nτ²))). None when the difference has no
+    variance yet (an empty group, or both rates at 0% or at 100%)."""
+    if not enrolled or not base_enrolled:
+        return None
+    p1, p2 = converted / enrolled, base_converted / base_enrolled
+    s2 = p1 * (1 - p1) / enrolled + p2 * (1 - p2) / base_enrolled
+    if s2 <= 0:
+        return None
+    exponent = tau2 * (p1 - p2) ** 2 / (2 * s2 * (s2 + tau2))
+    return math.sqrt(s2 / (s2 + tau2)) * math.exp(min(exponent, 700.0))
+
+
+def always_valid_p_value(looks: list[tuple[int, int, int, int]]) -> float | None:
+    """The mSPRT's always-valid p-value of a version against the baseline (Johari, Pekelis
+    and Walsh 2017, "Always valid inference"): after each look, min(previous, 1/Λ).
+
+    `looks` are the cumulative (converted, enrolled, base_converted, base_enrolled) at each
+    look, oldest first (the report passes one per day). However often anyone looks, the
+    chance that this ever drops below α while the versions are equal is at most α. τ² is
+    set from the pooled rate at the last look (a plug-in, as Optimizely's Stats Engine
+    does) and held for every look. None before any look has a variance.
+    """
+    if not looks:
+        return None
+    converted, enrolled, base_converted, base_enrolled = looks[-1]
+    total = enrolled + base_enrolled
+    if not total:
+        return None
+    pooled = (converted + base_converted) / total
+    if pooled in (0, 1):
+        return None
+    tau2 = mixture_variance(variance=2 * pooled * (1 - pooled))
+    p_value = None
+    for look in looks:
+        ratio = mixture_likelihood_ratio(*look, tau2=tau2)
+        if ratio is None:
+            continue
+        p_value = min(1.0 if p_value is None else p_value, 1 / ratio)
+    return p_value
+
+
+def chance_to_beat(
+    converted: int, enrolled: int, base_converted: int, base_enrolled: int
+) -> float | None:
+    """The posterior probability that this rate is above the baseline's, with uniform
+    Beta(1, 1) priors, computed exactly (Evan Miller's sum, "Formulas for Bayesian A/B
+    testing", 2015) over the smaller of the two success counts. None for an empty group."""
+    if not enrolled or not base_enrolled:
+        return None
+    a_v, b_v = converted + 1, enrolled - converted + 1
+    a_b, b_b = base_converted + 1, base_enrolled - base_converted + 1
+    if a_v <= a_b:
+        return _probability_above(a_v, b_v, a_b, b_b)
+    return 1 - _probability_above(a_b, b_b, a_v, b_v)
+
+
+def _probability_above(a_x: int, b_x: int, a_y: int, b_y: int) -> float:
+    """P(X > Y) for X ~ Beta(a_x, b_x), Y ~ Beta(a_y, b_y), with integer a_x (a_x terms)."""
+    i = np.arange(a_x)
+    terms = betaln(a_y + i, b_y + b_x) - np.log(b_x + i) - betaln(1 + i, b_x) - betaln(a_y, b_y)
+    return float(min(max(np.exp(logsumexp(terms)), 0.0), 1.0))
+
+
+@dataclass(frozen=True)
+class Outlook:
+    """ "When will we know?" for one version against the baseline, by the fixed-sample
+    two-proportion test at 80% power (the always-valid test needs somewhat more)."""
+
+    detectable_now: float | None  # the smallest difference (a rate difference) seen by now
+    effect: float  # the difference asked about
+    days_to_effect: float | None  # None: no traffic to project, or no such rate exists
+
+
+def outlook(
+    *,
+    enrolled: int,
+    base_converted: int,
+    base_enrolled: int,
+    enrolled_per_day: float,
+    effect: float = 0.02,
+) -> Outlook:
+    """From the traffic so far (both groups, `enrolled_per_day` in the smaller one) and the
+    baseline's rate: the difference detectable now, and the days until `effect` would be."""
+    power = NormalIndPower()
+    base_rate = rate(base_converted, base_enrolled)
+    smaller = min(enrolled, base_enrolled)
+    detectable = None
+    if base_rate is not None and 0 < base_rate < 1 and smaller >= 2:
+        h = power.solve_power(
+            nobs1=smaller, alpha=ALPHA, power=POWER, ratio=1.0, alternative="two-sided"
+        )
+        upper = math.asin(math.sqrt(base_rate)) + float(h) / 2
+        detectable = math.sin(min(upper, math.pi / 2)) ** 2 - base_rate
+    days = None
+    target = None if base_rate is None else base_rate + effect
+    if target is not None and 0 < base_rate < 1 and 0 < target < 1 and enrolled_per_day > 0:
+        needed = power.solve_power(
+            effect_size=abs(proportion_effectsize(target, base_rate)),
+            alpha=ALPHA,
+            power=POWER,
+            ratio=1.0,
+            alternative="two-sided",
+        )
+        days = max(float(needed) - smaller, 0.0) / enrolled_per_day
+    return Outlook(detectable_now=detectable, effect=effect, days_to_effect=days)
 
 
 @dataclass(frozen=True)
