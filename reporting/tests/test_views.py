@@ -11,7 +11,7 @@ from conversions.models import Revision
 from conversions.tests.factories import ConversionFactory, GoalFactory
 from journeys.models import JourneyVersion
 from journeys.tests.factories import JourneyFactory, JourneyVersionFactory, UserFactory
-from reporting import selectors
+from reporting import selectors, tables
 from reporting.tests.factories import enroll
 
 pytestmark = pytest.mark.django_db
@@ -377,3 +377,33 @@ def test_journey_with_only_a_draft_has_an_empty_report_not_an_error(client, view
     assert "Nothing is published yet" in response.content.decode()
     body = api.get("/api/v1/journeys/drafty/report").json()
     assert body["versions"] == [] and body["steps"] == []
+
+
+FORMULAS = ['=HYPERLINK("http://x","y")', "@SUM(A1:A9)", "+1+2", "-1+2", "\tTab", "\rReturn"]
+
+
+def test_csv_neutralises_text_a_spreadsheet_would_run(client, viewer, journey):
+    for i, name in enumerate(FORMULAS):
+        GoalFactory(journey=journey, name=name, normalized_name=f"formula-{i}")
+    client.force_login(viewer)
+    rows = read_csv(client.get("/journeys/trial-nurture/report.csv?table=goals"))
+    names = {row[0] for row in rows[1:]}
+    assert {"'" + name for name in FORMULAS} <= names
+    assert "Activated" in names
+
+
+def test_csv_keeps_negative_numbers_as_numbers(client, viewer, journey):
+    client.force_login(viewer)
+    rows = read_csv(client.get("/journeys/trial-nurture/report.csv?baseline=2"))
+    header, v1 = rows[0], rows[1]
+    diff = v1[header.index("Diff (pts)")]
+    assert diff.startswith("-") and float(diff) < 0
+
+
+@pytest.mark.parametrize(
+    ("value", "written"),
+    [(-3, -3), (-0.25, -0.25), (Decimal("-4.50"), Decimal("-4.50")), ("-3", "'-3"),
+     ("=1+1", "'=1+1"), ("a=b", "a=b"), ("", ""), (None, "")],
+)  # fmt: skip
+def test_csv_value_quotes_formula_text_only(value, written):
+    assert tables.csv_value(value) == written
