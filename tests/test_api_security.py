@@ -6,7 +6,7 @@ import re
 import uuid
 
 import pytest
-from django.core.management import CommandError, ManagementUtility, call_command
+from django.core.management import CommandError, call_command, load_command_class
 from django.db import OperationalError
 from django.test import override_settings
 from django.urls import reverse
@@ -115,9 +115,11 @@ def test_revoke_api_key_command_refuses_an_unknown_or_ambiguous_key():
 
 
 def test_revoke_api_key_command_exits_non_zero_with_its_message(capsys):
-    # As `manage.py revoke_api_key nothing` runs it, in this process so it sees the test data.
+    # As `manage.py revoke_api_key nothing` runs it, in this process so it sees the test data
+    # (and without django.setup() again, which would point logging at capsys's stream).
+    command = load_command_class("journeys", "revoke_api_key")
     with pytest.raises(SystemExit) as exited:
-        ManagementUtility(["manage.py", "revoke_api_key", "nothing"]).execute()
+        command.run_from_argv(["manage.py", "revoke_api_key", "nothing"])
     assert exited.value.code == 1
     assert "No API key has the prefix or name 'nothing'." in capsys.readouterr().err
 
