@@ -26,7 +26,7 @@ from journeys.auth import ApiError, erase_auth, ingest_auth, manage_auth
 from journeys.definition import DefinitionError
 from journeys.models import Contact, Enrollment, Event, Journey, JourneyVersion
 from journeys.parsers import BodyError, parse_json
-from journeys.ratelimit import spend_ingest
+from journeys.ratelimit import spend_contact_erasure, spend_contact_read, spend_ingest
 
 router = Router()
 
@@ -521,7 +521,8 @@ def put_contact(request, external_id: str, payload: ContactIn):
 )
 def get_contact(request, external_id: str):
     """The contact with its enrollments (and the path of step keys each visited) and the
-    conversions awarded to it."""
+    conversions awarded to it. Rate-limited per key (429 with Retry-After)."""
+    spend_contact_read(api_key=request.auth)
     contact = Contact.objects.filter(external_id=external_id).first()
     if contact is None:
         raise ApiError.single(404, f"No contact has the id '{external_id}'.", ["external_id"])
@@ -533,7 +534,9 @@ def get_contact(request, external_id: str):
 )
 def delete_contact(request, external_id: str):
     """Erase the contact's personal data (email, attributes, events, message contents); its
-    anonymous enrollments and conversions stay so reports keep their numbers. Any scope."""
+    anonymous enrollments and conversions stay so reports keep their numbers. Any scope.
+    Rate-limited per key (429 with Retry-After)."""
+    spend_contact_erasure(api_key=request.auth)
     _check_external_id(external_id)
     contact = Contact.objects.filter(external_id=external_id).first()
     if contact is None:

@@ -31,10 +31,9 @@ class ReportFilterForm(forms.Form):
         self.fields["versions"].initial = list(version_numbers)
 
     def clean(self):
+        # Dates are checked with the rest of the filters in selectors.report_context, which
+        # the API shares.
         data = super().clean()
-        start, end = data.get("start"), data.get("end")
-        if start and end and end < start:
-            self.add_error("end", "The end date is before the start date.")
         baseline, versions = data.get("baseline"), data.get("versions")
         if baseline and versions and baseline not in versions:
             self.add_error("baseline", "The baseline must be one of the versions shown.")

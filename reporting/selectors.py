@@ -41,6 +41,11 @@ OUTBOX = OutboxMessage._meta.db_table
 ACHIEVEMENT = GoalAchievement._meta.db_table
 
 
+# The range a report filter may name. Day arithmetic (the day after `end`, a chart's last
+# day) must stay inside what Python's dates hold, and year 9999 leaves no room for it.
+REPORT_YEARS = (1, 9998)
+
+
 class ReportInputError(Exception):
     """A report asked for something that does not exist; `field` names the parameter."""
 
@@ -94,7 +99,10 @@ def report_context(
     baseline: int | None = None,
 ) -> ReportContext:
     """Resolve what a report is about (two queries: versions, conversions); raises
-    ReportInputError naming the parameter when the conversion or a version does not exist."""
+    ReportInputError naming the parameter when the conversion or a version does not exist,
+    or a date is outside REPORT_YEARS or the end is before the start. Every route reading a
+    report (API, page, CSV, panels, path contacts) comes through here, so this is the one
+    place filters are checked."""
     published = tuple(
         VersionInfo(
             id=v.id,
@@ -137,6 +145,12 @@ def report_context(
         if conversion is None:
             raise ReportInputError(
                 "conversion", f"Journey '{journey.key}' has no conversion '{conversion_key}'."
+            )
+    for name, day in (("start", start), ("end", end)):
+        if day is not None and not REPORT_YEARS[0] <= day.year <= REPORT_YEARS[1]:
+            raise ReportInputError(
+                name,
+                f"Give a date from year {REPORT_YEARS[0]} to {REPORT_YEARS[1]}, not {day}.",
             )
     if start and end and end < start:
         raise ReportInputError("end", "The end date is before the start date.")

@@ -87,7 +87,7 @@ class Table:
 
     def csv_rows(self) -> list[list]:
         keep = [i for i, column in enumerate(self.columns) if column.csv]
-        header = [self.columns[i].label for i in keep]
+        header = [csv_value(self.columns[i].label) for i in keep]
         return [header] + [[csv_value(row[i]) for i in keep] for row in self.rows]
 
 
@@ -124,13 +124,22 @@ FORMATS: dict[str, Callable] = {
 }
 
 
+# A spreadsheet runs a cell that begins with one of these as a formula (OWASP's "CSV
+# injection"): a goal named =HYPERLINK(...) would run on the marketer's machine.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def csv_value(value):
+    """A cell as the CSV writes it: numbers stay numbers (a negative one too), text that a
+    spreadsheet would run as a formula gets a leading ' so it shows as typed (contract 6.4)."""
     if value is None:
         return ""
     if isinstance(value, float):
         return round(value, 6)
     if isinstance(value, datetime.datetime):
         return value.isoformat()
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
     return value
 
 

@@ -5,8 +5,9 @@ import csv
 from csp.constants import SELF, UNSAFE_INLINE
 from csp.decorators import csp_replace
 from django.contrib.auth.decorators import permission_required
+from django.core.exceptions import NON_FIELD_ERRORS
 from django.db.models import F
-from django.http import Http404, HttpResponse, HttpResponseBadRequest
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 
 from conversions.models import Conversion
@@ -25,8 +26,9 @@ FILTER_FIELDS = ("conversion", "start", "end", "versions", "baseline")
 
 
 def _filters(request, journey: Journey):
-    """The bound filter form and, when it is valid, the report context (or the error that
-    stopped it, attached to the field it concerns)."""
+    """The bound filter form and, when it is valid, the report context; otherwise the
+    problem to show and, when the request named the filters at fault, their errors in the
+    API's shape (a journey with no conversion is no fault of the request's)."""
     conversions = Conversion.objects.filter(journey=journey).order_by(
         F("archived_at").asc(nulls_first=True), "position", "key"
     )
@@ -38,7 +40,8 @@ def _filters(request, journey: Journey):
     data = request.GET if any(f in request.GET for f in FILTER_FIELDS) else None
     form = ReportFilterForm(data, conversions=conversions, version_numbers=list(numbers))
     if data is not None and not form.is_valid():
-        return form, None, None
+        errors = _form_errors(form)
+        return form, None, " ".join(e["message"] for e in errors), errors
     cleaned = form.cleaned_data if data is not None else {}
     try:
         ctx = selectors.report_context(
@@ -52,8 +55,31 @@ def _filters(request, journey: Journey):
     except selectors.ReportInputError as error:
         if data is not None and error.field in form.fields:
             form.add_error(error.field, error.message)
-        return form, None, error.message
-    return form, ctx, None
+        errors = []
+        if error.field in request.GET:
+            errors = [{"loc": ["query", error.field], "message": error.message}]
+        return form, None, error.message, errors
+    return form, ctx, None, []
+
+
+def _form_errors(form) -> list[dict]:
+    return [
+        {"loc": ["query"] + ([] if field == NON_FIELD_ERRORS else [field]), "message": " ".join(m)}
+        for field, m in form.errors.items()
+    ]
+
+
+def _bad_request(request, errors: list[dict], *, page: tuple[str, dict] | None = None):
+    """400 for a request whose parameters are wrong (contract 6.4): a browser asking for a
+    page gets that page with the errors in it; anything else (an integration, a script
+    fetching the CSV) gets the API's error shape, which it can read without parsing HTML."""
+    wants_html = request.htmx or (
+        request.get_preferred_type(["application/json", "text/html"]) == "text/html"
+    )
+    if page is not None and wants_html:
+        template, context = page
+        return render(request, template, context, status=400)
+    return JsonResponse({"errors": errors}, status=400)
 
 
 def _split_notes(request, report: selectors.Report) -> list[dict]:
@@ -114,7 +140,7 @@ def _query(request) -> dict:
 @allow_inline_styles
 def report(request, key: str):
     journey = get_object_or_404(Journey, key=key)
-    form, ctx, problem = _filters(request, journey)
+    form, ctx, problem, errors = _filters(request, journey)
     context = {"journey": journey, "form": form, "problem": problem, "nav": "journeys"}
     if ctx is not None:
         full = selectors.build_report(ctx, selectors.FAST_PANELS)
@@ -138,6 +164,8 @@ def report(request, key: str):
     template = "reporting/report.html"
     if request.htmx:
         template += "#report"
+    if errors:
+        return _bad_request(request, errors, page=(template, context))
     return render(request, template, context)
 
 
@@ -155,9 +183,9 @@ def report_panel(request, key: str, panel: str):
     journey = get_object_or_404(Journey, key=key)
     if panel not in selectors.SLOW_PANELS:
         raise Http404(f"No report panel '{panel}'.")
-    form, ctx, problem = _filters(request, journey)
+    form, ctx, problem, errors = _filters(request, journey)
     if ctx is None:
-        return HttpResponseBadRequest(problem or "Fix the filters.", content_type="text/plain")
+        return _bad_request(request, errors or [{"loc": [], "message": problem}])
     report = selectors.build_report(ctx, (panel,))
     table = report_tables(report, query=_query(request), only=(panel,))[panel]
     return render(
@@ -172,15 +200,12 @@ def report_csv(request, key: str):
     journey = get_object_or_404(Journey, key=key)
     choice = CsvForm(request.GET)
     if not choice.is_valid():
-        return HttpResponseBadRequest(
-            "Unknown table: choose one of "
-            + ", ".join(k for k, _ in choice.fields["table"].choices),
-            content_type="text/plain",
-        )
-    form, ctx, problem = _filters(request, journey)
+        tables = ", ".join(k for k, _ in choice.fields["table"].choices)
+        message = f"Unknown table: choose one of {tables}."
+        return _bad_request(request, [{"loc": ["query", "table"], "message": message}])
+    form, ctx, problem, errors = _filters(request, journey)
     if ctx is None:
-        errors = "; ".join(f"{field}: {' '.join(e)}" for field, e in form.errors.items())
-        return HttpResponseBadRequest(problem or errors, content_type="text/plain")
+        return _bad_request(request, errors or [{"loc": [], "message": problem}])
     name = choice.cleaned_data["table"] or "versions"
     table = report_tables(selectors.build_report(ctx, (name,)), only=(name,))[name]
     response = HttpResponse(content_type="text/csv; charset=utf-8")
@@ -194,15 +219,13 @@ def report_csv(request, key: str):
 @permission_required(VIEW, raise_exception=True)
 def path_contacts(request, key: str):
     journey = get_object_or_404(Journey, key=key)
-    form, ctx, problem = _filters(request, journey)
     if "path" not in request.GET:
-        return HttpResponseBadRequest(
-            "Give the path as ?path=step,step,...", content_type="text/plain"
-        )
+        message = "Give the path as ?path=step,step,..."
+        return _bad_request(request, [{"loc": ["query", "path"], "message": message}])
+    form, ctx, problem, errors = _filters(request, journey)
     path = [part for part in request.GET["path"].split(",") if part]
     enrollments = list(selectors.path_enrollments(ctx, path=path)) if ctx else []
-    return render(
-        request,
+    page = (
         "reporting/path_contacts.html",
         {
             "journey": journey,
@@ -215,6 +238,9 @@ def path_contacts(request, key: str):
             "nav": "journeys",
         },
     )
+    if errors:
+        return _bad_request(request, errors, page=page)
+    return render(request, *page)
 
 
 def _back_query(request) -> str:

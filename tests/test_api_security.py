@@ -1,16 +1,19 @@
 """API keys, scopes, rate limits and hostile bodies, against the real routes."""
 
 import hashlib
+import io
+import re
 import uuid
 
 import pytest
+from django.core.management import CommandError, call_command, load_command_class
 from django.db import OperationalError
 from django.test import override_settings
 from django.urls import reverse
 
 from journeys import ratelimit
 from journeys.actions.api_keys import create_api_key, revoke_api_key
-from journeys.models import ApiKey, Event
+from journeys.models import ApiKey, Contact, Event
 from journeys.tests.factories import ContactFactory
 
 pytestmark = pytest.mark.django_db
@@ -75,6 +78,50 @@ def test_revoked_key_gets_401(make_api_client):
     assert response.status_code == 401
     assert response.json()["errors"][0]["loc"] == ["header", "Authorization"]
     assert response["WWW-Authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("by", ["prefix", "short prefix", "name", "whole key"])
+def test_revoke_api_key_command_revokes_by_prefix_or_name(client, by):
+    key, raw = create_api_key(name="crm", scope="all")
+    other, other_raw = create_api_key(name="warehouse", scope="all")
+    ident = {"prefix": key.prefix + "…", "short prefix": raw[:7], "name": "crm", "whole key": raw}
+    out = io.StringIO()
+    call_command("revoke_api_key", ident[by], stdout=out)
+    assert f"Revoked API key crm ({key.prefix}…)" in out.getvalue()
+    headers = {"Authorization": f"Bearer {raw}"}
+    assert client.get("/api/v1/journeys", headers=headers).status_code == 401
+    other_headers = {"Authorization": f"Bearer {other_raw}"}
+    assert client.get("/api/v1/journeys", headers=other_headers).status_code == 200
+    # Twice is harmless: the first revocation time stays.
+    first = ApiKey.objects.get(pk=key.pk).revoked_at
+    out = io.StringIO()
+    call_command("revoke_api_key", key.prefix, stdout=out)
+    assert "already revoked" in out.getvalue()
+    assert ApiKey.objects.get(pk=key.pk).revoked_at == first
+
+
+def test_revoke_api_key_command_refuses_an_unknown_or_ambiguous_key():
+    create_api_key(name="crm", scope="all")
+    create_api_key(name="crm", scope="ingest")
+    for ident, message in [
+        ("nothing", "No API key has the prefix or name 'nothing'."),
+        ("wp_zzzzzzzzzz", "No API key has the prefix or name"),
+        ("crm", "'crm' names 2 keys"),
+        ("  ", "Give the key's prefix"),
+    ]:
+        with pytest.raises(CommandError, match=re.escape(message)):
+            call_command("revoke_api_key", ident, stdout=io.StringIO())
+    assert not ApiKey.objects.filter(revoked_at__isnull=False).exists()
+
+
+def test_revoke_api_key_command_exits_non_zero_with_its_message(capsys):
+    # As `manage.py revoke_api_key nothing` runs it, in this process so it sees the test data
+    # (and without django.setup() again, which would point logging at capsys's stream).
+    command = load_command_class("journeys", "revoke_api_key")
+    with pytest.raises(SystemExit) as exited:
+        command.run_from_argv(["manage.py", "revoke_api_key", "nothing"])
+    assert exited.value.code == 1
+    assert "No API key has the prefix or name 'nothing'." in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("header", [None, "Bearer", "Bearer wp_not-a-key", "Basic abc"])
@@ -149,6 +196,38 @@ def test_rate_limit_is_per_key(make_api_client):
     assert first.post("/api/v1/events", batch).status_code == 202
     assert first.post("/api/v1/events", {"events": [_event(3)]}).status_code == 429
     assert second.post("/api/v1/events", {"events": [_event(4)]}).status_code == 202
+
+
+@override_settings(CONTACTS_READ_RATE_LIMIT="3/60s", INGEST_RATE_LIMIT="100/60s")
+def test_contact_reads_are_rate_limited_per_key_unknown_ids_included(make_api_client):
+    ContactFactory(external_id="ann")
+    first, second = make_api_client("ingest"), make_api_client("ingest")
+    assert first.get("/api/v1/contacts/ann").status_code == 200
+    assert first.get("/api/v1/contacts/nobody").status_code == 404
+    assert first.get("/api/v1/contacts/ann").status_code == 200
+    refused = first.get("/api/v1/contacts/ann")
+    (error,) = _assert_error_shape(refused, 429)
+    assert error["message"].startswith("Rate limit exceeded: 3 contact reads every 60 s")
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    assert second.get("/api/v1/contacts/ann").status_code == 200
+    # A budget of its own: ingestion and erasure are not refused by it.
+    assert first.post("/api/v1/events", {"events": [_event(1, "ann")]}).status_code == 202
+    assert first.delete("/api/v1/contacts/ann").status_code == 204
+
+
+@override_settings(CONTACTS_ERASE_RATE_LIMIT="2/60s")
+def test_contact_erasures_are_rate_limited_per_key(make_api_client):
+    for external_id in ("a", "b", "c"):
+        ContactFactory(external_id=external_id, email=f"{external_id}@example.com")
+    manage = make_api_client("manage")
+    assert manage.delete("/api/v1/contacts/a").status_code == 204
+    assert manage.delete("/api/v1/contacts/nobody").status_code == 404
+    refused = manage.delete("/api/v1/contacts/b")
+    (error,) = _assert_error_shape(refused, 429)
+    assert "contact erasures" in error["message"]
+    assert refused["Retry-After"].isdigit()
+    assert Contact.objects.get(external_id="b").email == "b@example.com"
+    assert make_api_client("ingest").delete("/api/v1/contacts/b").status_code == 204
 
 
 def test_rate_limit_window_resets():

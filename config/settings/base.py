@@ -200,6 +200,11 @@ API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=32)
 # Events per API key per window ("N/<seconds>s"), counted in events, not requests; a batch
 # over the budget gets 429 with Retry-After (journeys/ratelimit.py).
 INGEST_RATE_LIMIT = env.str("INGEST_RATE_LIMIT", default="100000/60s")
+# Contact reads and erasures per API key per window, counted in calls (docs/security.md says
+# why these numbers): a CRM looking contacts up stays far below them, a leaked key paging
+# through everyone's data or erasing it does not.
+CONTACTS_READ_RATE_LIMIT = env.str("CONTACTS_READ_RATE_LIMIT", default="1200/60s")
+CONTACTS_ERASE_RATE_LIMIT = env.str("CONTACTS_ERASE_RATE_LIMIT", default="120/60s")
 
 # The cache holds the rate-limit counters, so it must be shared by every process: Redis when
 # CACHE_URL or REDIS_URL is set (several machines), else files under var/ (one machine).

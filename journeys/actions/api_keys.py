@@ -5,6 +5,7 @@ import secrets
 from datetime import timedelta
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from journeys.models import ApiKey
@@ -47,6 +48,36 @@ def revoke_api_key(*, key: ApiKey) -> None:
     if locked.revoked_at is None:
         locked.revoked_at = timezone.now()
         locked.save(update_fields=["revoked_at"])
+
+
+class UnknownApiKey(Exception):
+    """No key, or more than one, answers to what was given; `message` says which."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+def find_api_key(*, ident: str) -> ApiKey:
+    """The one key that `ident` names: the whole raw key, the start of its prefix (`wp_…`,
+    as the admin lists it) or its name. Active keys win over revoked ones of the same name,
+    so a name reused after a revocation still names the key in use. Raises UnknownApiKey
+    when none or several match."""
+    ident = ident.strip().rstrip("…")
+    if not ident:
+        raise UnknownApiKey("Give the key's prefix (wp_…) or its name.")
+    named = Q(key_hash=hash_api_key(ident)) | Q(name=ident)
+    if ident.startswith(API_KEY_PREFIX):
+        named |= Q(prefix__startswith=ident[:10])
+    matches = list(ApiKey.objects.filter(named).order_by("created_at"))
+    active = [key for key in matches if key.revoked_at is None]
+    matches = active or matches
+    if not matches:
+        raise UnknownApiKey(f"No API key has the prefix or name '{ident}'.")
+    if len(matches) > 1:
+        listed = ", ".join(str(key) for key in matches)
+        raise UnknownApiKey(f"'{ident}' names {len(matches)} keys ({listed}); give its prefix.")
+    return matches[0]
 
 
 def authenticate_api_key(*, raw_key: str) -> ApiKey | None:

@@ -50,3 +50,15 @@ def test_report_page_reads_like_a_report_and_filters_in_place(logged_in_page, li
     page.wait_for_url("**versions=2**")
     assert "v2 (baseline)" in page.locator("#report table").first.inner_text()
     assert page.get_by_role("heading", name="Version comparison").is_visible()
+
+
+def test_a_filter_out_of_range_shows_its_error_in_place(logged_in_page, live_server):
+    page = logged_in_page
+    trial_history()
+    page.goto(f"{live_server.url}/journeys/trial-to-paid/report/")
+    page.get_by_label("Enrolled until").fill("9999-12-31")
+    with page.expect_response("**/report/?**") as answer:
+        page.get_by_role("button", name="Apply").click()
+    assert answer.value.status == 400
+    page.get_by_text("Give a date from year 1 to 9998").first.wait_for()
+    assert not page.locator("#request-problem").is_visible()

@@ -11,6 +11,7 @@ from conversions.models import Revision
 from conversions.tests.factories import ConversionFactory, GoalFactory
 from journeys.models import JourneyVersion
 from journeys.tests.factories import JourneyFactory, JourneyVersionFactory, UserFactory
+from reporting import selectors, tables
 from reporting.tests.factories import enroll
 
 pytestmark = pytest.mark.django_db
@@ -184,13 +185,74 @@ def test_htmx_filter_request_swaps_only_the_report(client, viewer, journey):
     assert tables_of(html)["Version comparison: Started paid plan"][1][0] == "v2 (baseline)"
 
 
-def test_invalid_filters_show_inline_errors(client, viewer, journey):
+BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+
+
+def test_invalid_filters_show_inline_errors_with_a_400(client, viewer, journey):
     client.force_login(viewer)
-    response = client.get(URL + "?start=2026-06-10&end=2026-06-01")
-    assert response.status_code == 200
+    response = client.get(URL + "?start=2026-06-10&end=2026-06-01", headers=BROWSER)
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("text/html")
     assert "The end date is before the start date." in response.content.decode()
-    response = client.get(URL + "?versions=1&baseline=2")
+    response = client.get(URL + "?versions=1&baseline=2", headers=BROWSER)
+    assert response.status_code == 400
     assert "The baseline must be one of the versions shown." in response.content.decode()
+
+
+def test_htmx_filter_request_with_a_bad_date_swaps_the_report_with_its_error(
+    client, viewer, journey
+):
+    client.force_login(viewer)
+    response = client.get(URL + "?end=9999-12-31", headers={"HX-Request": "true"})
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert html.lstrip().startswith('<div id="report"')
+    assert "year 1 to 9998" in html
+
+
+REPORT_ROUTES = [
+    URL,
+    "/journeys/trial-nurture/report.csv",
+    *(f"/journeys/trial-nurture/report/panels/{panel}/" for panel in selectors.SLOW_PANELS),
+    "/journeys/trial-nurture/report/contacts/?path=welcome",
+]
+OUT_OF_RANGE = [
+    ("end=9999-12-31", "end", "year 1 to 9998"),
+    ("start=9999-01-01", "start", "year 1 to 9998"),
+    ("start=0000-01-01", "start", "valid date"),
+    ("start=2026-06-10&end=2026-06-01", "end", "before the start"),
+]
+
+
+@pytest.mark.parametrize("route", REPORT_ROUTES)
+@pytest.mark.parametrize(("query", "field", "message"), OUT_OF_RANGE)
+def test_out_of_range_filters_get_a_400_in_the_error_shape_on_every_route(
+    client, viewer, journey, route, query, field, message
+):
+    client.force_login(viewer)
+    response = client.get(route + ("&" if "?" in route else "?") + query)
+    assert response.status_code == 400, response.content
+    assert response["Content-Type"].startswith("application/json")
+    (error,) = response.json()["errors"]
+    assert error["loc"] == ["query", field]
+    assert message in error["message"]
+
+
+@pytest.mark.parametrize("route", REPORT_ROUTES)
+def test_the_widest_range_in_bounds_still_answers(client, viewer, journey, route):
+    client.force_login(viewer)
+    query = "start=0001-01-01&end=9998-12-31"
+    response = client.get(route + ("&" if "?" in route else "?") + query)
+    assert response.status_code == 200, response.content
+
+
+def test_path_contacts_page_shows_a_bad_filter_to_a_browser(client, viewer, journey):
+    client.force_login(viewer)
+    response = client.get(
+        "/journeys/trial-nurture/report/contacts/?path=welcome&end=9999-12-31", headers=BROWSER
+    )
+    assert response.status_code == 400
+    assert "year 1 to 9998" in response.content.decode()
 
 
 def test_filter_form_is_shareable_and_pushes_its_url(client, viewer, journey):
@@ -315,3 +377,33 @@ def test_journey_with_only_a_draft_has_an_empty_report_not_an_error(client, view
     assert "Nothing is published yet" in response.content.decode()
     body = api.get("/api/v1/journeys/drafty/report").json()
     assert body["versions"] == [] and body["steps"] == []
+
+
+FORMULAS = ['=HYPERLINK("http://x","y")', "@SUM(A1:A9)", "+1+2", "-1+2", "\tTab", "\rReturn"]
+
+
+def test_csv_neutralises_text_a_spreadsheet_would_run(client, viewer, journey):
+    for i, name in enumerate(FORMULAS):
+        GoalFactory(journey=journey, name=name, normalized_name=f"formula-{i}")
+    client.force_login(viewer)
+    rows = read_csv(client.get("/journeys/trial-nurture/report.csv?table=goals"))
+    names = {row[0] for row in rows[1:]}
+    assert {"'" + name for name in FORMULAS} <= names
+    assert "Activated" in names
+
+
+def test_csv_keeps_negative_numbers_as_numbers(client, viewer, journey):
+    client.force_login(viewer)
+    rows = read_csv(client.get("/journeys/trial-nurture/report.csv?baseline=2"))
+    header, v1 = rows[0], rows[1]
+    diff = v1[header.index("Diff (pts)")]
+    assert diff.startswith("-") and float(diff) < 0
+
+
+@pytest.mark.parametrize(
+    ("value", "written"),
+    [(-3, -3), (-0.25, -0.25), (Decimal("-4.50"), Decimal("-4.50")), ("-3", "'-3"),
+     ("=1+1", "'=1+1"), ("a=b", "a=b"), ("", ""), (None, "")],
+)  # fmt: skip
+def test_csv_value_quotes_formula_text_only(value, written):
+    assert tables.csv_value(value) == written

@@ -29,6 +29,16 @@
     box.textContent = message;
     box.hidden = false;
   }
+  // A 400 that answers with HTML is the fragment asked for, with the request's mistakes
+  // shown inline (a report filter out of range): swap it in like any other answer.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var xhr = event.detail.xhr;
+    var type = xhr.getResponseHeader("Content-Type") || "";
+    if (xhr.status === 400 && type.indexOf("text/html") === 0) {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
+  });
   document.addEventListener("htmx:responseError", function (event) {
     var status = event.detail.xhr.status;
     var reason = status === 403 ? "you do not have permission to do that"
