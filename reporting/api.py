@@ -47,6 +47,14 @@ class VersionOut(Schema):
     value: float = Field(description="Sum of the awarded values.")
     diff: float | None = Field(description="rate minus the baseline's rate; null on the baseline.")
     p_value: float | None = Field(description="Two-sided pooled two-proportion z-test.")
+    p_value_always_valid: float | None = Field(
+        description="mSPRT always-valid p-value over the daily cohorts: valid however often "
+        "it is looked at; the verdict of a split rests on it. Null on the baseline."
+    )
+    chance_to_beat: float | None = Field(
+        description="Posterior probability (uniform Beta priors) that the rate is above the "
+        "baseline's. Null on the baseline."
+    )
     comparison: Literal["randomized", "sequential"] | None
     diff_ci_low: float | None = Field(description="95% Newcombe interval of diff.")
     diff_ci_high: float | None
@@ -123,6 +131,8 @@ def version_payload(row: selectors.VersionRow) -> dict:
         "value": row.counts.value,
         "diff": c.diff if c else None,
         "p_value": c.p_value if c else None,
+        "p_value_always_valid": c.p_value_always_valid if c else None,
+        "chance_to_beat": c.chance_to_beat if c else None,
         "comparison": c.kind if c else None,
         "diff_ci_low": c.diff_ci_low if c else None,
         "diff_ci_high": c.diff_ci_high if c else None,

@@ -832,11 +832,53 @@ class VersionRow:
         return self.counts.rate
 
 
-def version_rows(ctx: ReportContext, counts: list[VersionCounts]) -> list[VersionRow]:
+# The days of traffic the outlook projects from: a week smooths out weekends.
+OUTLOOK_DAYS = 7
+
+
+def _looks(rows: list[Cohort], version_id: int, base_id: int) -> list[tuple]:
+    """The comparison as it stood at the end of each day's cohort, oldest first:
+    cumulative (converted, enrolled) of the version and the baseline, held-out included
+    like the totals."""
+    daily: dict[datetime.date, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for c in rows:
+        if c.version_id in (version_id, base_id):
+            offset = 0 if c.version_id == version_id else 2
+            daily[c.day][offset] += c.counts.converted
+            daily[c.day][offset + 1] += c.counts.enrolled
+    looks, running = [], [0, 0, 0, 0]
+    for day in sorted(daily):
+        running = [a + b for a, b in zip(running, daily[day], strict=True)]
+        looks.append(tuple(running))
+    return looks
+
+
+def _enrolled_per_day(rows: list[Cohort], version_ids: tuple[int, int]) -> float:
+    """The smaller group's enrollments a day over the last OUTLOOK_DAYS days with data."""
+    days = sorted({c.day for c in rows if c.version_id in version_ids})
+    if not days:
+        return 0.0
+    since = days[-1] - datetime.timedelta(days=OUTLOOK_DAYS - 1)
+    span = min((days[-1] - max(days[0], since)).days + 1, OUTLOOK_DAYS)
+    return (
+        min(
+            sum(c.counts.enrolled for c in rows if c.version_id == version_id and c.day >= since)
+            for version_id in version_ids
+        )
+        / span
+    )
+
+
+def version_rows(
+    ctx: ReportContext, counts: list[VersionCounts], rows: list[Cohort] | None = None
+) -> list[VersionRow]:
+    """The comparison's lines; `rows` (the cohorts behind `counts`) give the always-valid
+    p-value its daily looks and the outlook its traffic."""
+    rows = rows or []
     base_counts = next((c.total for c in counts if c.version == ctx.baseline), Counts())
     base = ctx.by_number(ctx.baseline) if ctx.versions else None
     split = split_days(ctx)
-    rows = []
+    result = []
     for c in counts:
         total = c.total
         low, high = stats.wilson_interval(total.converted, total.enrolled)
@@ -856,10 +898,12 @@ def version_rows(ctx: ReportContext, counts: list[VersionCounts]) -> list[Versio
                 base_enrolled=base_counts.enrolled,
                 kind=comparison_kind(base, info),
                 sample_ratio=ratio,
+                looks=_looks(rows, info.id, base.id)[:-1],
+                enrolled_per_day=_enrolled_per_day(rows, (info.id, base.id)),
             )
         split_from = split[c.version][0] if c.version in split else None
-        rows.append(VersionRow(c.version, total, low, high, comparison, c.held_out, split_from))
-    return rows
+        result.append(VersionRow(c.version, total, low, high, comparison, c.held_out, split_from))
+    return result
 
 
 def holdout(counts: list[VersionCounts]) -> stats.Lift | None:
@@ -904,7 +948,7 @@ def build_report(ctx: ReportContext, panels=PANELS) -> Report:
     counts = version_counts(ctx, rows)
     return Report(
         ctx,
-        version_rows(ctx, counts),
+        version_rows(ctx, counts, rows),
         step_funnel(ctx, marks) if "steps" in panels else [],
         holdout(counts),
         daily=daily_counts(ctx, rows) if "daily" in panels else [],

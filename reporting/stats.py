@@ -285,10 +285,17 @@ class Comparison:
     p_value: float | None
     enough_data: bool
     sample_ratio: SampleRatio | None = None
+    # What a split's verdict rests on, safe to look at every day.
+    p_value_always_valid: float | None = None
+    chance_to_beat: float | None = None
+    outlook: Outlook | None = None  # randomized only: "when will we know?"
 
     @property
     def significant(self) -> bool:
-        return self.p_value is not None and self.p_value < ALPHA
+        """A split is judged by its always-valid p-value, so a daily look cannot manufacture
+        a winner; a before/after comparison has no such guarantee and keeps its z-test."""
+        p_value = self.p_value if self.kind == SEQUENTIAL else self.p_value_always_valid
+        return p_value is not None and p_value < ALPHA
 
     @property
     def verdict(self) -> str:
@@ -310,13 +317,13 @@ class Comparison:
                 f"No verdict for v{self.version} vs v{self.baseline}: the traffic split does not "
                 f"match its setting (sample ratio mismatch, {_format_p(self.sample_ratio.p_value)})."
             )
+        figures = f"{figures}, always-valid {_format_p(self.p_value_always_valid)}"
+        if self.chance_to_beat is not None:
+            figures += f"; {format_chance(self.chance_to_beat)} chance v{self.version} is better"
         if self.significant:
             direction = "better" if self.diff > 0 else "worse"
             return f"v{self.version} converts {direction} than v{self.baseline} ({figures})."
-        return (
-            f"No clear difference between v{self.version} and v{self.baseline} yet "
-            f"({figures}, {_format_p(self.p_value)})."
-        )
+        return f"No clear difference between v{self.version} and v{self.baseline} yet ({figures})."
 
     def _figures(self) -> str:
         if self.diff is None:
@@ -339,8 +346,15 @@ def compare(
     base_enrolled: int,
     kind: str,
     sample_ratio: SampleRatio | None = None,
+    looks: list[tuple[int, int, int, int]] | None = None,
+    enrolled_per_day: float = 0.0,
 ) -> Comparison:
+    """One version against the baseline. `looks`: the cumulative counts (as for
+    `always_valid_p_value`) at each earlier look, the totals given being the last;
+    `enrolled_per_day`: the recent daily enrollments of the smaller group, for the outlook."""
     this_rate, base_rate = rate(converted, enrolled), rate(base_converted, base_enrolled)
+    counts = (converted, enrolled, base_converted, base_enrolled)
+    randomized = kind == RANDOMIZED
     diff = this_rate - base_rate if this_rate is not None and base_rate is not None else None
     low, high = difference_interval(converted, enrolled, base_converted, base_enrolled)
     return Comparison(
@@ -353,6 +367,16 @@ def compare(
         p_value=two_proportion_p_value(converted, enrolled, base_converted, base_enrolled),
         enough_data=enough_data((converted, enrolled), (base_converted, base_enrolled)),
         sample_ratio=sample_ratio,
+        p_value_always_valid=always_valid_p_value([*(looks or []), counts]),
+        chance_to_beat=chance_to_beat(*counts),
+        outlook=outlook(
+            enrolled=enrolled,
+            base_converted=base_converted,
+            base_enrolled=base_enrolled,
+            enrolled_per_day=enrolled_per_day,
+        )
+        if randomized
+        else None,
     )
 
 
@@ -419,6 +443,17 @@ def format_points(fraction: float | None, *, sign: bool = False) -> str:
     if fraction is None:
         return "–"
     return f"{fraction * 100:+.1f}" if sign else f"{fraction * 100:.1f}"
+
+
+def format_chance(probability: float | None) -> str:
+    """0.873 -> "87%"; never a certain "100%" or "0%" from a posterior."""
+    if probability is None:
+        return "–"
+    if probability > 0.99:
+        return "> 99%"
+    if probability < 0.01:
+        return "< 1%"
+    return f"{probability:.0%}"
 
 
 def _format_p(p_value: float | None) -> str:

@@ -196,6 +196,8 @@ def versions_table(report: selectors.Report) -> Table:
             Column("Diff CI low (pts)", "pts", page=False),
             Column("Diff CI high (pts)", "pts", page=False),
             Column("p-value", "p"),
+            Column("Always-valid p", "p"),
+            Column("Chance to beat", "pct"),
             Column("Comparison"),
         ],  # fmt: skip
         empty="No published version in this report.",
@@ -217,6 +219,8 @@ def versions_table(report: selectors.Report) -> Table:
             c.diff_ci_low if c else None,
             c.diff_ci_high if c else None,
             c.p_value if c else None,
+            c.p_value_always_valid if c else None,
+            c.chance_to_beat if c else None,
             (c.kind if c.kind == stats.RANDOMIZED else "before/after") if c else "baseline",
         )
     return table

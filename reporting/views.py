@@ -1,6 +1,7 @@
 """The report page (and its HTMX fragment), its CSV download and the contacts behind a path."""
 
 import csv
+import math
 
 from csp.constants import SELF, UNSAFE_INLINE
 from csp.decorators import csp_replace
@@ -132,6 +133,27 @@ def _holdout_text(lift) -> str:
     return text
 
 
+def _outlook_text(comparison: stats.Comparison) -> str:
+    """ "When will we know?" for a split, in a sentence."""
+    outlook = comparison.outlook
+    pair = f"v{comparison.version} vs v{comparison.baseline}"
+    if outlook is None or outlook.detectable_now is None:
+        return f"{pair}: too little traffic or no conversions yet to say when it will be known."
+    text = (
+        f"{pair}: with the enrollments so far, a difference of "
+        f"{stats.format_points(outlook.detectable_now)} pts or more would show now"
+    )
+    if outlook.days_to_effect is None:
+        return text + "."
+    effect = stats.format_points(outlook.effect)
+    if outlook.days_to_effect == 0:
+        return text + f"; that covers a difference of {effect} pts."
+    return text + (
+        f"; one of {effect} pts needs about {math.ceil(outlook.days_to_effect)} more days "
+        "at the recent daily traffic."
+    )
+
+
 def _query(request) -> dict:
     return {key: request.GET.getlist(key) for key in FILTER_FIELDS if request.GET.get(key)}
 
@@ -151,6 +173,7 @@ def report(request, key: str):
             tables=tables,
             comparisons=comparisons,
             sequential=any(c.kind == "sequential" for c in comparisons),
+            outlooks=[_outlook_text(c) for c in comparisons if c.kind == stats.RANDOMIZED],
             mismatches=[c for c in comparisons if c.sample_ratio and c.sample_ratio.mismatch],
             split_notes=_split_notes(request, full),
             kpis=_kpis(full),

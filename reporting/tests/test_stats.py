@@ -164,8 +164,18 @@ def test_randomized_significant_comparison_names_the_better_version():
     assert comparison.p_value == pytest.approx(pooled_z_p_by_formula(300, 1000, 220, 1000))
     low, high = stats.difference_interval(300, 1000, 220, 1000)
     assert comparison.verdict == (
-        f"v2 converts better than v1 (diff +8.0 pts, 95% CI {low * 100:.1f} to {high * 100:.1f})."
+        f"v2 converts better than v1 (diff +8.0 pts, 95% CI {low * 100:.1f} to {high * 100:.1f}, "
+        "always-valid p = 0.003; > 99% chance v2 is better)."
     )
+
+
+def test_a_split_is_judged_by_its_always_valid_p_value_not_a_daily_z_test():
+    # p = 0.025 read on one day would "find" a winner; the always-valid figure does not.
+    comparison = compare(265, 222)
+    assert comparison.p_value < stats.ALPHA < comparison.p_value_always_valid
+    assert not comparison.significant
+    assert comparison.verdict.startswith("No clear difference between v2 and v1 yet")
+    assert "always-valid p = 0.942" in comparison.verdict
 
 
 def test_randomized_worse_version_is_called_worse():
