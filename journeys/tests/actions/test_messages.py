@@ -21,7 +21,7 @@ def test_a_template_error_fails_that_message_only():
                 "key": "mail",
                 "type": "send_email",
                 "subject": "Hi",
-                "body": "{% include 'missing.txt' %}",
+                "body": "{{ contact.email | divided_by: 0 }}",
                 "next": "text",
             },
             {
@@ -40,7 +40,7 @@ def test_a_template_error_fails_that_message_only():
     email = OutboxMessage.objects.get(channel="email")
     text = OutboxMessage.objects.get(channel="sms")
     assert email.status == OutboxMessage.Status.FAILED
-    assert email.error == "Template error: TemplateDoesNotExist: missing.txt"
+    assert email.error.startswith("Template error: ")
     assert text.status == OutboxMessage.Status.SENT
     assert sms.outbox == [{"to": "+4400", "text": "Hi Ann"}]
 
