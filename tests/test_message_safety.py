@@ -123,3 +123,98 @@ def test_read_only_freezes_nested_data():
         frozen["a"] = 1
     assert frozen["a"][1]["b"] == (2,)
     assert isinstance(frozen["a"], tuple)
+
+
+# --- Liquid's limits (issue 12: the probes that tied up every worker) -------------------------
+
+EMAIL_CHARS = '{% assign c = contact.email | split: "" %}'
+FIVE_NESTED_LOOPS = (
+    EMAIL_CHARS
+    + "{% for a in c %}{% for b in c %}{% for d in c %}{% for e in c %}{% for f in c %}x"
+    + "{% endfor %}{% endfor %}{% endfor %}{% endfor %}{% endfor %}"
+)
+PADDING = (
+    "{{ contact.email | replace: '', '" + "x" * 400 + "' | replace: '', '" + "y" * 400 + "' }}"
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (FIVE_NESTED_LOOPS, "the loops run more than 10000 iterations"),
+        ("{% for i in (1..100000) %}x{% endfor %}", "the loops run more than 10000 iterations"),
+        (
+            "{% for i in (1..6000) %}{% endfor %}{% for i in (1..6000) %}{% endfor %}",
+            "the loops run more than 10000 iterations",
+        ),
+        (PADDING, "the filter 'replace' would make more than 100000 characters"),
+        ("{{ (1..100000000) | join: '-' }}", "the filter 'join' would handle more than 100000"),
+        ("{% for i in (1..9000) %}{{ contact.email }}{% endfor %}", "longer than 100000 bytes"),
+    ],
+)
+def test_a_template_past_a_limit_fails_its_message_alone(body, reason):
+    _deliver(
+        [
+            {"key": "mail", "type": "send_email", "subject": "Hi", "body": body, "next": "text"},
+            {"key": "text", "type": "send_sms", "text": "Still sent", "next": None},
+        ]
+    )
+    email = OutboxMessage.objects.get(channel="email")
+    assert email.status == OutboxMessage.Status.FAILED
+    assert email.error.startswith("Template error: TemplateLimitError: ")
+    assert reason in email.error
+    assert mail.outbox == []
+    assert OutboxMessage.objects.get(channel="sms").status == OutboxMessage.Status.SENT
+    assert sms.outbox == [{"to": "+4400", "text": "Still sent"}]
+
+
+def test_a_missing_attribute_renders_empty_and_default_fills_it():
+    _deliver(
+        [
+            {
+                "key": "mail",
+                "type": "send_email",
+                "subject": '{{ contact.attributes.nickname | default: "there" }}',
+                "body": "[{{ contact.attributes.nickname }}][{{ contact.attributes.a.b.c }}]"
+                "{% for tag in contact.attributes.tags %}{{ forloop.index }}{{ tag | upcase }}"
+                "{% endfor %}",
+                "next": None,
+            }
+        ]
+    )
+    [message] = mail.outbox
+    assert message.subject == "there"
+    assert message.body == "[][]1A2B"
+
+
+def test_an_unparsable_template_is_refused_by_the_api_with_step_field_and_line(api):
+    steps = [
+        {
+            "key": "welcome",
+            "type": "send_email",
+            "subject": "Hello\n{{ contact.attributes.first_name",
+            "body": "{{ contact.email | ljust: 50000000 }}",
+            "next": None,
+        }
+    ]
+    response = api.post("/api/v1/journeys", definition(steps))
+    assert response.status_code == 400
+    errors = {tuple(error["loc"]): error["message"] for error in response.json()["errors"]}
+    assert errors == {
+        ("steps", 0, "subject"): "Template syntax error on line 2: expected '}}', "
+        "found end of file",
+        ("steps", 0, "body"): "Template syntax error on line 1: unknown filter 'ljust'",
+    }
+
+
+def test_an_unparsable_template_is_an_inline_error_in_the_editor(client, editor):
+    steps = [{"key": "mail", "type": "send_email", "subject": "Hi", "body": "Hi", "next": None}]
+    create_journey(definition=definition(steps, key="onboarding"))
+    client.force_login(editor)
+    response = client.post(
+        "/journeys/onboarding/steps/mail/",
+        {"subject": "Hi {{ contact.attributes.first_name", "body": "Hi"},
+        headers={"HX-Request": "true", "HX-Target": "workspace"},
+    )
+    assert response.status_code == 200
+    assert "Template syntax error on line 1: expected &#x27;}}&#x27;" in response.content.decode()
