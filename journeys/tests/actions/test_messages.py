@@ -5,6 +5,7 @@ import datetime
 import pytest
 from django.core import mail
 from django.core.mail.backends.locmem import EmailBackend
+from django.urls import reverse
 
 from journeys import sms
 from journeys.actions.messages import (
@@ -178,3 +179,26 @@ def test_every_email_carries_a_stable_message_id_of_its_own():
         assert header.startswith(f"<outbox-{row.pk}.") and header.endswith("@localhost>")
     first = mail.outbox[0]
     assert f"Message-ID: {ids[first.to[0]]}" in first.message().as_string()
+
+
+def test_the_admin_retries_failed_messages_only(client, superuser):
+    _queued_emails(2)
+    OutboxMessage.objects.filter(contact__external_id="c0").update(
+        status=OutboxMessage.Status.FAILED, attempts=3, error="Outcome unknown: ..."
+    )
+    sent = OutboxMessage.objects.get(contact__external_id="c1")
+    OutboxMessage.objects.filter(pk=sent.pk).update(status=OutboxMessage.Status.SENT)
+    client.force_login(superuser)
+
+    client.post(
+        reverse("admin:journeys_outboxmessage_changelist"),
+        {
+            "action": "retry_failed_messages",
+            "_selected_action": list(OutboxMessage.objects.values_list("pk", flat=True)),
+        },
+    )
+
+    statuses = dict(OutboxMessage.objects.values_list("contact__external_id", "status"))
+    assert statuses == {"c0": "pending", "c1": "sent"}
+    retried = OutboxMessage.objects.get(contact__external_id="c0")
+    assert (retried.attempts, retried.error) == (0, "")
