@@ -2,13 +2,21 @@
 template can call to change state; a broken template fails that message with a reason."""
 
 import datetime
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.core import mail
+from django.db import connection
 
 from journeys import sms
 from journeys.actions.events import ingest_events
+from journeys.actions.messages import deliver_due_messages
 from journeys.actions.sweep import run_due
 from journeys.actions.versions import create_journey
 from journeys.definition import DefinitionError
@@ -18,6 +26,8 @@ from journeys.tests.factories import ContactFactory
 from journeys.tests.flows import definition, live_journey
 
 pytestmark = pytest.mark.django_db
+
+REPO = Path(__file__).resolve().parent.parent
 
 T0 = datetime.datetime(2026, 3, 2, 9, 0, tzinfo=datetime.UTC)
 
@@ -218,3 +228,73 @@ def test_an_unparsable_template_is_an_inline_error_in_the_editor(client, editor)
     )
     assert response.status_code == 200
     assert "Template syntax error on line 1: expected &#x27;}}&#x27;" in response.content.decode()
+
+
+# --- A real worker killed between sending and recording ----------------------------------------
+
+
+class HangsAfterSendingBackend:
+    """Appends each email to the file EMAIL_FILE_PATH names, then hangs: the provider has the
+    message and the worker has not recorded it yet, the moment `kill -9` comes."""
+
+    def __init__(self, **kwargs):
+        pass
+
+    def close(self):
+        pass
+
+    def send_messages(self, messages):
+        with open(os.environ["HANG_MAIL_FILE"], "a") as sent:
+            for message in messages:
+                sent.write(f"{message.to[0]}\n")
+        time.sleep(600)
+
+
+DELIVER_ONCE = (
+    "import django, datetime; django.setup()\n"
+    "from journeys.actions.messages import deliver_due_messages\n"
+    "deliver_due_messages(now=datetime.datetime.fromisoformat({now!r}))\n"
+)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_after_sending_leaves_no_duplicate(tmp_path):
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL: a second process writes to the test database")
+    settings_lease = settings.ENGINE_LEASE_SECONDS
+    steps = [{"key": "mail", "type": "send_email", "subject": "Hi", "body": "Hi", "next": None}]
+    _deliver(steps)
+    OutboxMessage.objects.update(status=OutboxMessage.Status.PENDING, sent_at=None, attempts=0)
+    mail.outbox.clear()
+    sent_file = tmp_path / "sent.txt"
+    database = connection.settings_dict
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.base",
+        "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/"
+        f"{database['NAME']}",
+        "EMAIL_BACKEND": "tests.test_message_safety.HangsAfterSendingBackend",
+        "HANG_MAIL_FILE": str(sent_file),
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-c", DELIVER_ONCE.format(now=T0.isoformat())], cwd=REPO, env=env
+    )
+    try:
+        for _ in range(600):
+            if sent_file.exists() and sent_file.read_text():
+                break
+            assert worker.poll() is None, "the worker stopped before sending"
+            time.sleep(0.05)  # polling another process, not moving the engine's time
+        os.kill(worker.pid, signal.SIGKILL)
+    finally:
+        worker.kill()
+        worker.wait()
+
+    later = T0 + datetime.timedelta(seconds=settings_lease + 1)
+    assert deliver_due_messages(now=later) == 0
+    message = OutboxMessage.objects.get()
+    assert message.status == OutboxMessage.Status.FAILED
+    assert message.error.startswith("Outcome unknown")
+    assert sent_file.read_text() == "ann@example.com\n"
+    assert mail.outbox == []
