@@ -7,6 +7,7 @@ from django.utils import timezone
 from journeys.actions.api_keys import create_api_key, revoke_api_key
 from journeys.actions.contacts import erase_contact
 from journeys.actions.enrollments import retry_enrollments
+from journeys.actions.messages import retry_messages
 from journeys.models import (
     ApiKey,
     Contact,
@@ -178,6 +179,14 @@ class StepVisitAdmin(ReadOnlyAdmin):
     list_select_related = ["enrollment", "version__journey"]
 
 
+@admin.action(description="Retry selected failed messages", permissions=["change"])
+def retry_failed_messages(modeladmin, request, queryset):
+    # A message failed with "Outcome unknown" may have arrived: sending it again is a
+    # person's decision, never the worker's.
+    retried = retry_messages(messages=queryset, now=timezone.now())
+    modeladmin.message_user(request, f"{retried} failed message(s) will be sent again.")
+
+
 @admin.register(OutboxMessage)
 class OutboxMessageAdmin(admin.ModelAdmin):
     list_display = [
@@ -187,9 +196,12 @@ class OutboxMessageAdmin(admin.ModelAdmin):
         "status",
         "attempts",
         "due_at",
+        "sending_since",
         "sent_at",
+        "error",
         "created_at",
     ]
+    actions = [retry_failed_messages]
     list_filter = ["channel", "status"]
     search_fields = ["recipient", "subject", "contact__external_id", "step_key"]
     date_hierarchy = "created_at"

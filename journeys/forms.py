@@ -298,7 +298,10 @@ class SendEmailForm(StepForm):
     body = forms.CharField(
         label="Body",
         widget=forms.Textarea(attrs={"rows": 6}),
-        help_text="Use {{ contact.email }} or {{ contact.attributes.first_name }} to personalise.",
+        help_text=(
+            "Liquid: {{ contact.email }}, "
+            '{{ contact.attributes.first_name | default: "there" }}, {% if %} and {% for %}.'
+        ),
     )
 
     def initial_from(self, step):

@@ -275,6 +275,10 @@ class OutboxMessage(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     due_at = models.DateTimeField()
     leased_until = models.DateTimeField(null=True, blank=True)
+    # Set, committed, right before the message is handed to the provider and cleared with the
+    # outcome: a row still marked once its lease ran out was maybe sent, and is failed rather
+    # than sent twice (journeys.actions.messages). Not a status: contract 6.1 lists those.
+    sending_since = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)

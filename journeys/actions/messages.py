@@ -1,53 +1,72 @@
 """Messages out: due outbox rows rendered for the contact as it is now and sent, email
-through Django's backend and SMS through SMS_BACKEND, with retries and back-off."""
+through Django's backend and SMS through SMS_BACKEND, at most once each, with retries and
+back-off for a provider that refuses."""
 
-import functools
 from datetime import datetime, timedelta
+from email.utils import parseaddr
 
 from django.conf import settings
 from django.core.mail import EmailMessage, get_connection
 from django.db import transaction
-from django.db.models import F, Q
-from django.template import Context as TemplateContext
+from django.db.models import F, Q, QuerySet
 
 from journeys import engine
-from journeys.bulk import bulk_update_rows, claim
-from journeys.definition import TEMPLATE_ENGINE
+from journeys.bulk import claim
+from journeys.message_templates import render_message
 from journeys.models import Contact, OutboxMessage
 from journeys.sms import get_sms_backend
-from journeys.templating import read_only
 
 MESSAGE_MAX_ATTEMPTS = 5
 
+OUTCOME_UNKNOWN = (
+    "Outcome unknown: the worker stopped while sending it (since {since}), so it may or may "
+    "not have arrived. It is not sent again on its own; retry it from the admin if it did "
+    "not arrive."
+)
 
-@functools.lru_cache(maxsize=512)
-def _compiled(template_text: str):
-    return TEMPLATE_ENGINE.from_string(template_text)
 
-
-def _render(template_text: str, contact: dict) -> str:
-    # Read-only: a template must not be able to change what the next message sees.
-    return _compiled(template_text).render(
-        TemplateContext({"contact": read_only(contact)}, autoescape=False)
-    )
+def message_id(message: OutboxMessage) -> str:
+    """The email's Message-ID: derived from the row alone, so every attempt at the same
+    message carries the same one and a provider or a reader can drop a copy. The creation
+    time keeps ids of two databases (a restore, a staging copy) apart."""
+    domain = parseaddr(settings.DEFAULT_FROM_EMAIL)[1].rpartition("@")[2] or "localhost"
+    stamp = int(message.created_at.timestamp() * 1_000_000)
+    return f"<outbox-{message.pk}.{stamp}@{domain}>"
 
 
 def deliver_due_messages(*, limit: int | None = None, now: datetime) -> int:
-    """Send due outbox messages; returns how many were attempted.
+    """Send due outbox messages, each at most once; returns how many were attempted.
 
-    Subjects, bodies and texts are rendered with Django's template engine from a plain dict
-    of the contact as it is now. A template error or a contact without an address marks
-    that message failed with the reason; a backend error is retried with backoff, then the
-    message is failed. Locks: the claimed rows (FOR UPDATE SKIP LOCKED) while a lease is
-    committed; sending happens outside any transaction. Safe to run twice: a sent message is
-    not pending any more, and a leased one is skipped until its lease runs out (a process
-    killed between sending and recording may send that one message again: at least once).
+    Steps, each its own short transaction so that nothing waits on a slow provider:
+    1. Messages a worker stopped sending (marked `sending_since`, lease run out) are failed
+       with an "outcome unknown" reason, and pending messages already past their attempts
+       (a message that crashed every worker that took it) are failed: neither is claimed.
+    2. A batch is claimed (FOR UPDATE SKIP LOCKED, then a lease until now + lease seconds,
+       attempts + 1).
+    3. For each message, right before sending, one UPDATE marks it `sending_since` only if
+       the lease is still this call's and nobody marked it: when the lease ran out mid-batch
+       and another worker claimed the rest, this call skips them. The send follows outside
+       any transaction, and `sent` is committed at once after it.
+
+    Guarantee: at most once. A process killed between the send and the `sent` commit leaves
+    the message marked `sending_since`; it is never resent automatically but failed by step 1
+    once its lease runs out, visible and retryable in the admin. An email carries the same
+    Message-ID (`message_id`) on every attempt. A template that does not render, breaks a
+    limit or a contact without an address fails that message alone with the reason; a
+    provider error is retried with back-off, then failed. Safe to run twice, concurrently
+    too: see step 3.
     """
     limit = limit or settings.ENGINE_BATCH_SIZE
     lease_until = now + timedelta(seconds=settings.ENGINE_LEASE_SECONDS)
+    _fail_stuck_messages(now=now)
     with transaction.atomic():
         messages = claim(
-            OutboxMessage.objects.filter(status=OutboxMessage.Status.PENDING, due_at__lte=now)
+            OutboxMessage.objects.filter(
+                status=OutboxMessage.Status.PENDING,
+                due_at__lte=now,
+                sending_since__isnull=True,
+                attempts__lt=MESSAGE_MAX_ATTEMPTS,
+            )
             .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
             .order_by("due_at"),
             limit,
@@ -61,61 +80,157 @@ def deliver_due_messages(*, limit: int | None = None, now: datetime) -> int:
         contact.pk: engine.contact_data(contact.external_id, contact.email, contact.attributes)
         for contact in Contact.objects.filter(pk__in={m.contact_id for m in messages})
     }
-    email_connection = None
-    sms_backend = None
+    sender = _Sender()
     for message in messages:
         message.attempts += 1
-        message.leased_until = None
-        contact = contacts.get(message.contact_id, {"attributes": {}})
-        recipient = message.recipient or (
-            contact.get("email") if message.channel == OutboxMessage.Channel.EMAIL else ""
+        ours = OutboxMessage.objects.filter(
+            pk=message.pk,
+            leased_until=lease_until,
+            status=OutboxMessage.Status.PENDING,
+            sending_since__isnull=True,
         )
-        if not recipient:
-            what = (
-                "email address"
-                if message.channel == OutboxMessage.Channel.EMAIL
-                else "phone number (attribute 'phone')"
+        try:
+            prepared = _prepare(message, contacts.get(message.contact_id))
+        except _Unsendable as exc:
+            ours.update(status=OutboxMessage.Status.FAILED, error=str(exc)[:2000])
+            continue
+        except Exception as exc:
+            # Whatever one message's data does to the code that builds it, the rest go on.
+            ours.update(
+                status=OutboxMessage.Status.FAILED,
+                error=f"Could not prepare the message: {type(exc).__name__}: {exc}"[:2000],
             )
-            _fail(message, f"The contact has no {what}.")
             continue
+        if not ours.update(sending_since=now):
+            continue  # The lease ran out and another worker has it now.
         try:
-            subject = " ".join(_render(message.subject, contact).split())
-            body = _render(message.body, contact)
+            sender.send(message, prepared)
         except Exception as exc:
-            _fail(message, f"Template error: {type(exc).__name__}: {exc}")
+            _record_send_error(message, f"{type(exc).__name__}: {exc}", now=now)
             continue
-        try:
-            if message.channel == OutboxMessage.Channel.EMAIL:
-                email_connection = email_connection or get_connection()
-                EmailMessage(
-                    subject,
-                    body,
-                    settings.DEFAULT_FROM_EMAIL,
-                    [recipient],
-                    connection=email_connection,
-                ).send()
-            else:
-                sms_backend = sms_backend or get_sms_backend()
-                sms_backend.send(to=recipient, text=body)
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            if message.attempts >= MESSAGE_MAX_ATTEMPTS:
-                _fail(message, f"Gave up after {message.attempts} attempts; last error: {error}")
-            else:
-                message.error = error
-                message.due_at = now + engine.retry_delay(message.attempts)
-            continue
-        message.status = OutboxMessage.Status.SENT
-        message.sent_at = now
-        message.error = ""
-    bulk_update_rows(
-        OutboxMessage,
-        messages,
-        ["status", "attempts", "leased_until", "sent_at", "error", "due_at"],
-    )
+        OutboxMessage.objects.filter(
+            pk=message.pk,
+            status__in=[OutboxMessage.Status.PENDING, OutboxMessage.Status.FAILED],
+        ).update(
+            status=OutboxMessage.Status.SENT,
+            sent_at=now,
+            error="",
+            sending_since=None,
+            leased_until=None,
+        )
+    sender.close()
     return len(messages)
 
 
-def _fail(message: OutboxMessage, reason: str) -> None:
-    message.status = OutboxMessage.Status.FAILED
-    message.error = reason[:2000]
+def retry_messages(*, messages: QuerySet, now: datetime) -> int:
+    """Put failed messages back in the outbox, due now, with their attempts reset; returns
+    how many. For the admin: a message whose outcome was unknown is only sent again when a
+    person decides so. Locks nothing beyond the rows the UPDATE writes; running it twice
+    retries nothing more, as the messages are pending by then."""
+    return messages.filter(status=OutboxMessage.Status.FAILED).update(
+        status=OutboxMessage.Status.PENDING,
+        attempts=0,
+        due_at=now,
+        error="",
+        leased_until=None,
+        sending_since=None,
+    )
+
+
+class _Unsendable(Exception):
+    """A message that no attempt can send; the text is the reason recorded."""
+
+
+def _prepare(message: OutboxMessage, contact: dict | None) -> tuple[str, str, str]:
+    """The recipient, subject and body; raises _Unsendable."""
+    contact = contact or {"attributes": {}}
+    recipient = message.recipient or (
+        contact.get("email") if message.channel == OutboxMessage.Channel.EMAIL else ""
+    )
+    if not recipient:
+        what = (
+            "email address"
+            if message.channel == OutboxMessage.Channel.EMAIL
+            else "phone number (attribute 'phone')"
+        )
+        raise _Unsendable(f"The contact has no {what}.")
+    try:
+        subject, body = render_message(message.subject, message.body, contact)
+    except Exception as exc:
+        # Limits, a filter given the wrong kind of value, a template stored before the
+        # check: the reason reads the same for all of them.
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise _Unsendable(f"Template error: {type(exc).__name__}: {reason}") from None
+    return recipient, subject, body
+
+
+class _Sender:
+    """One email connection and one SMS backend for the whole batch."""
+
+    def __init__(self):
+        self.email_connection = None
+        self.sms_backend = None
+
+    def send(self, message: OutboxMessage, prepared: tuple[str, str, str]) -> None:
+        recipient, subject, body = prepared
+        if message.channel == OutboxMessage.Channel.EMAIL:
+            if self.email_connection is None:
+                self.email_connection = get_connection()
+            EmailMessage(
+                subject,
+                body,
+                settings.DEFAULT_FROM_EMAIL,
+                [recipient],
+                connection=self.email_connection,
+                headers={"Message-ID": message_id(message)},
+            ).send()
+        else:
+            if self.sms_backend is None:
+                self.sms_backend = get_sms_backend()
+            self.sms_backend.send(to=recipient, text=body)
+
+    def close(self) -> None:
+        if self.email_connection is not None:
+            self.email_connection.close()
+
+
+def _record_send_error(message: OutboxMessage, error: str, *, now: datetime) -> None:
+    # The provider refused: nothing went out, so the message may be tried again.
+    row = OutboxMessage.objects.filter(pk=message.pk, status=OutboxMessage.Status.PENDING)
+    if message.attempts >= MESSAGE_MAX_ATTEMPTS:
+        row.update(
+            status=OutboxMessage.Status.FAILED,
+            error=f"Gave up after {message.attempts} attempts; last error: {error}"[:2000],
+            sending_since=None,
+            leased_until=None,
+        )
+    else:
+        row.update(
+            error=error[:2000],
+            due_at=now + engine.retry_delay(message.attempts),
+            sending_since=None,
+            leased_until=None,
+        )
+
+
+def _fail_stuck_messages(*, now: datetime) -> None:
+    pending = OutboxMessage.objects.filter(status=OutboxMessage.Status.PENDING)
+    for row in pending.filter(sending_since__isnull=False, leased_until__lt=now).only(
+        "pk", "sending_since"
+    ):
+        pending.filter(pk=row.pk, sending_since=row.sending_since, leased_until__lt=now).update(
+            status=OutboxMessage.Status.FAILED,
+            error=OUTCOME_UNKNOWN.format(since=row.sending_since.isoformat()),
+            sending_since=None,
+            leased_until=None,
+        )
+    pending.filter(
+        sending_since__isnull=True, attempts__gte=MESSAGE_MAX_ATTEMPTS, due_at__lte=now
+    ).filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now)).update(
+        status=OutboxMessage.Status.FAILED,
+        error=(
+            f"Gave up after {MESSAGE_MAX_ATTEMPTS} attempts: every worker that took this "
+            "message stopped before it was sent."
+        ),
+        leased_until=None,
+    )

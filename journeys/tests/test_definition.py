@@ -602,35 +602,49 @@ def test_bad_conversion_window_is_an_error():
 
 
 @pytest.mark.parametrize(
-    ("step", "field"),
+    ("step", "field", "line"),
     [
-        ({**email("welcome"), "subject": "Hi {{ contact.email|no_such_filter }}"}, "subject"),
-        ({**email("welcome"), "body": "{% if contact.email %}no end"}, "body"),
-        ({"key": "sms", "type": "send_sms", "text": "{% bogus %}"}, "text"),
+        ({**email("welcome"), "subject": "Hi {{ contact.email | no_such_filter }}"}, "subject", 1),
+        ({**email("welcome"), "body": "Hi\n{% if contact.email %}no end"}, "body", 2),
+        ({"key": "sms", "type": "send_sms", "text": "a\nb\n{% bogus %}"}, "text", 3),
+        ({"key": "sms", "type": "send_sms", "text": "{% load humanize %}"}, "text", 1),
     ],
 )
-def test_template_syntax_error_is_reported_on_its_field(step, field):
+def test_template_syntax_error_is_reported_on_its_field_with_its_line(step, field, line):
     errors = errors_of(journey(step))
 
     assert [error["loc"] for error in errors] == [["steps", 0, field]]
-    assert errors[0]["message"].startswith("Template syntax error: ")
+    assert errors[0]["message"].startswith(f"Template syntax error on line {line}: ")
 
 
-def test_template_with_an_unknown_library_reads_cleanly():
-    step = {**email("welcome"), "body": "{% load humanize %}{{ contact.email }}"}
+def test_an_unclosed_output_is_refused_with_its_line():
+    step = {**email("welcome"), "subject": "Hi\n{{ contact.attributes.first_name"}
+
+    assert_only_error(
+        journey(step),
+        ["steps", 0, "subject"],
+        "Template syntax error on line 2: expected '}}', found end of file",
+    )
+
+
+@pytest.mark.parametrize("name", ["ljust", "upper", "humanize"])
+def test_an_unknown_filter_is_refused_when_saved(name):
+    step = {**email("welcome"), "body": f"Hello\n\n{{{{ contact.email | {name}: 5 }}}}"}
 
     assert_only_error(
         journey(step),
         ["steps", 0, "body"],
-        "Template syntax error: 'humanize' is not a registered tag library.",
+        f"Template syntax error on line 3: unknown filter '{name}'",
     )
 
 
-def test_templates_using_contact_fields_and_builtin_tags_are_accepted():
+def test_templates_using_contact_fields_and_liquid_tags_are_accepted():
     step = {
         **email("welcome"),
-        "subject": "Welcome {{ contact.attributes.first_name|default:'there' }}",
-        "body": "{% if contact.attributes.plan == 'pro' %}Pro{% else %}Free{% endif %}",
+        "subject": 'Welcome {{ contact.attributes.first_name | default: "there" | upcase }}',
+        "body": "{% if contact.attributes.plan == 'pro' %}Pro{% elsif contact.email %}Free"
+        "{% else %}?{% endif %}{% for tag in contact.attributes.tags %}{{ forloop.index }}"
+        "{% else %}none{% endfor %}{% if not contact.email %}!{% endif %}",
     }
 
     parse_definition(journey(step))
@@ -655,7 +669,7 @@ def test_template_check_needs_no_django_settings():
         check=True,
     )
 
-    assert result.stdout.startswith("Template syntax error: ")
+    assert result.stdout.startswith("Template syntax error on line 1: ")
 
 
 @pytest.mark.parametrize(("field", "value"), [("subject", ""), ("body", "  "), ("subject", None)])
@@ -1125,7 +1139,7 @@ templates = st.one_of(
         [
             "Welcome {{ contact.attributes.first_name }}",
             "{% if contact.email %}Hi{% else %}Hello{% endif %}",
-            "{{ contact.attributes.plan|default:'free'|upper }}",
+            "{{ contact.attributes.plan | default: 'free' | upcase }}",
         ]
     ),
     st.text(min_size=1, max_size=40).filter(
