@@ -365,7 +365,14 @@ def test_killing_a_worker_mid_run_loses_nothing_and_does_nothing_twice(tmp_path)
         .filter(n__gt=1)
         .exists()
     )
-    assert OutboxMessage.objects.filter(status=OutboxMessage.Status.SENT).count() == CONTACTS
+    # At most once: the one message the killed worker may have been handing to the provider
+    # is failed as "outcome unknown" (for a person to retry), never sent again by another.
+    sent = OutboxMessage.objects.filter(status=OutboxMessage.Status.SENT).count()
+    unknown = OutboxMessage.objects.filter(
+        status=OutboxMessage.Status.FAILED, error__startswith="Outcome unknown"
+    ).count()
+    assert sent + unknown == CONTACTS
+    assert unknown <= 1
     assert StepVisit.objects.count() == CONTACTS * len(KILL_STEPS)
     assert Event.objects.filter(name="conversion").count() == CONTACTS
     assert not Event.objects.filter(status=Event.Status.PENDING).exists()
