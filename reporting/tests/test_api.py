@@ -174,3 +174,10 @@ def test_holdout_lift_is_reported_when_entrants_were_held_out(api, journey):
     assert holdout["diff"] == pytest.approx(0.5 - 0.5)
     assert body["versions"][0]["held_out"] == {"enrolled": 2, "converted": 1, "rate": 0.5}
     assert body["versions"][0]["enrolled"] == 12
+
+
+def test_versions_carry_the_always_valid_p_value_and_chance_to_beat(api, journey):
+    v1, v2 = api.get("/api/v1/journeys/trial-nurture/report").json()["versions"]
+    assert v1["p_value_always_valid"] is None and v1["chance_to_beat"] is None
+    assert v2["chance_to_beat"] == pytest.approx(stats.chance_to_beat(6, 10, 4, 10))
+    assert 0 < v2["p_value_always_valid"] <= 1

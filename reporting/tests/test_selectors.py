@@ -123,6 +123,10 @@ def counts_of(ctx):
     return selectors.version_counts(ctx, selectors.cohorts(ctx))
 
 
+def cohorts_of(ctx):
+    return selectors.cohorts(ctx)
+
+
 def context(history, **kwargs):
     return selectors.report_context(journey=history["journey"], **kwargs)
 
@@ -444,3 +448,28 @@ def test_a_finished_split_keeps_its_sample_ratio_check():
     assert comparison.sample_ratio.observed == (40, 60)
     assert comparison.sample_ratio.expected_shares == (80, 20)
     assert comparison.sample_ratio.mismatch
+
+
+def test_a_split_is_judged_by_its_daily_looks_with_chance_to_beat_and_outlook():
+    journey = JourneyFactory()
+    paid = ConversionFactory(journey=journey)
+    v1 = JourneyVersionFactory(journey=journey, number=1, published_at=T0)
+    v2 = JourneyVersionFactory(
+        journey=journey, number=2, published_at=T0, split_with=v1, traffic=50
+    )
+    # Three days of cohorts: v2 converts 3 of 4 a day, v1 1 of 4.
+    for day in range(3):
+        for i in range(4):
+            enroll(v1, T0 + day * D, awards=((paid, H),) if i < 1 else ())
+            enroll(v2, T0 + day * D, awards=((paid, H),) if i < 3 else ())
+    ctx = selectors.report_context(journey=journey)
+    rows = {r.version: r for r in selectors.version_rows(ctx, counts_of(ctx), cohorts_of(ctx))}
+    comparison = rows[2].comparison
+    looks = [(3 * d, 4 * d, d, 4 * d) for d in (1, 2, 3)]
+    assert comparison.p_value_always_valid == pytest.approx(stats.always_valid_p_value(looks))
+    assert comparison.chance_to_beat == pytest.approx(stats.chance_to_beat(9, 12, 3, 12))
+    assert comparison.outlook.detectable_now is not None
+    # Four enrollments a day in each group over the three days there were.
+    expected = stats.outlook(enrolled=12, base_converted=3, base_enrolled=12, enrolled_per_day=4)
+    assert comparison.outlook == expected
+    assert rows[1].comparison is None

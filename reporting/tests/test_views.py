@@ -407,3 +407,21 @@ def test_csv_keeps_negative_numbers_as_numbers(client, viewer, journey):
 )  # fmt: skip
 def test_csv_value_quotes_formula_text_only(value, written):
     assert tables.csv_value(value) == written
+
+
+def test_a_split_states_its_stopping_rule_and_when_it_will_be_known(client, viewer):
+    journey = JourneyFactory(key="split")
+    paid = ConversionFactory(journey=journey, key="paid")
+    v1 = JourneyVersionFactory(journey=journey, number=1, definition=DEFINITION, published_at=T0)
+    v2 = JourneyVersionFactory(
+        journey=journey, number=2, definition=DEFINITION, published_at=T0, split_with=v1,
+        traffic=50,
+    )  # fmt: skip
+    for i in range(10):
+        enroll(v1, T0 + H, awards=((paid, H),) if i < 3 else ())
+        enroll(v2, T0 + H, awards=((paid, H),) if i < 5 else ())
+    client.force_login(viewer)
+    html = client.get("/journeys/split/report/").content.decode()
+    assert "Looking every day is safe" in html
+    assert "When will we know? v2 vs v1: with the enrollments so far, a difference of" in html
+    assert "Always-valid p" in html and "Chance to beat" in html
