@@ -292,4 +292,7 @@ def test_numbers_up_to_a_double_are_kept(api):
     properties = {"big": 10**308, "float": 1.7e308, "id": 2**64, "neg": -(10**300)}
     response = api.post("/api/v1/events", {"events": [event("e1", properties=properties)]})
     assert response.status_code == 202
-    assert Event.objects.get().properties == properties
+    stored = Event.objects.get().properties
+    # PostgreSQL's jsonb writes 1.7e308 out in full digits, which reads back as an int.
+    assert float(stored.pop("float")) == 1.7e308
+    assert stored == {"big": 10**308, "id": 2**64, "neg": -(10**300)}
