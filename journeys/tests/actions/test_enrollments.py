@@ -319,3 +319,24 @@ def test_run_due_finishes_with_a_failing_event_and_a_failing_enrollment(monkeypa
     assert Enrollment.objects.get(pk=bad.pk).state == Enrollment.State.FAILED
     assert Event.objects.get(event_id="p1").status == Event.Status.FAILED
     assert Event.objects.get(event_id="p2").status == Event.Status.PROCESSED
+
+
+def test_a_failing_write_is_bisected_down_to_its_enrollment(monkeypatch):
+    live_journey(THANKS)
+    send(*[(f"e{index}", f"c{index}", "signed_up") for index in range(64)], now=T0)
+    process_pending_events(now=T0)
+    bad = Enrollment.objects.order_by("pk")[40]
+    _failing_write_for(monkeypatch, bad.pk)
+    real = enrollment_actions._advance_batch
+    sizes = []
+
+    def counting(*, ids, lease_until, now):
+        sizes.append(len(ids))
+        return real(ids=ids, lease_until=lease_until, now=now)
+
+    monkeypatch.setattr(enrollment_actions, "_advance_batch", counting)
+    assert advance_due_enrollments(now=T0) == 64
+    # The batch, then both halves at each of 6 levels (one at a time would be 64 more).
+    assert sorted(sizes, reverse=True) == [64, 32, 32, 16, 16, 8, 8, 4, 4, 2, 2, 1, 1]
+    assert Enrollment.objects.filter(state=Enrollment.State.COMPLETED).count() == 63
+    assert "injected" in Enrollment.objects.get(pk=bad.pk).last_error
