@@ -66,12 +66,13 @@ def _number_error(text: str, loc: list) -> BodyError:
 
 
 def check_json(value, *, limit: int, loc: list | None = None) -> None:
-    """Raise BodyError, located by the path of the offending field, for strings the database
-    cannot store, numbers beyond NUMBER_LIMIT, or nesting deeper than `limit`. Walked without
-    recursion; `loc` prefixes the paths."""
-    stack = [(value, 1, list(loc or []))]
+    """Raise BodyError for strings the database cannot store, numbers beyond NUMBER_LIMIT
+    (located by the path of their field, after `loc`), or nesting deeper than `limit`.
+    Walked without recursion; paths are only worked out for a number found bad, so the
+    common case costs what it did before numbers were checked."""
+    stack = [(value, 1)]
     while stack:
-        item, depth, path = stack.pop()
+        item, depth = stack.pop()
         kind = type(item)
         if kind is str:
             if not storable_text(item):
@@ -79,28 +80,38 @@ def check_json(value, *, limit: int, loc: list | None = None) -> None:
                     "The body contains a NUL character or an unpaired surrogate (\\u0000, "
                     "\\ud800-\\udfff), which cannot be stored."
                 )
-            continue
-        if kind is int:
-            if abs(item) > NUMBER_LIMIT:
-                raise _number_error(str(item), path)
-            continue
-        if kind is float:
+        elif kind is int:
+            # bit_length first: cheaper than comparing every integer with a float.
+            if item.bit_length() > 1023 and abs(item) > NUMBER_LIMIT:
+                raise _number_error(str(item), [*(loc or []), *_path_to(value, item)])
+        elif kind is float:
             if not math.isfinite(item):
-                raise _number_error(str(item), path)
-            continue
-        if kind is _OutOfRange:
-            raise _number_error(item.text, path)
-        if kind is dict:
-            children = [(key, path) for key in item] + [
-                (child, [*path, key]) for key, child in item.items()
-            ]
-        elif kind is list:
-            children = [(child, [*path, index]) for index, child in enumerate(item)]
-        else:
-            continue
-        if depth > limit:
-            raise BodyError(f"The body is nested too deeply (more than {limit} levels).")
-        stack.extend((child, depth + 1, child_path) for child, child_path in children)
+                raise _number_error(str(item), [*(loc or []), *_path_to(value, item)])
+        elif kind is _OutOfRange:
+            raise _number_error(item.text, [*(loc or []), *_path_to(value, item)])
+        elif kind is dict or kind is list:
+            if depth > limit:
+                raise BodyError(f"The body is nested too deeply (more than {limit} levels).")
+            children = [*item.keys(), *item.values()] if kind is dict else item
+            stack.extend((child, depth + 1) for child in children)
+
+
+def _path_to(value, target) -> list:
+    """The keys and indexes leading from `value` to the very object `target`."""
+    stack = [(value, [])]
+    while stack:
+        item, path = stack.pop()
+        if item is target:
+            return path
+        if type(item) is dict:
+            stack.extend((child, [*path, key]) for key, child in item.items())
+        elif type(item) is list:
+            stack.extend((child, [*path, index]) for index, child in enumerate(item))
+    return []
+
+
+def _loads(raw: bytes, **hooks) -> object:
+    return json.loads(raw, parse_constant=_reject_constant, parse_float=_parse_float, **hooks)
 
 
 def parse_json(raw: bytes) -> object:
@@ -108,12 +119,14 @@ def parse_json(raw: bytes) -> object:
     their path: `["events", 3, "properties", "amount"]`), strings the database cannot
     store, and nesting deeper than API_MAX_JSON_DEPTH, before any route reads it."""
     try:
-        data = json.loads(
-            raw,
-            parse_constant=_reject_constant,
-            parse_float=_parse_float,
-            parse_int=_parse_int,
-        )
+        try:
+            data = _loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise
+        except ValueError:
+            # An integer literal past the 4,300 digits Python converts: read again with
+            # integers checked as text, which keeps the body's path to that one.
+            data = _loads(raw, parse_int=_parse_int)
     except BodyError:
         raise
     except RecursionError:
