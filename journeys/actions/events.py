@@ -124,6 +124,8 @@ def _match_isolating(events: list[Event], *, now: datetime, failures: dict) -> i
         with transaction.atomic():
             return _match_events(events, now=now)
     except (OperationalError, InterfaceError):
+        # A deadlock or a lost connection says nothing about these events: blaming one
+        # would park a good event; the batch is rolled back and tried again instead.
         raise
     except Exception as exc:
         if len(events) == 1:
