@@ -90,8 +90,9 @@ def _validation_error(request, exc: ValidationError):
 @api.exception_handler(HttpError)
 def _http_error(request, exc: HttpError):
     if isinstance(exc.__cause__, BodyError):
-        # ninja wraps parser errors as "Cannot parse request body"; keep the reason.
-        return _errors(request, exc.status_code, [{"loc": ["body"], "message": str(exc.__cause__)}])
+        # ninja wraps parser errors as "Cannot parse request body"; keep the reason and where.
+        cause = exc.__cause__
+        return _errors(request, exc.status_code, [{"loc": cause.loc, "message": str(cause)}])
     return _errors(request, exc.status_code, [{"loc": [], "message": str(exc)}])
 
 

@@ -1,12 +1,15 @@
 """Admin for the journeys app. History (events, published versions, visits) is
 read-only here: it is what reports count, and editing it would rewrite the past."""
 
+from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.utils import timezone
 
 from journeys.actions.api_keys import create_api_key, revoke_api_key
 from journeys.actions.contacts import erase_contact
 from journeys.actions.enrollments import retry_enrollments
+from journeys.actions.events import retry_events
 from journeys.actions.messages import retry_messages
 from journeys.models import (
     ApiKey,
@@ -18,6 +21,7 @@ from journeys.models import (
     OutboxMessage,
     StepVisit,
 )
+from journeys.parsers import BodyError, check_json
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -43,8 +47,23 @@ def erase_contacts(modeladmin, request, queryset):
     )
 
 
+class ContactForm(forms.ModelForm):
+    # No Meta: the admin builds it with every field of the model, as for any ModelAdmin.
+
+    def clean_attributes(self):
+        # The API's rules: what the engine cannot compute with never reaches it.
+        attributes = self.cleaned_data["attributes"]
+        try:
+            check_json(attributes, limit=settings.API_MAX_JSON_DEPTH, loc=["attributes"])
+        except BodyError as exc:
+            where = ".".join(map(str, exc.loc)) if exc.loc != ["body"] else "attributes"
+            raise forms.ValidationError(f"{where}: {exc}") from None
+        return attributes
+
+
 @admin.register(Contact)
 class ContactAdmin(admin.ModelAdmin):
+    form = ContactForm
     list_display = ["external_id", "email", "created_at", "updated_at", "erased_at"]
     list_filter = ["erased_at"]
     search_fields = ["external_id", "email"]
@@ -54,14 +73,38 @@ class ContactAdmin(admin.ModelAdmin):
     actions = [erase_contacts]
 
 
+@admin.action(description="Retry failed events", permissions=["retry"])
+def retry_failed_events(modeladmin, request, queryset):
+    retried = retry_events(
+        ids=queryset.filter(status=Event.Status.FAILED).values_list("pk", flat=True)
+    )
+    modeladmin.message_user(request, f"{retried} failed event(s) will be processed again.")
+
+
 @admin.register(Event)
 class EventAdmin(ReadOnlyAdmin):
-    list_display = ["event_id", "name", "contact", "timestamp", "source", "status", "depth"]
+    list_display = [
+        "event_id",
+        "name",
+        "contact",
+        "timestamp",
+        "source",
+        "status",
+        "depth",
+        "attempts",
+        "error",
+    ]
     list_filter = ["status", "source"]
-    search_fields = ["event_id", "name", "contact__external_id"]
+    search_fields = ["event_id", "name", "contact__external_id", "error"]
     date_hierarchy = "timestamp"
     ordering = ["-timestamp"]
     list_select_related = ["contact"]
+    actions = [retry_failed_events]
+
+    def has_retry_permission(self, request):
+        # Events are history and never changed by hand; putting a failed one back in the
+        # queue is the one write, for whoever may change events.
+        return request.user.has_perm("journeys.change_event")
 
 
 class JourneyVersionInline(admin.TabularInline):

@@ -152,7 +152,7 @@ def _json_body(request, *, required: bool = True) -> object:
     try:
         return parse_json(request.body)
     except BodyError as exc:
-        raise ApiError.single(400, str(exc), ["body"]) from None
+        raise ApiError.single(400, str(exc), exc.loc) from None
 
 
 def _journey_or_404(key: str) -> Journey:
@@ -331,6 +331,10 @@ def publish(request, key: str, number: int):
 # --- Contacts, events and enrollments (docs/contract.md §2; the engine's) ---------------------
 
 FUTURE_TOLERANCE = timedelta(days=1)
+# Event times before this are unset clocks, not history: Go's zero time (0001-01-01), Unix
+# time 0 (1970-01-01) and Excel's zero (1899-12-30) are what integrations send by accident,
+# and windows counted back from them run off the calendar.
+TIMESTAMP_FLOOR = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 class ContactIn(Schema):
@@ -361,7 +365,7 @@ class EventIn(BaseModel):
 
     @field_validator("timestamp")
     @classmethod
-    def _not_in_the_future(cls, value: datetime | None) -> datetime | None:
+    def _within_range(cls, value: datetime | None) -> datetime | None:
         if value is None:
             return None
         if timezone.is_naive(value):
@@ -373,6 +377,11 @@ class EventIn(BaseModel):
             raise ValueError("The timestamp is out of range") from None
         if value > timezone.now() + FUTURE_TOLERANCE:
             raise ValueError("The timestamp is more than a day in the future")
+        if value < TIMESTAMP_FLOOR:
+            raise ValueError(
+                "The timestamp is before 2000-01-01, which no event can be meant to be (an "
+                "unset time such as 0001-01-01 or 1970-01-01?)"
+            )
         return value
 
 

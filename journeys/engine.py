@@ -130,11 +130,13 @@ class Outcome:
 _MISSING = object()
 
 
-def _number(value: Any) -> float | None:
+def _number(value: Any) -> int | float | None:
+    # Integers stay integers: Python compares an int with a float exactly, where float()
+    # raises OverflowError past 1.8e308 (a row written around the API's limits).
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value)
+        return value
     if isinstance(value, str):
         try:
             return float(value)
@@ -159,8 +161,7 @@ def _ordered(actual: Any, expected: Any) -> tuple[Any, Any] | None:
 def _equal(actual: Any, expected: Any) -> bool:
     if isinstance(actual, bool) or isinstance(expected, bool):
         return actual is expected
-    if isinstance(actual, int | float) and isinstance(expected, int | float):
-        return float(actual) == float(expected)
+    # Numbers of either kind compare by value (1 == 1.0), exactly and without converting.
     return actual == expected
 
 
@@ -239,7 +240,7 @@ def criteria_match(
     if isinstance(criterion, AttributeCriterion):
         return _compare_field(contact.get("attributes") or {}, criterion.attribute, criterion)
     if isinstance(criterion, EventCriterion):
-        start = now - criterion.within_delta if criterion.within else since
+        start = time_before(now, criterion.within_delta) if criterion.within else since
         return any(
             event.name == criterion.event
             and start <= event.timestamp <= now
@@ -257,6 +258,19 @@ def criteria_match(
             for child in criterion.any
         )
     raise TypeError(f"Not a criterion: {criterion!r}")
+
+
+_EARLIEST = datetime.datetime.min.replace(tzinfo=datetime.UTC)
+
+
+def time_before(moment: datetime.datetime, delta: datetime.timedelta) -> datetime.datetime:
+    """`moment - delta`, or the first moment of the calendar when that falls before year 1
+    (an event stamped with an unset clock, 0001-01-01): a window reaching back further than
+    the calendar starts where it starts, instead of raising OverflowError."""
+    try:
+        return moment - delta
+    except OverflowError:
+        return _EARLIEST
 
 
 def criteria_event_names(criterion) -> set[str]:

@@ -319,18 +319,18 @@ def test_not_json_is_a_400(api, raw):
 
 
 @pytest.mark.parametrize(
-    ("path", "raw"),
+    ("path", "raw", "loc"),
     [
         ("/api/v1/events", b'{"events": [{"id": "e1", "contact": "c", "name": "x", '
-         b'"properties": {"v": 1e999}}]}'),
-        ("/api/v1/contacts/ann", b'{"attributes": {"v": -1e999}}'),
+         b'"properties": {"v": 1e999}}]}', ["events", 0, "properties", "v"]),
+        ("/api/v1/contacts/ann", b'{"attributes": {"v": -1e999}}', ["attributes", "v"]),
     ],
 )  # fmt: skip
-def test_numbers_too_large_to_store_are_a_400(api, path, raw):
+def test_numbers_too_large_to_store_are_a_400(api, path, raw, loc):
     call = api.put if path.startswith("/api/v1/contacts") else api.post
     errors = _assert_error_shape(call(path, raw), 400)
-    assert errors[0]["loc"] == ["body"]
-    assert errors[0]["message"].endswith("1e999 is too large.")
+    assert errors[0]["loc"] == loc
+    assert "1e999 is too large" in errors[0]["message"]
 
 
 def test_database_outage_is_a_503_json_with_retry_after(api, monkeypatch):

@@ -234,14 +234,14 @@ KILL_STEPS = [
 ]
 
 
-def _redis():
+def _redis(url=REDIS_URL):
     import redis
 
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    client = redis.Redis.from_url(url, socket_connect_timeout=2)
     try:
         client.ping()
     except redis.exceptions.ConnectionError:
-        pytest.skip(f"no Redis at {REDIS_URL}")
+        pytest.skip(f"no Redis at {url}")
     return client
 
 
@@ -449,3 +449,89 @@ def test_erasure_meeting_a_worker_batch_in_a_deadlock_is_retried_and_completes()
     assert contact.erased_at is not None and contact.external_id.startswith("erased-")
     assert enrollment.state == Enrollment.State.EXITED
     assert not Event.objects.filter(contact=contact).exists()
+
+
+# --- Poison: one bad event does not stop a real worker (issue 12) -----------------------------
+
+POISON_REDIS_URL = os.environ.get("POISON_REDIS_URL", "redis://127.0.0.1:6379/11")
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_poison_event_fails_alone_and_the_worker_processes_the_rest_of_its_batch(tmp_path):
+    """A row that no API call could have written (stored around it: SQL, an old import):
+    internal `conversion` event whose properties are a list, which a conversion trigger
+    cannot read (AttributeError in the engine). It sits in the middle of one batch of 41
+    events; a real worker, woken by beat's sweep, must process the other 40, park the bad
+    one as failed with its error after ENGINE_MAX_ATTEMPTS, and keep running."""
+    needs_postgres()
+    broker = _redis(POISON_REDIS_URL)
+    broker.flushdb()
+    live_journey(THANKS, key="welcome", conversions=[{"key": "paid", "name": "Paid"}])
+    live_journey(
+        THANKS, triggers=[{"type": "conversion", "journey": "welcome", "conversion": "paid"}]
+    )
+    ingest_events(
+        events=[
+            {"id": f"s{index}", "contact": f"p{index}", "name": "signed_up"} for index in range(20)
+        ]
+        + [{"id": "poison", "contact": "p0", "name": "conversion", "properties": ["a list"]}]
+        + [
+            {"id": f"s{index}", "contact": f"p{index}", "name": "signed_up"}
+            for index in range(20, 40)
+        ]
+    )
+
+    database = connection.settings_dict
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.base",
+        "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
+        "CELERY_BROKER_URL": POISON_REDIS_URL,
+        "SWEEP_INTERVAL_SECONDS": "1",
+        "ENGINE_MAX_ATTEMPTS": "3",
+        "EMAIL_BACKEND": "django.core.mail.backends.dummy.EmailBackend",
+        "LOG_LEVEL": "WARNING",
+    }
+    worker_args = ["worker", "--pool=solo", "--without-gossip", "--without-mingle"]
+    processes = []
+    with open(tmp_path / "celery.log", "wb") as log:
+        try:
+            processes.append(
+                _start(
+                    ["beat", "-s", str(tmp_path / "beat-schedule"),
+                     "--pidfile", str(tmp_path / "beat.pid")],
+                    env,
+                    log,
+                )
+            )  # fmt: skip
+            worker = _start([*worker_args, "-n", f"poison-{os.getpid()}@%h"], env, log)
+            processes.append(worker)
+            _wait_for(
+                lambda: (
+                    Event.objects.filter(event_id="poison", status=Event.Status.FAILED).exists()
+                    and not Event.objects.filter(status=Event.Status.PENDING).exists()
+                    and Enrollment.objects.filter(state=Enrollment.State.COMPLETED).count() == 40
+                ),
+                90,
+                "the 40 good events to be processed and the poison one to be failed",
+            )
+            assert worker.poll() is None, "the worker stopped"
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    os.killpg(process.pid, signal.SIGTERM)
+            for process in processes:
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+            broker.flushdb()
+
+    poison = Event.objects.get(event_id="poison")
+    assert poison.attempts == 3
+    assert poison.error.startswith("AttributeError: 'list' object has no attribute 'get'")
+    assert Event.objects.filter(status=Event.Status.PROCESSED).count() == 40
+    # Each attempt logged, with its traceback, by the worker.
+    assert (tmp_path / "celery.log").read_text().count(f"Event {poison.pk} failed") == 3

@@ -3,6 +3,7 @@ enrollments are handled from the admin."""
 
 import pytest
 from django.contrib import admin
+from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
 from django.urls import reverse
 from django.utils import timezone
@@ -189,3 +190,57 @@ def test_version_list_takes_a_fixed_number_of_queries(
 
     with django_assert_max_num_queries(12):
         assert client.get(reverse("admin:journeys_journeyversion_changelist")).status_code == 200
+
+
+def test_retry_failed_events_puts_them_back_to_pending(client, superuser):
+    client.force_login(superuser)
+    failed = EventFactory(status="failed", attempts=5, error="OverflowError: int too large")
+    processed = EventFactory(status="processed", attempts=1)
+
+    page = client.get(reverse("admin:journeys_event_changelist") + "?status__exact=failed")
+    assert "OverflowError: int too large" in page.content.decode()
+    client.post(
+        reverse("admin:journeys_event_changelist"),
+        {"action": "retry_failed_events", "_selected_action": [failed.pk, processed.pk]},
+    )
+
+    failed.refresh_from_db()
+    processed.refresh_from_db()
+    assert (failed.status, failed.attempts) == ("pending", 0)
+    assert (processed.status, processed.attempts) == ("processed", 1)
+
+
+def test_retrying_events_needs_the_change_event_permission(client, django_user_model):
+    viewer = django_user_model.objects.create_user("viewer", password="x", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_event"))
+    client.force_login(viewer)
+    failed = EventFactory(status="failed", attempts=5)
+
+    client.post(
+        reverse("admin:journeys_event_changelist"),
+        {"action": "retry_failed_events", "_selected_action": [failed.pk]},
+    )
+
+    failed.refresh_from_db()
+    assert failed.status == "failed"
+
+
+@pytest.mark.parametrize(
+    ("attributes", "where"),
+    [('{"score": 1' + "0" * 400 + "}", "attributes.score"), ('{"v": [1e999]}', "attributes.v.0")],
+)
+def test_contact_attributes_beyond_a_double_are_refused_in_the_admin(
+    client, superuser, attributes, where
+):
+    client.force_login(superuser)
+    contact = ContactFactory(attributes={"plan": "pro"})
+
+    response = client.post(
+        reverse("admin:journeys_contact_change", args=[contact.pk]),
+        {"external_id": contact.external_id, "email": "", "attributes": attributes},
+    )
+
+    assert response.status_code == 200
+    assert f"{where}: The number" in response.content.decode()
+    contact.refresh_from_db()
+    assert contact.attributes == {"plan": "pro"}

@@ -219,3 +219,80 @@ def test_enrollments_need_a_manage_key(make_api_client):
         ingest.post(f"/api/v1/journeys/{journey.key}/enrollments", {"contact": "ann"}).status_code
         == 403
     )
+
+
+@pytest.mark.parametrize(
+    "timestamp", ["0001-01-01T00:00:00Z", "1970-01-01T00:00:00Z", "1999-12-31T23:59:59Z"]
+)
+def test_an_unset_timestamp_is_refused_naming_the_event(api, timestamp):
+    # Go's zero time reached the worker and stopped every event batch (issue 12).
+    response = api.post(
+        "/api/v1/events", {"events": [event("ok"), event("zero", timestamp=timestamp)]}
+    )
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error["loc"] == ["events", 1, "timestamp"]
+    assert "before 2000-01-01" in error["message"]
+    assert not Event.objects.exists()
+
+
+def test_the_timestamp_floor_itself_is_accepted(api):
+    response = api.post("/api/v1/events", {"events": [event("e1", timestamp="2000-01-01T00:00Z")]})
+    assert response.status_code == 202
+
+
+HUGE = 10**400
+
+
+@pytest.mark.parametrize(
+    ("properties", "loc"),
+    [
+        ({"amount": HUGE}, ["events", 1, "properties", "amount"]),
+        ({"amount": -HUGE}, ["events", 1, "properties", "amount"]),
+        ({"cart": {"items": [{"price": 1}, {"price": HUGE}]}},
+         ["events", 1, "properties", "cart", "items", 1, "price"]),
+        ({"n": 2 * 10**308}, ["events", 1, "properties", "n"]),
+    ],
+)  # fmt: skip
+def test_numbers_beyond_a_double_are_refused_naming_their_path(api, properties, loc):
+    response = api.post(
+        "/api/v1/events", {"events": [event("ok"), event("big", properties=properties)]}
+    )
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error["loc"] == loc
+    assert "too large" in error["message"]
+    assert not Event.objects.exists()
+
+
+def test_a_float_literal_that_overflows_is_refused_naming_its_path(api):
+    raw = b'{"events": [{"id": "e1", "contact": "c", "name": "x", "properties": {"v": 1e309}}]}'
+    response = api.post("/api/v1/events", raw)
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["loc"] == ["events", 0, "properties", "v"]
+
+
+def test_a_number_of_five_thousand_digits_is_refused_not_misread_as_bad_json(api):
+    raw = b'{"attributes": {"score": ' + b"9" * 5000 + b"}}"
+    response = api.put("/api/v1/contacts/ann", raw)
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error["loc"] == ["attributes", "score"]
+    assert "5000 characters" in error["message"]
+
+
+def test_contact_attributes_beyond_a_double_are_refused_naming_their_path(api):
+    response = api.put("/api/v1/contacts/ann", {"attributes": {"score": HUGE}})
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["loc"] == ["attributes", "score"]
+    assert not Contact.objects.exists()
+
+
+def test_numbers_up_to_a_double_are_kept(api):
+    properties = {"big": 10**308, "float": 1.7e308, "id": 2**64, "neg": -(10**300)}
+    response = api.post("/api/v1/events", {"events": [event("e1", properties=properties)]})
+    assert response.status_code == 202
+    stored = Event.objects.get().properties
+    # PostgreSQL's jsonb writes 1.7e308 out in full digits, which reads back as an int.
+    assert float(stored.pop("float")) == 1.7e308
+    assert stored == {"big": 10**308, "id": 2**64, "neg": -(10**300)}

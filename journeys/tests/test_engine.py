@@ -331,6 +331,40 @@ def test_compare_ops(actual, op, value, expected):
     assert engine.compare(actual, op, value, has_expected=op != "exists") is expected
 
 
+HUGE = 10**400
+
+
+@pytest.mark.parametrize(
+    ("actual", "op", "value", "expected"),
+    [
+        (HUGE, "gt", 100, True),
+        (-HUGE, "gt", 100, False),
+        (HUGE, "lt", 1.5, False),
+        (100, "lte", HUGE, True),
+        (HUGE, "eq", HUGE, True),
+        (HUGE, "eq", 1.0, False),
+        (HUGE, "ne", 3, True),
+        (HUGE, "in", [1, 2.5], False),
+        ([HUGE], "contains", 1.0, False),
+        (str(HUGE), "gt", 100, True),
+        ("1e999", "gt", HUGE, True),
+        (2**53 + 1, "eq", 2**53, False),
+    ],
+)
+def test_numbers_beyond_a_double_compare_without_raising(actual, op, value, expected):
+    # A 400-digit integer (a row written around the API's limits) raised OverflowError in
+    # float() and stopped every event batch (issue 12).
+    assert engine.compare(actual, op, value) is expected
+
+
+def test_a_window_reaching_back_before_year_one_starts_at_the_calendars_start():
+    year_one = datetime.datetime(1, 1, 1, 12, tzinfo=datetime.UTC)
+    assert engine.time_before(
+        year_one, datetime.timedelta(days=30)
+    ) == datetime.datetime.min.replace(tzinfo=datetime.UTC)
+    assert engine.time_before(NOW, datetime.timedelta(days=1)) == NOW - datetime.timedelta(days=1)
+
+
 def test_exists_false_matches_an_absent_attribute():
     assert engine.compare(engine._MISSING, "exists", False) is True
     assert engine.compare("x", "exists", False) is False

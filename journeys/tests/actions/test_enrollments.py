@@ -8,6 +8,7 @@ import time_machine
 from django.core import mail
 
 from conversions.models import ConversionAward, GoalAchievement
+from journeys.actions import enrollments as enrollment_actions
 from journeys.actions.enrollments import (
     EnrollmentRefused,
     _claim_due_enrollments,
@@ -245,3 +246,97 @@ def test_fact_rows_carry_their_enrollments_journey_version_and_contact():
             assert row[: len(copies)] == row[len(copies) :], model.__name__
     sources = set(ConversionAward.objects.values_list("source", flat=True))
     assert sources == {"convert_step", "goal", "event"}
+
+
+THANKS = [{"key": "x", "type": "update_contact", "attributes": {"thanked": True}, "next": None}]
+
+
+def _failing_write_for(monkeypatch, bad_id):
+    """The batch's bulk write raises (any exception) when it holds enrollment `bad_id`: a
+    stand-in for whatever one enrollment's outcome may break in the writes."""
+    real = enrollment_actions.bulk_update_rows
+
+    def bulk_update_rows(model, objs, fields):
+        if model is Enrollment and any(obj.pk == bad_id for obj in objs):
+            raise ZeroDivisionError(f"injected for enrollment {bad_id}")
+        return real(model, objs, fields)
+
+    monkeypatch.setattr(enrollment_actions, "bulk_update_rows", bulk_update_rows)
+
+
+def test_a_batch_whose_write_fails_for_one_enrollment_advances_the_rest(monkeypatch, settings):
+    settings.ENGINE_MAX_ATTEMPTS = 2
+    live_journey(THANKS)
+    send(*[(f"e{index}", f"c{index}", "signed_up") for index in range(12)], now=T0)
+    assert process_pending_events(now=T0) == 12
+    bad = Enrollment.objects.order_by("pk")[5]
+    _failing_write_for(monkeypatch, bad.pk)
+
+    assert advance_due_enrollments(now=T0) == 12
+    assert Enrollment.objects.filter(state=Enrollment.State.COMPLETED).count() == 11
+    bad.refresh_from_db()
+    assert (bad.state, bad.attempts, bad.path) == (Enrollment.State.ACTIVE, 1, [])
+    assert bad.last_error == f"ZeroDivisionError: injected for enrollment {bad.pk}"
+    assert bad.leased_until is None and bad.due_at == T0 + datetime.timedelta(seconds=30)
+
+    # Its next attempt, once its back-off has passed, is its last: parked as failed.
+    later = T0 + datetime.timedelta(minutes=1)
+    assert advance_due_enrollments(now=later) == 1
+    bad.refresh_from_db()
+    assert (bad.state, bad.current_step) == (Enrollment.State.FAILED, "x")
+    assert "injected" in bad.last_error
+    assert advance_due_enrollments(now=later) == 0
+
+    # Retried from the admin once the cause is gone, it goes on from its step.
+    monkeypatch.undo()
+    assert retry_enrollments(enrollments=[bad], now=later) == 1
+    assert advance_due_enrollments(now=later) == 1
+    bad.refresh_from_db()
+    assert (bad.state, bad.path, bad.last_error) == (Enrollment.State.COMPLETED, ["x"], "")
+
+
+def test_run_due_finishes_with_a_failing_event_and_a_failing_enrollment(monkeypatch, settings):
+    settings.ENGINE_MAX_ATTEMPTS = 1
+    live_journey(THANKS)
+    send(*[(f"e{index}", f"c{index}", "signed_up") for index in range(6)], now=T0)
+    process_pending_events(now=T0)
+    bad = Enrollment.objects.order_by("pk")[2]
+    _failing_write_for(monkeypatch, bad.pk)
+    send(("p1", "c0", "purchase", {"amount": 10**400}), ("p2", "c1", "purchase"), now=T0)
+    real = enrollment_actions.engine.rule_matches_event
+
+    def rule_matches_event(rule, *, journey_key, name, properties):
+        if properties.get("amount"):
+            raise ValueError("bad event")
+        return real(rule, journey_key=journey_key, name=name, properties=properties)
+
+    monkeypatch.setattr(enrollment_actions.engine, "rule_matches_event", rule_matches_event)
+
+    totals = run(now=T0)
+
+    assert totals["enrollments"] == 6 and totals["events"] == 1
+    assert Enrollment.objects.filter(state=Enrollment.State.COMPLETED).count() == 5
+    assert Enrollment.objects.get(pk=bad.pk).state == Enrollment.State.FAILED
+    assert Event.objects.get(event_id="p1").status == Event.Status.FAILED
+    assert Event.objects.get(event_id="p2").status == Event.Status.PROCESSED
+
+
+def test_a_failing_write_is_bisected_down_to_its_enrollment(monkeypatch):
+    live_journey(THANKS)
+    send(*[(f"e{index}", f"c{index}", "signed_up") for index in range(64)], now=T0)
+    process_pending_events(now=T0)
+    bad = Enrollment.objects.order_by("pk")[40]
+    _failing_write_for(monkeypatch, bad.pk)
+    real = enrollment_actions._advance_batch
+    sizes = []
+
+    def counting(*, ids, lease_until, now):
+        sizes.append(len(ids))
+        return real(ids=ids, lease_until=lease_until, now=now)
+
+    monkeypatch.setattr(enrollment_actions, "_advance_batch", counting)
+    assert advance_due_enrollments(now=T0) == 64
+    # The batch, then both halves at each of 6 levels (one at a time would be 64 more).
+    assert sorted(sizes, reverse=True) == [64, 32, 32, 16, 16, 8, 8, 4, 4, 2, 2, 1, 1]
+    assert Enrollment.objects.filter(state=Enrollment.State.COMPLETED).count() == 63
+    assert "injected" in Enrollment.objects.get(pk=bad.pk).last_error

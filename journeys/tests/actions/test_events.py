@@ -6,9 +6,13 @@ from decimal import Decimal
 
 import pytest
 import time_machine
+from django.db import OperationalError
 
 from conversions.models import ConversionAward, GoalAchievement
-from journeys.actions.events import ingest_events
+from journeys import engine
+from journeys.actions import events as event_actions
+from journeys.actions.events import ingest_events, process_pending_events, retry_events
+from journeys.actions.sweep import run_due
 from journeys.models import Contact, Enrollment, Event, OutboxMessage, StepVisit
 from journeys.tests.actions.scenarios import (
     ACTIVATION,
@@ -434,3 +438,195 @@ def test_an_archived_event_conversion_still_counts_for_versions_published_before
         run()
     assert list(ConversionAward.objects.values_list("version", flat=True)) == [first.pk]
     assert Enrollment.objects.get(contact__external_id="bob").version == second
+
+
+# --- Poison: one event that cannot be matched fails alone (issue 12) ---------------------------
+
+
+@pytest.fixture
+def poison(monkeypatch):
+    """Matching raises (any exception, here a made-up one) for events whose properties say
+    `poison`: a stand-in for whatever a bad event may trigger in the engine or the writes."""
+
+    class Poisoned(Exception):
+        pass
+
+    real = engine.rule_matches_event
+
+    def rule_matches_event(rule, *, journey_key, name, properties):
+        if properties.get("poison"):
+            raise Poisoned("cannot digest this event")
+        return real(rule, journey_key=journey_key, name=name, properties=properties)
+
+    monkeypatch.setattr(engine, "rule_matches_event", rule_matches_event)
+    return monkeypatch
+
+
+def _signed_up(count, poisoned=(), contact=lambda index: f"c{index}"):
+    ingest_events(
+        events=[
+            {
+                "id": f"e{index}",
+                "contact": contact(index),
+                "name": "signed_up",
+                "properties": {"poison": True} if index in poisoned else {},
+            }
+            for index in range(count)
+        ],
+        now=T0,
+    )
+
+
+def test_a_failing_event_fails_alone_and_the_rest_of_its_batch_is_processed(poison, settings):
+    settings.ENGINE_MAX_ATTEMPTS = 3
+    live_journey(WAIT_STEPS)
+    _signed_up(40, poisoned={17})
+
+    assert process_pending_events(now=T0) == 39
+    assert Enrollment.objects.count() == 39
+    bad = Event.objects.get(event_id="e17")
+    assert (bad.status, bad.attempts) == (Event.Status.PENDING, 1)
+    assert bad.error == "Poisoned: cannot digest this event"
+    assert Event.objects.filter(status=Event.Status.PROCESSED).count() == 39
+
+    # Tried again by the next runs, then parked as failed after its attempts.
+    assert process_pending_events(now=T0) == 0
+    assert Event.objects.get(event_id="e17").status == Event.Status.PENDING
+    assert process_pending_events(now=T0) == 0
+    bad.refresh_from_db()
+    assert (bad.status, bad.attempts) == (Event.Status.FAILED, 3)
+    assert bad.error == "Poisoned: cannot digest this event"
+    assert process_pending_events(now=T0) == 0
+
+
+def test_two_failing_events_of_a_batch_are_each_found(poison):
+    live_journey(WAIT_STEPS)
+    _signed_up(50, poisoned={0, 49})
+    assert process_pending_events(now=T0) == 48
+    assert set(
+        Event.objects.filter(status=Event.Status.PENDING).values_list("event_id", flat=True)
+    ) == {"e0", "e49"}
+
+
+def test_bisection_matches_a_500_event_batch_with_one_bad_event_in_few_tries(poison, monkeypatch):
+    live_journey(WAIT_STEPS)
+    _signed_up(500, poisoned={321})
+    real = event_actions._match_events
+    sizes = []
+
+    def counting(events, *, now):
+        sizes.append(len(events))
+        return real(events, now=now)
+
+    monkeypatch.setattr(event_actions, "_match_events", counting)
+    assert process_pending_events(now=T0) == 499
+    # The whole batch, then two halves a level for 9 levels: 19 tries, about three
+    # batches' worth of events (one event at a time would be 500 tries).
+    assert len(sizes) == 19
+    assert sum(sizes) < 3 * 500
+
+
+def test_a_contacts_later_events_wait_behind_its_failing_one(poison, settings):
+    settings.ENGINE_MAX_ATTEMPTS = 2
+    live_journey(WAIT_STEPS, settings={"reentry": "concurrent", "holdout_percent": 0})
+    # ann: e0 (bad), e1, e3; bob: e2.
+    _signed_up(4, poisoned={0}, contact=lambda index: "bob" if index == 2 else "ann")
+
+    assert process_pending_events(now=T0) == 1
+    assert list(Enrollment.objects.values_list("contact__external_id", flat=True)) == ["bob"]
+    assert set(
+        Event.objects.filter(status=Event.Status.PENDING).values_list("event_id", flat=True)
+    ) == {"e0", "e1", "e3"}
+
+    # Once the bad event is parked as failed, ann's later events go on, in order (each in a
+    # batch of its own, since e1 starts an enrollment that e3 must see).
+    assert process_pending_events(now=T0) == 0
+    assert Event.objects.get(event_id="e0").status == Event.Status.FAILED
+    assert process_pending_events(now=T0) == 1
+    assert process_pending_events(now=T0) == 1
+    assert Enrollment.objects.filter(contact__external_id="ann").count() == 2
+
+
+def test_a_database_error_is_not_blamed_on_an_event(monkeypatch):
+    live_journey(WAIT_STEPS)
+    _signed_up(3)
+
+    def down(events, *, now):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(event_actions, "_match_events", down)
+    with pytest.raises(OperationalError):
+        process_pending_events(now=T0)
+    assert set(Event.objects.values_list("status", "attempts", "error")) == {
+        (Event.Status.PENDING, 0, "")
+    }
+
+
+def test_run_due_goes_on_past_a_failing_event_and_a_retried_one_is_processed(poison, settings):
+    settings.ENGINE_MAX_ATTEMPTS = 1
+    live_journey(WAIT_STEPS)
+    _signed_up(5, poisoned={2})
+    run_due(now=T0)
+    assert Enrollment.objects.count() == 4
+    bad = Event.objects.get(event_id="e2")
+    assert bad.status == Event.Status.FAILED
+
+    poison.undo()
+    assert retry_events(ids=[bad.pk]) == 1
+    assert retry_events(ids=[bad.pk]) == 0
+    bad.refresh_from_db()
+    assert (bad.status, bad.attempts) == (Event.Status.PENDING, 0)
+    run_due(now=T0)
+    bad.refresh_from_db()
+    assert (bad.status, bad.error) == (Event.Status.PROCESSED, "")
+    assert Enrollment.objects.count() == 5
+
+
+def test_an_event_of_year_one_with_a_windowed_conversion_is_processed():
+    # Go's zero time, stored by a path that skipped the API's floor: the window counted
+    # back from it ran off the calendar (OverflowError) and stopped every batch.
+    live_journey(
+        WAIT_STEPS,
+        conversions=[
+            {"key": "paid", "name": "Paid", "window": "P30D", "event": {"event": "purchase"}}
+        ],
+    )
+    send(("s1", "ann", "signed_up"), now=T0)
+    run(now=T0)
+    ingest_events(
+        events=[
+            {
+                "id": "zero",
+                "contact": "ann",
+                "name": "purchase",
+                "timestamp": datetime.datetime(1, 1, 1, tzinfo=datetime.UTC),
+            },
+            {"id": "p1", "contact": "ann", "name": "purchase"},
+        ],
+        now=T0,
+    )
+    run(now=T0)
+    assert set(Event.objects.values_list("status", flat=True)) == {Event.Status.PROCESSED}
+    # The year-one purchase is from before the enrollment: only p1 counts.
+    assert ConversionAward.objects.get().source_event.event_id == "p1"
+
+
+def test_an_integer_beyond_a_double_in_a_numeric_where_is_processed():
+    live_journey(
+        WAIT_STEPS,
+        triggers=[
+            {
+                "type": "event",
+                "event": "signed_up",
+                "where": [{"property": "amount", "op": "gt", "value": 100}],
+            }
+        ],
+    )
+    send(
+        ("huge", "ann", "signed_up", {"amount": 10**400}),
+        ("small", "bob", "signed_up", {"amount": -(10**400)}),
+        now=T0,
+    )
+    run(now=T0)
+    assert set(Event.objects.values_list("status", flat=True)) == {Event.Status.PROCESSED}
+    assert list(Enrollment.objects.values_list("contact__external_id", flat=True)) == ["ann"]
