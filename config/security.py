@@ -37,6 +37,27 @@ class MaskEmailsFilter(logging.Filter):
         return True
 
 
+def client_ip(request) -> str | None:
+    """The address django-axes counts failed logins against. Behind TRUSTED_PROXY_COUNT
+    proxies REMOTE_ADDR is the nearest proxy, shared by every user, so the client is the
+    address the outermost trusted proxy appended to X-Forwarded-For: the Nth entry from the
+    right. Entries left of it come from the client and can be anything, so they are never
+    read; with no proxy configured the header is not read at all."""
+    remote_addr = request.META.get("REMOTE_ADDR")
+    if not settings.TRUSTED_PROXY_COUNT:
+        return remote_addr
+    forwarded = [
+        address.strip()
+        for address in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
+        if address.strip()
+    ]
+    if len(forwarded) < settings.TRUSTED_PROXY_COUNT:
+        # Not through every proxy (a probe inside the network, a misconfigured proxy): the
+        # header cannot be trusted, the peer's own address can.
+        return remote_addr
+    return forwarded[-settings.TRUSTED_PROXY_COUNT]
+
+
 def lockout_response(request, original_response=None, credentials=None):
     """django-axes' answer once a username and address have failed too often: the login
     page again, status 429, with the reason and when to try again above the form."""
