@@ -12,8 +12,13 @@ from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import render
 from django.views.defaults import server_error as default_server_error
 
-# Also URL-encoded ("ann%40example.com"), as a search query carries it.
-EMAIL_RE = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*(?:@|%40)([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
+# Also URL-encoded ("ann%40example.com"), as a search query carries it, and encoded again
+# ("%2540", "%252540"), as a URL that went through a redirect or a proxy carries it.
+_AT = r"(?:@|%(?:25)*40)"
+_DOT = r"(?:\.|%(?:25)*2[Ee])"
+EMAIL_RE = re.compile(
+    rf"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*{_AT}((?:[A-Za-z0-9-]+{_DOT})+[A-Za-z]{{2,}})"
+)
 
 
 def mask_emails(text: str) -> str:
