@@ -91,6 +91,12 @@ def lockout_response(request, original_response=None, credentials=None):
     return response
 
 
+def url_length(request) -> int:
+    """The URL's length as the client sent it: gunicorn's RAW_URI, or path and query
+    re-encoded where no gunicorn stands in front (runserver, the test client)."""
+    return len(request.META.get("RAW_URI") or request.get_full_path())
+
+
 class ApiErrorShapeMiddleware:
     """Outermost on purpose: whatever answers an /api/ request with an error that is not
     the contract's JSON (Django's 404 page for an unknown path, ninja's bare 405, a 400 for
@@ -107,6 +113,19 @@ class ApiErrorShapeMiddleware:
         if "\x00" in request.path or "%00" in request.META.get("QUERY_STRING", ""):
             # No route can use a NUL, and the database refuses to store or compare one.
             response = HttpResponseBadRequest(self.NUL_MESSAGE)
+        elif request.path.startswith("/api/") and url_length(request) > settings.API_MAX_URL_LENGTH:
+            return JsonResponse(
+                {
+                    "errors": [
+                        {
+                            "loc": ["url"],
+                            "message": f"The URL is longer than {settings.API_MAX_URL_LENGTH} "
+                            "characters; send fewer or shorter query parameters.",
+                        }
+                    ]
+                },
+                status=414,
+            )
         else:
             response = self.get_response(request)
         if (

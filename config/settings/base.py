@@ -212,6 +212,9 @@ ENGINE_WAKEUPS = env.bool("ENGINE_WAKEUPS", default=True)
 # API limits.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=512 * 1024)
 API_MAX_EVENTS_PER_BATCH = 1000
+# Longer URLs under /api/ get the API's JSON 414. gunicorn itself accepts request lines up to
+# 8190 bytes (gunicorn.conf.py); beyond that it, or the proxy first, answers a plain 414.
+API_MAX_URL_LENGTH = env.int("API_MAX_URL_LENGTH", default=4096)
 # Deeper JSON bodies are refused with 400 before anything reads them (docs/security.md).
 API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=32)
 # Events per API key per window ("N/<seconds>s"), counted in events, not requests; a batch
