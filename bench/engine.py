@@ -78,6 +78,8 @@ def setup_django(args) -> None:
     # The engine's batches are the raw loop's: one size for both sides of the ratio.
     os.environ["ENGINE_BATCH_SIZE"] = str(args.batch_size)
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.base"
+    # Settings refuse the public development key with DEBUG off.
+    os.environ.setdefault("SECRET_KEY", "bench-only-secret-key-" + "x" * 40)
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     import django
 

@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/wp_reporting_bench")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
+# Settings refuse the public development key with DEBUG off.
+os.environ.setdefault("SECRET_KEY", "bench-only-secret-key-" + "x" * 40)
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost")
 # Served by runserver/whitenoise in real use; the benchmark times the view, not the manifest.
 os.environ.setdefault(

@@ -12,8 +12,13 @@ from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import render
 from django.views.defaults import server_error as default_server_error
 
-# Also URL-encoded ("ann%40example.com"), as a search query carries it.
-EMAIL_RE = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*(?:@|%40)([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
+# Also URL-encoded ("ann%40example.com"), as a search query carries it, and encoded again
+# ("%2540", "%252540"), as a URL that went through a redirect or a proxy carries it.
+_AT = r"(?:@|%(?:25)*40)"
+_DOT = r"(?:\.|%(?:25)*2[Ee])"
+EMAIL_RE = re.compile(
+    rf"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*{_AT}((?:[A-Za-z0-9-]+{_DOT})+[A-Za-z]{{2,}})"
+)
 
 
 def mask_emails(text: str) -> str:
@@ -35,6 +40,27 @@ class MaskEmailsFilter(logging.Filter):
         if masked != message:
             record.msg, record.args = masked, None
         return True
+
+
+def client_ip(request) -> str | None:
+    """The address django-axes counts failed logins against. Behind TRUSTED_PROXY_COUNT
+    proxies REMOTE_ADDR is the nearest proxy, shared by every user, so the client is the
+    address the outermost trusted proxy appended to X-Forwarded-For: the Nth entry from the
+    right. Entries left of it come from the client and can be anything, so they are never
+    read; with no proxy configured the header is not read at all."""
+    remote_addr = request.META.get("REMOTE_ADDR")
+    if not settings.TRUSTED_PROXY_COUNT:
+        return remote_addr
+    forwarded = [
+        address.strip()
+        for address in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
+        if address.strip()
+    ]
+    if len(forwarded) < settings.TRUSTED_PROXY_COUNT:
+        # Not through every proxy (a probe inside the network, a misconfigured proxy): the
+        # header cannot be trusted, the peer's own address can.
+        return remote_addr
+    return forwarded[-settings.TRUSTED_PROXY_COUNT]
 
 
 def lockout_response(request, original_response=None, credentials=None):
@@ -65,6 +91,12 @@ def lockout_response(request, original_response=None, credentials=None):
     return response
 
 
+def url_length(request) -> int:
+    """The URL's length as the client sent it: gunicorn's RAW_URI, or path and query
+    re-encoded where no gunicorn stands in front (runserver, the test client)."""
+    return len(request.META.get("RAW_URI") or request.get_full_path())
+
+
 class ApiErrorShapeMiddleware:
     """Outermost on purpose: whatever answers an /api/ request with an error that is not
     the contract's JSON (Django's 404 page for an unknown path, ninja's bare 405, a 400 for
@@ -81,6 +113,19 @@ class ApiErrorShapeMiddleware:
         if "\x00" in request.path or "%00" in request.META.get("QUERY_STRING", ""):
             # No route can use a NUL, and the database refuses to store or compare one.
             response = HttpResponseBadRequest(self.NUL_MESSAGE)
+        elif request.path.startswith("/api/") and url_length(request) > settings.API_MAX_URL_LENGTH:
+            return JsonResponse(
+                {
+                    "errors": [
+                        {
+                            "loc": ["url"],
+                            "message": f"The URL is longer than {settings.API_MAX_URL_LENGTH} "
+                            "characters; send fewer or shorter query parameters.",
+                        }
+                    ]
+                },
+                status=414,
+            )
         else:
             response = self.get_response(request)
         if (

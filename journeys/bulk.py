@@ -13,7 +13,9 @@
   Python than the query takes in the database. Other databases get the ordinary `IN (...)`.
 - `insert_rows` and `bulk_update_rows`: INSERT ... SELECT FROM unnest and UPDATE ... FROM
   unnest, one array per column, instead of Django's bulk_create and bulk_update.
-- `claim` and `retrying_deadlocks`: how the workers take a batch and survive a deadlock.
+- `claim` and `retrying_deadlocks`: how the workers take a batch and survive a deadlock;
+  `share_lock`: the contact's row lock that every writer of rows for a contact takes first
+  (see journeys.actions.contacts.erase_contact for the lock order).
 
 Nothing here knows a model of the app: every function takes the model it writes.
 """
@@ -252,6 +254,29 @@ def claim(queryset, limit: int) -> list:
     if connection.features.has_select_for_update_skip_locked:
         queryset = queryset.select_for_update(skip_locked=True)
     return list(queryset[:limit])
+
+
+def share_lock(model, ids: set[int], *, skip_locked: bool = False) -> set[int]:
+    """FOR KEY SHARE on the rows of `model` with these ids, in id order; returns the ids
+    locked. KEY SHARE is the lock a foreign-key check takes for a row inserted against
+    them: it waits only for a delete or a key change (an erasure rewrites the contact's
+    external id), never for an ordinary update, nor for another holder of the same lock.
+    skip_locked: leave out, instead of waiting for, the rows such a transaction holds. On
+    SQLite, where the IMMEDIATE transaction serialises writers, only the ids that exist."""
+    if not ids:
+        return set()
+    if not connection.features.has_select_for_update:
+        return set(model.objects.filter(pk__any=ids).values_list("pk", flat=True))
+    table, pk = (
+        connection.ops.quote_name(name) for name in (model._meta.db_table, model._meta.pk.column)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {pk} FROM {table} WHERE {pk} = ANY(%s::bigint[]) ORDER BY {pk} "
+            f"FOR KEY SHARE{' SKIP LOCKED' if skip_locked else ''}",
+            [array_literal(sorted(ids))],
+        )
+        return {row[0] for row in cursor.fetchall()}
 
 
 def retrying_deadlocks(action, *, what: str):

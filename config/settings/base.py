@@ -6,6 +6,7 @@ from pathlib import Path
 
 import environ
 from csp.constants import NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 # Where the embedded default keeps its state: the SQLite file, the broker's folders, beat's
@@ -19,9 +20,25 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 DEBUG = env.bool("DEBUG", default=False)
 # The default starts with "django-insecure-" so that `check --deploy` refuses to pass without
 # a real key from the environment.
+DEVELOPMENT_SECRET_KEY = "django-insecure-dev-only-secret-key-change-me-in-production"
+# bin/run keeps a key of the installation's own there, so that `manage.py` run by hand on the
+# same checkout signs with the same key as the web server bin/run started.
+LOCAL_SECRET_KEY_FILE = VAR_DIR / "secret-key.txt"
 SECRET_KEY = env.str(
-    "SECRET_KEY", default="django-insecure-dev-only-secret-key-change-me-in-production"
+    "SECRET_KEY",
+    default=LOCAL_SECRET_KEY_FILE.read_text().strip()
+    if LOCAL_SECRET_KEY_FILE.is_file()
+    else DEVELOPMENT_SECRET_KEY,
 )
+if not DEBUG and SECRET_KEY in ("", DEVELOPMENT_SECRET_KEY):
+    # The development key is in this public repository: anyone could sign sessions, password
+    # reset links and messages with it. Refuse to start rather than run with it.
+    raise ImproperlyConfigured(
+        "SECRET_KEY must be set in the environment (or .env) when DEBUG is off: "
+        "the development key is public. Generate one with "
+        "python3 -c 'import secrets; print(secrets.token_urlsafe(50))', "
+        "or set DEBUG=1 on a development machine (bin/run makes a key of its own)."
+    )
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -195,6 +212,9 @@ ENGINE_WAKEUPS = env.bool("ENGINE_WAKEUPS", default=True)
 # API limits.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=512 * 1024)
 API_MAX_EVENTS_PER_BATCH = 1000
+# Longer URLs under /api/ get the API's JSON 414. gunicorn itself accepts request lines up to
+# 8190 bytes (gunicorn.conf.py); beyond that it, or the proxy first, answers a plain 414.
+API_MAX_URL_LENGTH = env.int("API_MAX_URL_LENGTH", default=4096)
 # Deeper JSON bodies are refused with 400 before anything reads them (docs/security.md).
 API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=32)
 # Events per API key per window ("N/<seconds>s"), counted in events, not requests; a batch
@@ -225,6 +245,18 @@ AXES_COOLOFF_TIME = timedelta(minutes=env.float("LOGIN_LOCKOUT_MINUTES", default
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "config.security.lockout_response"
+# How many proxies (TLS terminator, load balancer) stand in front of gunicorn and append the
+# address they saw to X-Forwarded-For. 0: gunicorn is reached directly and the header, which
+# any client can write, is ignored. Behind a proxy, 0 makes every login come from the proxy's
+# address, and five bad passwords lock that username out for everyone (docs/operations.md).
+TRUSTED_PROXY_COUNT = env.str("TRUSTED_PROXY_COUNT", default="0").strip()
+if not TRUSTED_PROXY_COUNT.isdigit():
+    raise ImproperlyConfigured(
+        "TRUSTED_PROXY_COUNT must be a whole number, 0 or more (the number of proxies in "
+        f"front of gunicorn), not {TRUSTED_PROXY_COUNT!r}."
+    )
+TRUSTED_PROXY_COUNT = int(TRUSTED_PROXY_COUNT)
+AXES_CLIENT_IP_CALLABLE = "config.security.client_ip"
 
 # Content security policy (django-csp): everything from this origin, no inline script or
 # <style> at all (the report page alone relaxes style-src for its SVG charts:

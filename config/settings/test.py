@@ -3,6 +3,8 @@
 import os
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+# base refuses to start with DEBUG off and no key; processes a test starts inherit this one.
+os.environ.setdefault("SECRET_KEY", "test-secret-key")
 
 from .base import *  # noqa: F403
 from .base import DATABASES, VAR_DIR

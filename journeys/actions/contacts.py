@@ -7,22 +7,40 @@ import logging
 import secrets
 from datetime import datetime
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from journeys.actions.enrollments import end_fields
 from journeys.audit import record_erasure
-from journeys.bulk import retrying_deadlocks
+from journeys.bulk import array_literal, retrying_deadlocks
 from journeys.models import Contact, Enrollment, Event, OutboxMessage
 
 logger = logging.getLogger(__name__)
 
 
+def _share_locked_ids(external_ids: set[str]) -> dict[str, int]:
+    """Contact ids by external id, locked FOR KEY SHARE in id order (see `erase_contact`).
+    A contact that an erasure rewrote while this waited no longer matches its old
+    external id (PostgreSQL re-checks the condition on the row it waited for), so it is
+    not found: the caller creates a new contact, and no event reaches the erased one."""
+    if not connection.features.has_select_for_update:
+        return dict(
+            Contact.objects.filter(external_id__in=external_ids).values_list("external_id", "pk")
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT external_id, id FROM {Contact._meta.db_table} "
+            "WHERE external_id = ANY(%s::text[]) ORDER BY id FOR KEY SHARE",
+            [array_literal(sorted(external_ids))],
+        )
+        return dict(cursor.fetchall())
+
+
 def contact_ids_by_external_id(external_ids: set[str]) -> dict[str, int]:
-    """Contact ids by external id, creating the contacts not seen before."""
-    found = dict(
-        Contact.objects.filter(external_id__in=external_ids).values_list("external_id", "pk")
-    )
+    """Contact ids by external id, creating the contacts not seen before; each contact
+    locked FOR KEY SHARE until the caller's transaction ends, so that rows written for it
+    meanwhile cannot outlive an erasure."""
+    found = _share_locked_ids(external_ids)
     missing = external_ids - found.keys()
     if missing:
         # A concurrent request may create the same contact: the conflict is ignored and the
@@ -31,9 +49,7 @@ def contact_ids_by_external_id(external_ids: set[str]) -> dict[str, int]:
             [Contact(external_id=external_id) for external_id in sorted(missing)],
             ignore_conflicts=True,
         )
-        found.update(
-            Contact.objects.filter(external_id__in=missing).values_list("external_id", "pk")
-        )
+        found.update(_share_locked_ids(missing))
     return found
 
 
@@ -77,10 +93,15 @@ ERASED_PREFIX = "erased-"
 def erase_contact(*, contact: Contact, now: datetime | None = None) -> Contact:
     """Remove a contact's personal data and keep what reports count (see `_erase_contact`).
 
-    Erasure locks the contact, then its enrollments; a worker's batch holds the enrollments
-    and then updates the contact. When both meet, PostgreSQL rolls one back: a batch is
-    retried by the engine, an erasure here (at most 3 times, unless the caller holds a
-    transaction of its own)."""
+    Lock order: the contact row first, everywhere. Erasure takes it FOR UPDATE (it rewrites
+    the external id, a key), then deletes the contact's events and locks its enrollments.
+    Every writer of rows for a contact takes the contact's row FOR KEY SHARE before any of
+    those rows: ingestion before inserting events (`contact_ids_by_external_id`), a worker
+    advancing enrollments before locking them (`journeys.actions.enrollments`), a worker
+    processing events right after claiming them, SKIP LOCKED, leaving the events of a
+    contact being erased pending (`journeys.actions.events`). So an erasure and a writer
+    wait for each other at most one way, and PostgreSQL never has a deadlock to break;
+    the retry below is for a writer that ever forgets the order (it logs a warning)."""
     return retrying_deadlocks(
         lambda: _erase_contact(contact=contact, now=now), what=f"Erasing contact {contact.pk}"
     )
@@ -95,8 +116,9 @@ def _erase_contact(*, contact: Contact, now: datetime | None = None) -> Contact:
     that pointed at one keep their place with no event); its messages lose recipient,
     subject and body, and pending ones fail; active enrollments exit ("Contact erased") so
     nothing more is sent. Enrollments, step visits, goal achievements and conversion awards
-    remain, so every report shows the same numbers. Locks the contact and its enrollments
-    (FOR UPDATE), so an ingest or a worker touching them waits. Safe to run twice: the
+    remain, so every report shows the same numbers. Locks the contact (FOR UPDATE), so an
+    ingest or a worker writing for it waits, then its events and enrollments (FOR NO KEY
+    UPDATE: nothing else needs them once the contact is held). Safe to run twice: the
     second run finds nothing left and keeps the first token and time.
     """
     now = now or timezone.now()
@@ -110,8 +132,9 @@ def _erase_contact(*, contact: Contact, now: datetime | None = None) -> Contact:
     contact.save(update_fields=["external_id", "erased_at", "email", "attributes", "updated_at"])
     Event.objects.filter(contact=contact).delete()
     active = list(
-        Enrollment.objects.select_for_update()
+        Enrollment.objects.select_for_update(no_key=True)
         .filter(contact=contact, state=Enrollment.State.ACTIVE)
+        .order_by("pk")
         .values_list("pk", flat=True)
     )
     Enrollment.objects.filter(pk__in=active).update(

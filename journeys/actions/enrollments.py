@@ -27,7 +27,7 @@ from conversions.actions import (
 )
 from conversions.models import ConversionAward
 from journeys import engine
-from journeys.bulk import array_literal, bulk_update_rows, claim, insert_rows
+from journeys.bulk import array_literal, bulk_update_rows, claim, insert_rows, share_lock
 from journeys.flows import Flow, live_flows, load_flows
 from journeys.models import (
     Contact,
@@ -295,10 +295,16 @@ _LEASED_COLUMNS = [
 def _leased_enrollments(
     ids: list[int], lease_until
 ) -> tuple[list[LeasedEnrollment], dict[int, dict]]:
-    """The batch's enrollments still active under this lease, locked (FOR NO KEY UPDATE:
+    """The batch's contacts locked FOR KEY SHARE, then its enrollments still active under
+    this lease, locked (FOR NO KEY UPDATE:
     the foreign-key checks of the visits and awards inserted for them take KEY SHARE
     locks, which this does not block) in id order; and their contacts as plain dicts (read
     in the same query, not locked)."""
+    # The contacts first (erase_contact's lock order): this transaction holds nothing yet, so
+    # waiting here for an erasure is safe, and the enrollments it exited drop out below.
+    share_lock(
+        Contact, set(Enrollment.objects.filter(pk__any=ids).values_list("contact_id", flat=True))
+    )
     queryset = Enrollment.objects.filter(
         pk__any=ids, state=Enrollment.State.ACTIVE, leased_until=lease_until
     ).order_by("pk")

@@ -16,9 +16,9 @@ from conversions.models import Conversion, ConversionAward
 from journeys import engine
 from journeys.actions.contacts import contact_ids_by_external_id
 from journeys.actions.enrollments import end_fields, entry_times, new_enrollment, pick_flow
-from journeys.bulk import claim, insert_rows, retrying_deadlocks
+from journeys.bulk import claim, insert_rows, retrying_deadlocks, share_lock
 from journeys.flows import live_flows, load_flows
-from journeys.models import Enrollment, Event
+from journeys.models import Contact, Enrollment, Event
 from journeys.wakeups import wake
 
 logger = logging.getLogger(__name__)
@@ -103,6 +103,10 @@ def _process_event_batch(*, limit: int | None, now: datetime) -> int:
     limit = limit or settings.ENGINE_BATCH_SIZE
     with transaction.atomic():
         events = claim(Event.objects.filter(status=Event.Status.PENDING).order_by("id"), limit)
+        # Their contacts next, never waiting: an erasure holds its contact and waits for
+        # these events; theirs stay pending, and it deletes them (erase_contact's lock order).
+        locked = share_lock(Contact, {event.contact_id for event in events}, skip_locked=True)
+        events = [event for event in events if event.contact_id in locked]
         if not events:
             return 0
         failures: dict[int, tuple[Event, str]] = {}
