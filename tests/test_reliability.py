@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Count
 
 from conversions.models import ConversionAward
+from journeys.actions.contacts import erase_contact
 from journeys.actions.enrollments import EnrollmentRefused, enroll_contact
 from journeys.actions.events import ingest_events, process_pending_events
 from journeys.actions.sweep import run_due
@@ -382,11 +383,12 @@ def test_killing_a_worker_mid_run_loses_nothing_and_does_nothing_twice(tmp_path)
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_erasure_meeting_a_worker_batch_in_a_deadlock_is_retried_and_completes():
-    """A worker's batch holds the contact's enrollment and then updates the contact, while an
+    """A writer that holds the contact's enrollment and then updates the contact, while an
     erasure holds the contact and waits for the enrollment: PostgreSQL rolls the erasure
-    back, and erase_contact tries again once the batch has committed."""
+    back, and erase_contact tries again once the writer has committed. The engine's own
+    writers lock the contact first (erase_contact's lock order), so they never take this
+    order; the retry stays as the safety net for any writer that does (an admin edit)."""
     needs_postgres()
-    from journeys.actions.contacts import erase_contact
 
     live_journey(WAITING, **SHOP)
     ingest_events(events=[{"id": "s1", "contact": "ann", "name": "signed_up"}])
@@ -398,8 +400,6 @@ def test_erasure_meeting_a_worker_batch_in_a_deadlock_is_retried_and_completes()
     errors = []
 
     def worker_batch():
-        from django.db import transaction
-
         try:
             with transaction.atomic():
                 Enrollment.objects.select_for_update(no_key=True).get(pk=enrollment.pk)
