@@ -477,7 +477,11 @@ def publish(request, key: str, number: int | None = None):
         else:
             share = f" for {version.traffic}% of new enrollments" if version.traffic else ""
             notice = f"Version {version.number} is live{share}."
-            return _after_change(request, _load(key), notice=notice)
+            if not request.htmx:
+                return _back_to_editor(request, journey, notice=notice)
+            context = editor_context(request, _load(key), notice=notice)
+            context["oob_head"] = True
+            return _render_editor(request, context, fragment="workspace-and-head")
     context = editor_context(
         request,
         journey,

@@ -421,6 +421,17 @@ def test_publisher_publishes_the_draft_and_history_lists_it(client, publisher, j
     assert page.status_code == 200 and "read-only" in page.content.decode()
 
 
+def test_publishing_updates_the_title_status_and_the_history_in_place(client, publisher, journey):
+    # Only the workspace used to be swapped: the title said "Draft" until a reload.
+    client.force_login(publisher)
+    html = htmx(client, "post", "/journeys/trial-nurture/publish/", {"publish": "1"}).content
+    html = html.decode()
+    assert '<span id="journey-status" class="badge live" hx-swap-oob="true">Live</span>' in html
+    assert '<aside id="left-panel" class="side left-panel" aria-label="Journey panel" ' \
+        'hx-swap-oob="true">' in html  # fmt: skip
+    assert "Version history" in html
+
+
 def test_publishing_an_invalid_draft_lists_the_errors(client, publisher, journey):
     client.force_login(publisher)
     client.post(

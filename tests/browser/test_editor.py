@@ -91,6 +91,9 @@ def test_build_and_publish_a_journey_end_to_end(page, live_server, publisher):
 
     page.get_by_role("button", name="Publish", exact=True).click()
     expect(page.get_by_text("Version 1 is live.")).to_be_visible()
+    # The title and the version history follow without a reload.
+    expect(page.locator("h1 #journey-status")).to_have_text("Live")
+    expect(page.locator("#left-panel .history")).to_contain_text("Published")
 
     _, raw_key = create_api_key(name="browser-test")
     request = urllib.request.Request(
