@@ -135,7 +135,11 @@ def _erase_contact(*, contact: Contact, now: datetime | None = None) -> Contact:
         contact.erased_at = now
     contact.email = ""
     contact.attributes = {}
-    contact.save(update_fields=["external_id", "erased_at", "email", "attributes", "updated_at"])
+    # Where someone lives is personal data too.
+    contact.timezone = ""
+    contact.save(
+        update_fields=["external_id", "erased_at", "email", "attributes", "timezone", "updated_at"]
+    )
     Event.objects.filter(contact=contact).delete()
     active = list(
         Enrollment.objects.select_for_update(no_key=True)

@@ -10,6 +10,7 @@ import pytest
 from django.core import mail
 from django.db import connection, transaction
 
+from journeys.actions.contacts import erase_contact
 from journeys.actions.enrollments import advance_due_enrollments
 from journeys.actions.events import process_pending_events
 from journeys.actions.messages import deliver_due_messages, message_id
@@ -254,3 +255,11 @@ def test_the_cap_count_waits_for_a_worker_holding_the_contact_lock(settings):
     assert second.status == OutboxMessage.Status.SKIPPED
     assert second.reason == "frequency_cap"
     assert mail.outbox == []
+
+
+def test_erasing_a_contact_forgets_its_timezone():
+    ann = ContactFactory(external_id="ann", timezone="Europe/Paris")
+
+    erase_contact(contact=ann)
+
+    assert Contact.objects.get(pk=ann.pk).timezone == ""
