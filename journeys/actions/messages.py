@@ -54,7 +54,10 @@ def deliver_due_messages(*, limit: int | None = None, now: datetime) -> int:
     3. For each message, right before sending, one UPDATE marks it `sending_since` only if
        the lease is still this call's and nobody marked it: when the lease ran out mid-batch
        and another worker claimed the rest, this call skips them. The send follows outside
-       any transaction, and `sent` is committed at once after it.
+       any transaction, and `sent` is committed at once after it. Before that mark, a
+       marketing message due inside its journey's quiet hours is held (pending, due when
+       they end) and one over MESSAGE_FREQUENCY_CAP is `skipped`; under a cap the count
+       and the mark take the contact's row lock first (`_Timing`, docs/messages.md).
 
     Guarantee: at most once. A process killed between the send and the `sent` commit leaves
     the message marked `sending_since`; it is never resent automatically but failed by step 1
