@@ -64,7 +64,7 @@ class ContactForm(forms.ModelForm):
 @admin.register(Contact)
 class ContactAdmin(admin.ModelAdmin):
     form = ContactForm
-    list_display = ["external_id", "email", "created_at", "updated_at", "erased_at"]
+    list_display = ["external_id", "email", "timezone", "created_at", "updated_at", "erased_at"]
     list_filter = ["erased_at"]
     search_fields = ["external_id", "email"]
     date_hierarchy = "created_at"

@@ -24,6 +24,7 @@ from journeys.actions.versions import (
 )
 from journeys.auth import ApiError, erase_auth, ingest_auth, manage_auth
 from journeys.definition import DefinitionError
+from journeys.delivery_rules import check_timezone
 from journeys.models import Contact, Enrollment, Event, Journey, JourneyVersion
 from journeys.parsers import BodyError, parse_json
 from journeys.ratelimit import spend_contact_erasure, spend_contact_read, spend_ingest
@@ -342,6 +343,16 @@ class ContactIn(Schema):
 
     email: str | None = PydanticField(default=None, max_length=254)
     attributes: dict[str, Any] = PydanticField(default_factory=dict)
+    timezone: str | None = PydanticField(
+        default=None,
+        max_length=64,
+        description="An IANA zone name (Europe/Paris); empty: the DEFAULT_TIMEZONE setting.",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        return check_timezone(value) if value else value
 
     @field_validator("email")
     @classmethod
@@ -436,6 +447,9 @@ class ContactOut(Schema):
     external_id: str
     email: str
     attributes: dict[str, Any]
+    timezone: str | None = PydanticField(
+        description="The contact's IANA zone; null: the DEFAULT_TIMEZONE setting applies."
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -470,6 +484,7 @@ def _contact_out(contact: Contact, *, with_history: bool = True) -> dict:
         "external_id": contact.external_id,
         "email": contact.email,
         "attributes": contact.attributes,
+        "timezone": contact.timezone or None,
         "created_at": contact.created_at,
         "updated_at": contact.updated_at,
     }
@@ -517,7 +532,10 @@ def put_contact(request, external_id: str, payload: ContactIn):
     (null removes one); `email` left out stays as it is."""
     _check_external_id(external_id)
     contact, created = upsert_contact(
-        external_id=external_id, email=payload.email, attributes=payload.attributes
+        external_id=external_id,
+        email=payload.email,
+        attributes=payload.attributes,
+        timezone=payload.timezone,
     )
     return Status(201 if created else 200, _contact_out(contact, with_history=False))
 

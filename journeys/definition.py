@@ -124,6 +124,17 @@ def parse_duration(text: str) -> datetime.timedelta:
     return datetime.timedelta(seconds=seconds)
 
 
+_CLOCK_RE = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
+
+
+def parse_clock(text: str) -> datetime.time:
+    """A wall-clock time written HH:MM, 24-hour (quiet hours); ValueError otherwise."""
+    match = _CLOCK_RE.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"Use a 24-hour time HH:MM such as 08:00, not '{text}'")
+    return datetime.time(int(match[1]), int(match[2]))
+
+
 @functools.lru_cache(maxsize=256)
 def cached_duration(text: str) -> datetime.timedelta:
     """`parse_duration` of a validated definition's duration, parsed once per process: the
@@ -205,12 +216,17 @@ def _check_identifier(value: str) -> str:
     return value
 
 
-def _check_duration(value: str) -> str:
-    try:
-        parse_duration(value)
-    except ValueError as exc:
-        raise _problem(str(exc)) from None
-    return value
+def _parses_with(parse: Callable[[str], object]) -> Callable[[str], str]:
+    """A check that `parse` accepts the text, its ValueError as the problem."""
+
+    def check(value: str) -> str:
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise _problem(str(exc)) from None
+        return value
+
+    return check
 
 
 def _check_template(value: str) -> str:
@@ -231,7 +247,8 @@ Label = Annotated[str, AfterValidator(_check_label)]
 EventName = Annotated[str, AfterValidator(_check_identifier)]
 PropertyName = Annotated[str, AfterValidator(_check_identifier)]
 AttributeName = Annotated[str, AfterValidator(_check_identifier)]
-Duration = Annotated[str, AfterValidator(_check_duration)]
+Duration = Annotated[str, AfterValidator(_parses_with(parse_duration))]
+Clock = Annotated[str, AfterValidator(_parses_with(parse_clock))]
 TemplateText = Annotated[str, AfterValidator(_check_template)]
 # A reference to a step, goal or conversion; whether it exists is checked across the
 # whole definition, so any string is accepted here.
@@ -716,9 +733,28 @@ class Conversion(_Model):
         return cached_duration(self.window) if self.window else None
 
 
+class QuietHours(_Model):
+    """Wall-clock hours in the contact's zone when marketing messages wait (contract 6.1);
+    a window may cross midnight. Enforced by journeys.delivery_rules."""
+
+    start: Clock
+    end: Clock
+
+    @model_validator(mode="after")
+    def check_window(self):
+        if self.start == self.end:
+            raise _problem_at(
+                ("end",), "Must differ from start (a window of no time, or of all day)", self.end
+            )
+        return self
+
+
 class Settings(_Model):
     reentry: Literal["once", "after_exit", "concurrent"] = "once"
     holdout_percent: int = Field(default=0, ge=0, le=50)
+    quiet_hours: QuietHours | None = None
+
+    omit_when_empty = frozenset({"quiet_hours"})
 
 
 class Definition(_Model):

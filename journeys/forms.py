@@ -7,6 +7,7 @@ import json
 from django import forms
 from django.core.validators import RegexValidator
 
+from journeys.definition import parse_clock
 from journeys.editing import STEP_TYPE_LABELS, humanize_duration, parse_human_duration, step_ports
 
 SLUG_VALIDATOR = RegexValidator(
@@ -109,17 +110,59 @@ class SettingsForm(forms.Form):
         max_value=50,
         help_text="Share of entrants held out at random to measure lift (0 to 50).",
     )
+    quiet_start = forms.CharField(
+        label="Quiet hours from",
+        required=False,
+        widget=forms.TimeInput(attrs={"type": "time"}),
+        help_text="In each contact's time zone, e.g. 21:00. Marketing messages wait.",
+    )
+    quiet_end = forms.CharField(
+        label="Quiet hours until",
+        required=False,
+        widget=forms.TimeInput(attrs={"type": "time"}),
+        help_text="e.g. 08:00; the window may cross midnight. Leave both empty for none.",
+    )
 
     @classmethod
     def for_definition(cls, definition: dict, **kwargs):
         settings = definition.get("settings") or {}
+        quiet = settings.get("quiet_hours") or {}
         initial = {
             "name": definition.get("name", ""),
             "description": definition.get("description", ""),
             "reentry": settings.get("reentry", "once"),
             "holdout_percent": settings.get("holdout_percent", 0),
+            "quiet_start": quiet.get("start", ""),
+            "quiet_end": quiet.get("end", ""),
         }
         return cls(initial=initial, **kwargs)
+
+    def _clean_clock(self, name: str) -> str:
+        value = self.cleaned_data[name].strip()
+        if not value:
+            return ""
+        try:
+            parse_clock(value)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return value
+
+    def clean_quiet_start(self):
+        return self._clean_clock("quiet_start")
+
+    def clean_quiet_end(self):
+        return self._clean_clock("quiet_end")
+
+    def clean(self):
+        data = super().clean()
+        start, end = data.get("quiet_start"), data.get("quiet_end")
+        if start is None or end is None:
+            return data  # One of them already has its error.
+        if bool(start) != bool(end):
+            self.add_error("quiet_end" if start else "quiet_start", "Give both times, or neither.")
+        elif start and start == end:
+            self.add_error("quiet_end", "Must differ from the start.")
+        return data
 
     def apply(self, definition: dict) -> dict:
         data = self.cleaned_data
@@ -132,6 +175,11 @@ class SettingsForm(forms.Form):
             "reentry": data["reentry"],
             "holdout_percent": data["holdout_percent"],
         }
+        if data["quiet_start"]:
+            result["settings"]["quiet_hours"] = {
+                "start": data["quiet_start"],
+                "end": data["quiet_end"],
+            }
         return result
 
 

@@ -1,12 +1,26 @@
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+
+from journeys.delivery_rules import check_timezone
+
+
+def validate_timezone(value: str) -> None:
+    try:
+        check_timezone(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
 
 
 class Contact(models.Model):
     external_id = models.CharField(max_length=255, unique=True)
     email = models.EmailField(blank=True, default="")
     attributes = models.JSONField(default=dict, blank=True)
+    # An IANA name; blank means the DEFAULT_TIMEZONE setting. Quiet hours are read in it.
+    timezone = models.CharField(
+        max_length=64, blank=True, default="", db_default="", validators=[validate_timezone]
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     erased_at = models.DateTimeField(null=True, blank=True)
@@ -16,6 +30,11 @@ class Contact(models.Model):
 
     def __str__(self):
         return self.external_id
+
+    @property
+    def zone_name(self) -> str:
+        """The zone quiet hours are read in: the contact's own, or DEFAULT_TIMEZONE."""
+        return self.timezone or settings.DEFAULT_TIMEZONE
 
 
 class Event(models.Model):
@@ -259,6 +278,7 @@ class OutboxMessage(models.Model):
         PENDING = "pending", "Pending"
         SENT = "sent", "Sent"
         FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped"
 
     visit = models.OneToOneField(StepVisit, on_delete=models.CASCADE, related_name="message")
     enrollment = models.ForeignKey(Enrollment, on_delete=models.CASCADE, related_name="messages")
@@ -281,11 +301,24 @@ class OutboxMessage(models.Model):
     sending_since = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
+    # marketing or transactional (contract 6.1): only marketing waits for quiet hours and
+    # counts towards the frequency cap.
+    # The database default too: the engine inserts rows with raw SQL (journeys.bulk).
+    category = models.CharField(max_length=16, default="marketing", db_default="marketing")
+    # Why a message was skipped (contract 6.1's reasons, e.g. frequency_cap).
+    reason = models.CharField(max_length=32, blank=True, default="", db_default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         indexes = [
             models.Index(fields=["due_at"], condition=Q(status="pending"), name="outbox_due_idx"),
+            # The frequency cap's count: a contact's marketing messages on a channel sent
+            # since a moment (journeys.actions.messages).
+            models.Index(
+                fields=["contact", "channel", "sent_at"],
+                condition=Q(category="marketing"),
+                name="outbox_cap_idx",
+            ),
         ]
 
     def __str__(self):

@@ -318,7 +318,8 @@ def contact_timeline(*, contact, limit: int = 200) -> list[TimelineEntry]:
                 at=message.sent_at or message.due_at,
                 title=f"{message.get_channel_display()} {message.get_status_display().lower()}"
                 + (f": {message.subject}" if message.subject else ""),
-                detail=f"step {message.step_key} to {message.recipient}",
+                detail=f"step {message.step_key} to {message.recipient}"
+                + (f" · {note}" if (note := _message_note(message)) else ""),
             )
         )
     for achievement in (
@@ -352,6 +353,16 @@ def contact_timeline(*, contact, limit: int = 200) -> list[TimelineEntry]:
         )
     entries.sort(key=lambda entry: entry.at, reverse=True)
     return entries
+
+
+def _message_note(message: OutboxMessage) -> str:
+    """Why a message waits or was not sent: "held until 08:00 Europe/Paris (quiet hours)"
+    (written by the delivery), "skipped: frequency cap"."""
+    if message.status == OutboxMessage.Status.SKIPPED:
+        return f"skipped: {message.reason.replace('_', ' ')}" if message.reason else "skipped"
+    if message.status in (OutboxMessage.Status.PENDING, OutboxMessage.Status.FAILED):
+        return message.error
+    return ""
 
 
 def journey_for_editor(*, key: str) -> Journey | None:

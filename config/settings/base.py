@@ -8,6 +8,8 @@ import environ
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
+from journeys.delivery_rules import check_timezone, parse_frequency_cap
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 # Where the embedded default keeps its state: the SQLite file, the broker's folders, beat's
 # schedule, the file cache and collected static files. VAR_DIR moves all of it at once, so
@@ -164,6 +166,19 @@ else:
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Waypoint <journeys@localhost>")
 # Dotted path of the SMS backend class; the console one prints, a provider's sends.
 SMS_BACKEND = env.str("SMS_BACKEND", default="journeys.sms.ConsoleSMSBackend")
+# The zone of contacts whose own `timezone` is blank: quiet hours are read in it.
+DEFAULT_TIMEZONE = env.str("DEFAULT_TIMEZONE", default="UTC").strip()
+try:
+    check_timezone(DEFAULT_TIMEZONE)
+except ValueError as exc:
+    raise ImproperlyConfigured(f"DEFAULT_TIMEZONE: {exc}.") from None
+# At most N marketing messages per contact and channel in a trailing ISO duration, over all
+# journeys ("3/P1D"); empty: no cap. The rest are skipped with reason frequency_cap.
+MESSAGE_FREQUENCY_CAP = env.str("MESSAGE_FREQUENCY_CAP", default="").strip()
+try:
+    parse_frequency_cap(MESSAGE_FREQUENCY_CAP)
+except ValueError as exc:
+    raise ImproperlyConfigured(f"MESSAGE_FREQUENCY_CAP: {exc}.") from None
 
 # Celery. Messages only say "there is work": the database is the queue of record and the
 # periodic sweep finds whatever a lost message would have announced.

@@ -54,11 +54,15 @@ def contact_ids_by_external_id(external_ids: set[str]) -> dict[str, int]:
 
 
 def upsert_contact(
-    *, external_id: str, email: str | None = None, attributes: dict | None = None
+    *,
+    external_id: str,
+    email: str | None = None,
+    attributes: dict | None = None,
+    timezone: str | None = None,
 ) -> tuple[Contact, bool]:
     """Create or update a contact; returns it and whether it was created. Given attributes
-    are merged into the stored ones, and an attribute set to null is removed; an email left
-    out stays as it is.
+    are merged into the stored ones, and an attribute set to null is removed; an email or
+    a timezone left out stays as it is (the caller checked the zone's name).
 
     Locks the contact row (FOR UPDATE) so that a concurrent update or an engine step
     writing attributes is never lost. Safe to run twice: the second call changes nothing.
@@ -80,10 +84,12 @@ def upsert_contact(
                 created = False
         if email is not None:
             contact.email = email
+        if timezone is not None:
+            contact.timezone = timezone
         if attributes:
             merged = {**(contact.attributes or {}), **attributes}
             contact.attributes = {key: value for key, value in merged.items() if value is not None}
-        contact.save(update_fields=["email", "attributes", "updated_at"])
+        contact.save(update_fields=["email", "attributes", "timezone", "updated_at"])
     return contact, created
 
 
@@ -129,7 +135,11 @@ def _erase_contact(*, contact: Contact, now: datetime | None = None) -> Contact:
         contact.erased_at = now
     contact.email = ""
     contact.attributes = {}
-    contact.save(update_fields=["external_id", "erased_at", "email", "attributes", "updated_at"])
+    # Where someone lives is personal data too.
+    contact.timezone = ""
+    contact.save(
+        update_fields=["external_id", "erased_at", "email", "attributes", "timezone", "updated_at"]
+    )
     Event.objects.filter(contact=contact).delete()
     active = list(
         Enrollment.objects.select_for_update(no_key=True)

@@ -12,8 +12,16 @@ from django.db.models import F, Q, QuerySet
 
 from journeys import engine
 from journeys.bulk import claim
+from journeys.delivery_rules import (
+    MARKETING,
+    FrequencyCap,
+    QuietHours,
+    parse_frequency_cap,
+    quiet_until,
+    zone_or_default,
+)
 from journeys.message_templates import render_message
-from journeys.models import Contact, OutboxMessage
+from journeys.models import Contact, Enrollment, OutboxMessage
 from journeys.sms import get_sms_backend
 
 MESSAGE_MAX_ATTEMPTS = 5
@@ -46,7 +54,10 @@ def deliver_due_messages(*, limit: int | None = None, now: datetime) -> int:
     3. For each message, right before sending, one UPDATE marks it `sending_since` only if
        the lease is still this call's and nobody marked it: when the lease ran out mid-batch
        and another worker claimed the rest, this call skips them. The send follows outside
-       any transaction, and `sent` is committed at once after it.
+       any transaction, and `sent` is committed at once after it. Before that mark, a
+       marketing message due inside its journey's quiet hours is held (pending, due when
+       they end) and one over MESSAGE_FREQUENCY_CAP is `skipped`; under a cap the count
+       and the mark take the contact's row lock first (`_Timing`, docs/messages.md).
 
     Guarantee: at most once. A process killed between the send and the `sent` commit leaves
     the message marked `sending_since`; it is never resent automatically but failed by step 1
@@ -80,6 +91,7 @@ def deliver_due_messages(*, limit: int | None = None, now: datetime) -> int:
         contact.pk: engine.contact_data(contact.external_id, contact.email, contact.attributes)
         for contact in Contact.objects.filter(pk__in={m.contact_id for m in messages})
     }
+    timing = _Timing.of_batch(messages)
     sender = _Sender()
     for message in messages:
         message.attempts += 1
@@ -101,8 +113,10 @@ def deliver_due_messages(*, limit: int | None = None, now: datetime) -> int:
                 error=f"Could not prepare the message: {type(exc).__name__}: {exc}"[:2000],
             )
             continue
-        if not ours.update(sending_since=now):
-            continue  # The lease ran out and another worker has it now.
+        if timing.hold(message, ours, now=now):
+            continue
+        if not timing.mark_sending(message, ours, now=now):
+            continue  # Over the frequency cap, or the lease ran out and another worker has it.
         try:
             sender.send(message, prepared)
         except Exception as exc:
@@ -135,6 +149,91 @@ def retry_messages(*, messages: QuerySet, now: datetime) -> int:
         leased_until=None,
         sending_since=None,
     )
+
+
+class _Timing:
+    """Quiet hours and the frequency cap (contract 6.1) for one batch; transactional
+    messages pass both untouched."""
+
+    def __init__(self, windows: dict[int, QuietHours], zones: dict[int, str]):
+        self.windows = windows
+        self.zones = zones
+        self.cap: FrequencyCap | None = parse_frequency_cap(settings.MESSAGE_FREQUENCY_CAP)
+
+    @classmethod
+    def of_batch(cls, messages: list[OutboxMessage]) -> "_Timing":
+        """The quiet hours of each marketing message's journey version, and the zones of
+        the contacts that have some (2 queries at most)."""
+        marketing = {m.enrollment_id for m in messages if m.category == MARKETING}
+        windows = {
+            enrollment_id: QuietHours.from_setting(setting)
+            for enrollment_id, setting in Enrollment.objects.filter(
+                pk__in=marketing, version__definition__settings__has_key="quiet_hours"
+            ).values_list("pk", "version__definition__settings__quiet_hours")
+        }
+        quiet_contacts = {m.contact_id for m in messages if m.enrollment_id in windows}
+        zones = dict(
+            Contact.objects.filter(pk__in=quiet_contacts).values_list("pk", "timezone")
+            if quiet_contacts
+            else ()
+        )
+        return cls(windows, zones)
+
+    def hold(self, message: OutboxMessage, ours: QuerySet, *, now: datetime) -> bool:
+        """Move a marketing message due inside its quiet hours to their end, pending, with
+        the reason in `error` for the timeline; True when held. The claim's attempt is
+        given back: waiting for the morning is no failure."""
+        window = self.windows.get(message.enrollment_id)
+        if window is None or message.category != MARKETING:
+            return False
+        zone = zone_or_default(self.zones.get(message.contact_id, ""), settings.DEFAULT_TIMEZONE)
+        until = quiet_until(now, zone, window)
+        if until is None:
+            return False
+        ours.update(
+            due_at=until,
+            leased_until=None,
+            attempts=F("attempts") - 1,
+            error=f"held until {until.astimezone(zone):%H:%M} {zone.key} (quiet hours)",
+        )
+        return True
+
+    def mark_sending(self, message: OutboxMessage, ours: QuerySet, *, now: datetime) -> bool:
+        """Mark the message `sending_since` (the at-most-once mark); True when this call
+        may send it. Over the cap, the message is `skipped` with reason `frequency_cap`.
+
+        The count and the mark share one transaction under the contact's row lock (FOR NO
+        KEY UPDATE: the house's lock order puts the contact first, and this lock does not
+        wait on ingestion's KEY SHARE): two workers sending to one contact at once count
+        one after the other, and each sees the other's message marked, so the cap holds.
+        Messages marked but not yet sent count too."""
+        if self.cap is None or message.category != MARKETING:
+            return bool(ours.update(sending_since=now))
+        with transaction.atomic():
+            list(
+                Contact.objects.select_for_update(no_key=True)
+                .filter(pk=message.contact_id)
+                .values_list("pk", flat=True)
+            )
+            sent = (
+                OutboxMessage.objects.filter(
+                    contact_id=message.contact_id, channel=message.channel, category=MARKETING
+                )
+                .filter(
+                    Q(sent_at__gt=now - self.cap.period)
+                    | Q(status=OutboxMessage.Status.PENDING, sending_since__isnull=False)
+                )
+                .count()
+            )
+            if self.cap.allows(sent_in_period=sent):
+                return bool(ours.update(sending_since=now))
+            ours.update(
+                status=OutboxMessage.Status.SKIPPED,
+                reason="frequency_cap",
+                error=f"Over the frequency cap {self.cap.text}: {sent} sent already.",
+                leased_until=None,
+            )
+            return False
 
 
 class _Unsendable(Exception):
