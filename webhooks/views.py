@@ -1,0 +1,36 @@
+"""The Webhooks page: endpoints (account-wide, so not under a journey) and their recent
+deliveries, with "Send a test event". For Publishers and admins: an endpoint sees every
+journey's conversions."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import permission_required
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from webhooks.actions import send_test_event
+from webhooks.models import WebhookDelivery, WebhookEndpoint
+
+RECENT_DELIVERIES = 50
+
+
+@permission_required("journeys.publish_journey", raise_exception=True)
+def webhook_list(request):
+    endpoints = WebhookEndpoint.objects.order_by("id")
+    deliveries = WebhookDelivery.objects.select_related("event", "endpoint").order_by("-id")[
+        :RECENT_DELIVERIES
+    ]
+    return render(
+        request,
+        "webhooks/list.html",
+        {"endpoints": endpoints, "deliveries": deliveries, "nav": "webhooks"},
+    )
+
+
+@require_POST
+@permission_required("journeys.publish_journey", raise_exception=True)
+def send_test(request, endpoint_id: int):
+    endpoint = get_object_or_404(WebhookEndpoint, pk=endpoint_id)
+    send_test_event(endpoint=endpoint, now=timezone.now())
+    messages.success(request, f"A test event is on its way to {endpoint.url}.")
+    return redirect("webhooks:list")
