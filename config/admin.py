@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.utils import timezone
 
 from journeys.selectors import engine_status
-from webhooks.admin import warn_of_disabled_endpoints
+from webhooks.views import warn_of_disabled_endpoints
 
 
 class WaypointAdminSite(admin.AdminSite):

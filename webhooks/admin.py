@@ -1,21 +1,9 @@
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.utils import timezone
 
 from webhooks.actions import enable_endpoints, send_test_event
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
-
-
-def warn_of_disabled_endpoints(request) -> None:
-    """The admin's notice (on its index and the endpoints' list) of endpoints that a day
-    of failed deliveries disabled."""
-    disabled = WebhookEndpoint.objects.filter(enabled=False).count()
-    if disabled:
-        messages.warning(
-            request,
-            f"{disabled} webhook endpoint(s) disabled after a day of failed deliveries: in "
-            "Webhook endpoints, filter by Enabled: No, fix the receiver, then use “Enable "
-            "selected endpoints”.",
-        )
+from webhooks.views import warn_of_disabled_endpoints
 
 
 @admin.action(description="Enable selected endpoints (their pending deliveries go at once)")

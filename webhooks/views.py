@@ -34,3 +34,16 @@ def send_test(request, endpoint_id: int):
     send_test_event(endpoint=endpoint, now=timezone.now())
     messages.success(request, f"A test event is on its way to {endpoint.url}.")
     return redirect("webhooks:list")
+
+
+def warn_of_disabled_endpoints(request) -> None:
+    """The admin's notice (on its index and the endpoints' list) of endpoints that a day
+    of failed deliveries disabled."""
+    disabled = WebhookEndpoint.objects.filter(enabled=False).count()
+    if disabled:
+        messages.warning(
+            request,
+            f"{disabled} webhook endpoint(s) disabled after a day of failed deliveries: in "
+            "Webhook endpoints, filter by Enabled: No, fix the receiver, then use “Enable "
+            "selected endpoints”.",
+        )
