@@ -46,6 +46,12 @@ class EndpointInvalid(Exception):
         self.errors = errors
 
 
+def _forget_now_and_on_commit() -> None:
+    # Now, for this transaction's own facts; on commit, for a read made meanwhile.
+    forget_subscriptions()
+    transaction.on_commit(forget_subscriptions)
+
+
 def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
@@ -94,7 +100,7 @@ def create_endpoint(*, url: object, events: object, now: datetime) -> WebhookEnd
     endpoint = WebhookEndpoint.objects.create(
         url=url.strip(), events=list(dict.fromkeys(events)), secret=new_secret(), created_at=now
     )
-    transaction.on_commit(forget_subscriptions)
+    _forget_now_and_on_commit()
     return endpoint
 
 
@@ -103,7 +109,7 @@ def delete_endpoint(*, endpoint: WebhookEndpoint) -> None:
     """Delete the endpoint with its deliveries and their log. Safe to run twice: the
     second finds nothing to delete."""
     WebhookEndpoint.objects.filter(pk=endpoint.pk).delete()
-    transaction.on_commit(forget_subscriptions)
+    _forget_now_and_on_commit()
 
 
 @transaction.atomic
@@ -117,7 +123,7 @@ def enable_endpoints(*, endpoints, now: datetime) -> int:
     WebhookDelivery.objects.filter(
         endpoint_id__in=ids, status=WebhookDelivery.Status.PENDING
     ).update(due_at=now)
-    transaction.on_commit(forget_subscriptions)
+    _forget_now_and_on_commit()
     if ids:
         wake("deliver_webhooks")
     return len(ids)
@@ -309,4 +315,4 @@ def _record_attempt(
         disabled_at=now,
         disabled_reason=f"Every attempt failed for more than a day; the last: {error}"[:2000],
     ):
-        transaction.on_commit(forget_subscriptions)
+        _forget_now_and_on_commit()
