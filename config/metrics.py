@@ -115,8 +115,10 @@ class DatabaseCollector:
         events = CounterMetricFamily(
             "waypoint_events_ingested", "Events stored, by source.", labels=["source"]
         )
-        for source, count in Event.objects.values_list("source").annotate(n=Count("id")):
-            events.add_metric([source], count)
+        # Every known label value, zero included, so a series exists before its first fact.
+        found = dict(Event.objects.values_list("source").annotate(n=Count("id")))
+        for source in Event.Source.values:
+            events.add_metric([source], found.get(source, 0))
         yield events
         yield CounterMetricFamily(
             "waypoint_steps_advanced",
@@ -128,10 +130,16 @@ class DatabaseCollector:
             "Outbox messages by channel and status.",
             labels=["channel", "status"],
         )
-        for channel, status, count in OutboxMessage.objects.values_list(
-            "channel", "status"
-        ).annotate(n=Count("id")):
-            messages.add_metric([channel, status], count)
+        found = {
+            (channel, status): count
+            for channel, status, count in OutboxMessage.objects.values_list(
+                "channel", "status"
+            ).annotate(n=Count("id"))
+        }
+        for channel in OutboxMessage.Channel.values:
+            for status in OutboxMessage.Status.values:
+                messages.add_metric([channel, status], found.get((channel, status), 0))
+
         yield messages
         yield CounterMetricFamily(
             "waypoint_conversion_awards",
@@ -141,8 +149,9 @@ class DatabaseCollector:
         deliveries = CounterMetricFamily(
             "waypoint_webhook_deliveries", "Webhook deliveries by status.", labels=["status"]
         )
-        for status, count in WebhookDelivery.objects.values_list("status").annotate(n=Count("id")):
-            deliveries.add_metric([status], count)
+        found = dict(WebhookDelivery.objects.values_list("status").annotate(n=Count("id")))
+        for status in WebhookDelivery.Status.values:
+            deliveries.add_metric([status], found.get(status, 0))
         yield deliveries
         yield GaugeMetricFamily(
             "waypoint_webhook_endpoints_disabled",
