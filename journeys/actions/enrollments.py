@@ -448,7 +448,7 @@ def _advance_batch(
                 "journey": run.journey.key,
                 "version": run.version.number,
                 "exit_reason": run.exit_reason,
-                "step": run.current_step or None,
+                "step": run.path[-1] if run.path else None,
             }
             for run, outcome in results
             if outcome.ended and outcome.state == Enrollment.State.EXITED

@@ -313,11 +313,11 @@ def _match_events(events: list[Event], *, now: datetime) -> int:
                     "journey": journey,
                     "version": number,
                     "exit_reason": reason,
-                    "step": step or None,
+                    "step": path[-1] if path else None,
                 }
-                for pk, contact, journey, number, step in Enrollment.objects.filter(
+                for pk, contact, journey, number, path in Enrollment.objects.filter(
                     pk__in=sorted(ids), state=Enrollment.State.EXITED, ended_at=now
-                ).values_list("pk", "contact_id", "journey__key", "version__number", "current_step")
+                ).values_list("pk", "contact_id", "journey__key", "version__number", "path")
             ),
             now=now,
         )

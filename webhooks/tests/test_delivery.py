@@ -69,6 +69,7 @@ def test_the_engines_facts_reach_the_receiver_signed_by_the_standard(private_all
     assert by_type["conversion.awarded"]["key"] == "paid"
     assert by_type["goal.achieved"]["key"] == "made"
     assert by_type["enrollment.exited"]["exit_reason"] == "Exit step 'out'"
+    assert by_type["enrollment.exited"]["step"] == "out"
     # The contact has no email address: the message fails, and says why.
     assert by_type["message.failed"]["error"].startswith("The contact has no email address")
     headers = receiver.requests[0]["headers"]
@@ -302,3 +303,22 @@ def test_viewers_and_editors_cannot_see_the_page_or_send_tests(
         assert client.get("/webhooks/").status_code == 403
         assert client.post(f"/webhooks/{endpoint.pk}/test/").status_code == 403
     assert not WebhookEvent.objects.exists()
+
+
+def test_an_exit_by_exit_when_is_reported_once(private_allowed, receiver):
+    endpoint = _endpoint(receiver.url, events=["enrollment.exited"])
+    live_journey(
+        [{"key": "w", "type": "wait", "duration": "P10D", "next": None}],
+        key="nurture",
+        exit_when=[{"type": "event", "event": "unsubscribed"}],
+    )
+    ingest_events(events=[{"id": "s1", "contact": "bo", "name": "signed_up"}])
+    run_due()
+    assert receiver.requests == []
+    ingest_events(events=[{"id": "u1", "contact": "bo", "name": "unsubscribed"}])
+    run_due()
+    (body,) = _verified(receiver, endpoint.secret)
+    assert body["type"] == "enrollment.exited"
+    assert body["data"]["contact"] == {"external_id": "bo"}
+    assert body["data"]["journey"] == "nurture" and body["data"]["step"] == "w"
+    assert "unsubscribed" in body["data"]["exit_reason"]
