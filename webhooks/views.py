@@ -1,6 +1,7 @@
 """The Webhooks page: endpoints (account-wide, so not under a journey) and their recent
-deliveries, with "Send a test event". For Publishers and admins: an endpoint sees every
-journey's conversions."""
+deliveries, with "Send a test event". Like every page, Viewers read it (no secret is ever
+on it) and Editors act on it: a test event changes nothing but the receiver's log.
+Endpoints themselves are made through the API, which shows the secret once."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
@@ -14,7 +15,7 @@ from webhooks.models import WebhookDelivery, WebhookEndpoint
 RECENT_DELIVERIES = 50
 
 
-@permission_required("journeys.publish_journey", raise_exception=True)
+@permission_required("journeys.view_journey", raise_exception=True)
 def webhook_list(request):
     endpoints = WebhookEndpoint.objects.order_by("id")
     deliveries = WebhookDelivery.objects.select_related("event", "endpoint").order_by("-id")[
@@ -23,12 +24,17 @@ def webhook_list(request):
     return render(
         request,
         "webhooks/list.html",
-        {"endpoints": endpoints, "deliveries": deliveries, "nav": "webhooks"},
+        {
+            "endpoints": endpoints,
+            "deliveries": deliveries,
+            "nav": "webhooks",
+            "can_test": request.user.has_perm("journeys.change_journey"),
+        },
     )
 
 
 @require_POST
-@permission_required("journeys.publish_journey", raise_exception=True)
+@permission_required("journeys.change_journey", raise_exception=True)
 def send_test(request, endpoint_id: int):
     endpoint = get_object_or_404(WebhookEndpoint, pk=endpoint_id)
     send_test_event(endpoint=endpoint, now=timezone.now())
