@@ -1,20 +1,11 @@
-"""A real HTTP receiver in a thread, and a clean subscription cache around every test (the
-cache is per process, and a test's endpoints vanish with its rollback)."""
+"""A real HTTP receiver in a thread (the subscription cache is cleared around every test by
+the root conftest)."""
 
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
-from webhooks.outbox import forget_subscriptions
-
-
-@pytest.fixture(autouse=True)
-def fresh_subscriptions():
-    forget_subscriptions()
-    yield
-    forget_subscriptions()
 
 
 class Receiver:
