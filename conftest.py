@@ -8,6 +8,7 @@ import time
 import pytest
 
 from journeys.tests.factories import UserFactory
+from webhooks.outbox import forget_subscriptions
 
 CHROMIUM_PATH = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -50,6 +51,15 @@ class ApiClient:
 
     def delete(self, path, **kwargs):
         return self.client.delete(path, headers=self.headers, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def fresh_webhook_subscriptions():
+    """Each process caches the subscribed webhook types; a test's endpoints vanish with its
+    rollback, so no test may inherit another's cache."""
+    forget_subscriptions()
+    yield
+    forget_subscriptions()
 
 
 @pytest.fixture

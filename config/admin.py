@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.utils import timezone
 
 from journeys.selectors import engine_status
+from webhooks.views import warn_of_disabled_endpoints
 
 
 class WaypointAdminSite(admin.AdminSite):
@@ -12,4 +13,5 @@ class WaypointAdminSite(admin.AdminSite):
 
     def index(self, request, extra_context=None):
         extra_context = {**(extra_context or {}), "engine": engine_status(now=timezone.now())}
+        warn_of_disabled_endpoints(request)
         return super().index(request, extra_context)

@@ -20,6 +20,7 @@ from journeys.auth import ApiError
 from journeys.parsers import BodyError, JsonParser
 from journeys.ratelimit import RateLimited
 from reporting.api import router as reporting_router
+from webhooks.api import router as webhooks_router
 
 logger = logging.getLogger(__name__)
 
@@ -147,3 +148,4 @@ def _unexpected(request, exc):
 
 api.add_router("", journeys_router)
 api.add_router("", reporting_router)
+api.add_router("", webhooks_router)

@@ -6,6 +6,7 @@ from django.views.generic import RedirectView
 
 from config.api import api
 from config.health import healthz
+from config.metrics import metrics
 from journeys.audit import journey_audit_page
 
 
@@ -32,6 +33,8 @@ urlpatterns = [
     path("", include("conversions.urls")),
     path("", include("reporting.urls")),
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics, name="metrics"),
+    path("webhooks/", include("webhooks.urls")),
 ]
 
 # A database outage answers 503 with Retry-After rather than a generic 500.

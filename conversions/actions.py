@@ -30,6 +30,7 @@ from journeys.definition import (
 )
 from journeys.definition import Goal as GoalDefinition
 from journeys.models import Enrollment, Event, Journey, JourneyVersion
+from webhooks.outbox import enqueue_webhook_events
 
 logger = logging.getLogger(__name__)
 
@@ -603,9 +604,26 @@ def award_conversions(*, requests: Iterable[AwardRequest], now: datetime.datetim
     # Awards first, then their events, in every caller: the transaction that wins an award's
     # row is the one that also stores its event.
     counted = insert_rows(
-        ConversionAward, [award for award, _ in rows], ignore_conflicts=True, returning=("id",)
+        ConversionAward,
+        [award for award, _ in rows],
+        ignore_conflicts=True,
+        returning=("conversion", "enrollment", "dedupe_key"),
     )
     insert_rows(Event, [event for _, event in rows], ignore_conflicts=True)
+    stored = set(counted)
+    enqueue_webhook_events(
+        event_type="conversion.awarded",
+        facts=(
+            {
+                **event["properties"],
+                "contact_id": award["contact"],
+                "enrollment": award["enrollment"],
+            }
+            for award, event in rows
+            if (award["conversion"], award["enrollment"], award["dedupe_key"]) in stored
+        ),
+        now=now,
+    )
     return len(counted)
 
 
@@ -654,5 +672,18 @@ def record_goal_achievements(
                 cause_depth=request.cause_depth,
             )
         )
-    insert_rows(GoalAchievement, achievements, ignore_conflicts=True)
+    stored = set(
+        insert_rows(
+            GoalAchievement, achievements, ignore_conflicts=True, returning=("goal", "enrollment")
+        )
+    )
     insert_rows(Event, events, ignore_conflicts=True)
+    enqueue_webhook_events(
+        event_type="goal.achieved",
+        facts=(
+            {**event["properties"], "contact_id": row["contact"], "enrollment": row["enrollment"]}
+            for row, event in zip(achievements, events, strict=True)
+            if (row["goal"], row["enrollment"]) in stored
+        ),
+        now=now,
+    )

@@ -12,6 +12,7 @@ from journeys.actions.enrollments import advance_due_enrollments
 from journeys.actions.events import process_pending_events
 from journeys.actions.messages import deliver_due_messages
 from journeys.actions.sweep import enqueue_due_work
+from webhooks.actions import deliver_due_webhooks
 
 # Each task takes at most this many batches, then hands over (re-enqueuing itself if work
 # is left), so one long backlog is shared between workers.
@@ -52,6 +53,18 @@ def deliver_messages() -> int:
         sent = deliver_due_messages(now=timezone.now())
         done += sent
         if sent < settings.ENGINE_BATCH_SIZE:
+            return done
+    enqueue_due_work(now=timezone.now())
+    return done
+
+
+@shared_task(name="journeys.deliver_webhooks")
+def deliver_webhooks() -> int:
+    done = 0
+    while done < _limit():
+        handled = deliver_due_webhooks(now=timezone.now())
+        done += handled
+        if not handled:
             return done
     enqueue_due_work(now=timezone.now())
     return done

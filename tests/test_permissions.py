@@ -15,17 +15,19 @@ import pytest
 from django.contrib import admin
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
 
 from conversions.models import Conversion, Goal, Revision
 from journeys.actions.versions import create_journey, publish_version, save_draft_version
 from journeys.models import Contact, Journey, JourneyVersion
 from journeys.tests.factories import ContactFactory, UserFactory
 from reporting import selectors
+from webhooks.models import WebhookEndpoint
 
 pytestmark = pytest.mark.django_db
 
 # Pages anyone may open, and what they answer.
-PUBLIC = {"login", "logout", "healthz", None}
+PUBLIC = {"login", "logout", "healthz", "metrics", None}
 # Pages whose GET already needs the right to edit.
 EDIT_TO_VIEW = {"journeys:create"}
 # Pages whose POST changes something; every other page only reads. A new page route must be
@@ -48,6 +50,7 @@ WRITE_ROUTES = {
     "conversions:goal-add",
     "conversions:goal",
     "conversions:goal-archive",
+    "webhooks:test",
 }
 READ_ROUTES = {
     "journeys:list",
@@ -61,6 +64,7 @@ READ_ROUTES = {
     "reporting:report_csv",
     "reporting:report_panel",
     "reporting:path_contacts",
+    "webhooks:list",
 }
 # Query strings some read-only pages need to answer 200.
 QUERIES = {"reporting:path_contacts": "?path=hello,check"}
@@ -109,6 +113,7 @@ VALUES = {
     "goal_key": "activated",
     "external_id": "ann",
     "panel": selectors.SLOW_PANELS[0],
+    "endpoint_id": "1",
 }
 
 
@@ -129,6 +134,9 @@ def world():
     publish_version(version=version)
     save_draft_version(journey=journey, definition={**DEFINITION, "name": "Matrix v2"})
     ContactFactory(external_id="ann")
+    WebhookEndpoint.objects.create(
+        pk=1, url="https://93.184.215.14/hook", events=["goal.achieved"], created_at=timezone.now()
+    )
 
 
 @pytest.fixture

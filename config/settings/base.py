@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "journeys",
     "conversions",
     "reporting",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -80,6 +81,8 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "csp.middleware.CSPMiddleware",
     "auditlog.middleware.AuditlogMiddleware",
+    # After sessions and auth, before axes: it times the view and names it by its route.
+    "config.metrics.RequestLatencyMiddleware",
     # Last, as django-axes asks: it turns a locked-out login into the lockout page.
     "axes.middleware.AxesMiddleware",
 ]
@@ -224,6 +227,19 @@ EVENT_CHAIN_MAX_DEPTH = 8
 # Off only where the engine runs in the same process anyway (seed_demo).
 ENGINE_WAKEUPS = env.bool("ENGINE_WAKEUPS", default=True)
 
+# Webhooks out (webhooks/, docs/integrations.md). Private, loopback and link-local
+# addresses (and plain http) are refused unless this is true: development and tests only.
+WEBHOOK_ALLOW_PRIVATE = env.bool("WEBHOOK_ALLOW_PRIVATE", default=False)
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)
+# Deliveries per batch: with the timeout, well inside ENGINE_LEASE_SECONDS.
+WEBHOOK_BATCH_SIZE = env.int("WEBHOOK_BATCH_SIZE", default=20)
+# How long a process trusts its cached set of subscribed event types.
+WEBHOOK_SUBSCRIPTIONS_TTL_SECONDS = env.float("WEBHOOK_SUBSCRIPTIONS_TTL_SECONDS", default=10.0)
+
+# Prometheus metrics at /metrics, for a scraper sending "Authorization: Bearer <token>";
+# without a token set the endpoint answers 404.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
 # API limits.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=512 * 1024)
 API_MAX_EVENTS_PER_BATCH = 1000
@@ -318,7 +334,7 @@ SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 # Load balancers probe /healthz over plain HTTP inside the network.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 # /healthz answers 503 once any due work (pending event, due enrollment, pending message) has
 # waited longer than this: the workers are down or cannot keep up.
 HEALTH_MAX_DUE_SECONDS = env.float("HEALTH_MAX_DUE_SECONDS", default=300.0)

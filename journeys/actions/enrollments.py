@@ -39,6 +39,7 @@ from journeys.models import (
     StepVisit,
 )
 from journeys.wakeups import wake
+from webhooks.outbox import enqueue_webhook_events
 
 logger = logging.getLogger(__name__)
 
@@ -438,6 +439,22 @@ def _advance_batch(
 
     if results:
         bulk_update_rows(Enrollment, [run for run, _ in results], _ENROLLMENT_FIELDS)
+    enqueue_webhook_events(
+        event_type="enrollment.exited",
+        facts=(
+            {
+                "contact_id": run.contact_id,
+                "enrollment": run.pk,
+                "journey": run.journey.key,
+                "version": run.version.number,
+                "exit_reason": run.exit_reason,
+                "step": run.path[-1] if run.path else None,
+            }
+            for run, outcome in results
+            if outcome.ended and outcome.state == Enrollment.State.EXITED
+        ),
+        now=now,
+    )
     visit_ids = {
         (enrollment_id, seq): pk
         for pk, enrollment_id, seq in insert_rows(

@@ -20,6 +20,7 @@ from journeys.bulk import claim, insert_rows, retrying_deadlocks, share_lock
 from journeys.flows import live_flows, load_flows
 from journeys.models import Contact, Enrollment, Event
 from journeys.wakeups import wake
+from webhooks.outbox import enqueue_webhook_events
 
 logger = logging.getLogger(__name__)
 
@@ -302,6 +303,23 @@ def _match_events(events: list[Event], *, now: datetime) -> int:
         ids -= exited
         Enrollment.objects.filter(pk__in=sorted(ids), state=Enrollment.State.ACTIVE).update(
             **end_fields(Enrollment.State.EXITED, now, reason)
+        )
+        enqueue_webhook_events(
+            event_type="enrollment.exited",
+            facts=(
+                {
+                    "contact_id": contact,
+                    "enrollment": pk,
+                    "journey": journey,
+                    "version": number,
+                    "exit_reason": reason,
+                    "step": path[-1] if path else None,
+                }
+                for pk, contact, journey, number, path in Enrollment.objects.filter(
+                    pk__in=sorted(ids), state=Enrollment.State.EXITED, ended_at=now
+                ).values_list("pk", "contact_id", "journey__key", "version__number", "path")
+            ),
+            now=now,
         )
         exited |= ids
     if wakes - exited:

@@ -23,6 +23,7 @@ from journeys.delivery_rules import (
 from journeys.message_templates import render_message
 from journeys.models import Contact, Enrollment, OutboxMessage
 from journeys.sms import get_sms_backend
+from webhooks.outbox import enqueue_webhook_events
 
 MESSAGE_MAX_ATTEMPTS = 5
 
@@ -104,12 +105,14 @@ def deliver_due_messages(*, limit: int | None = None, now: datetime) -> int:
         try:
             prepared = _prepare(message, contacts.get(message.contact_id))
         except _Unsendable as exc:
-            ours.update(status=OutboxMessage.Status.FAILED, error=str(exc)[:2000])
+            _fail(ours, message, now=now, error=str(exc)[:2000])
             continue
         except Exception as exc:
             # Whatever one message's data does to the code that builds it, the rest go on.
-            ours.update(
-                status=OutboxMessage.Status.FAILED,
+            _fail(
+                ours,
+                message,
+                now=now,
                 error=f"Could not prepare the message: {type(exc).__name__}: {exc}"[:2000],
             )
             continue
@@ -297,8 +300,10 @@ def _record_send_error(message: OutboxMessage, error: str, *, now: datetime) -> 
     # The provider refused: nothing went out, so the message may be tried again.
     row = OutboxMessage.objects.filter(pk=message.pk, status=OutboxMessage.Status.PENDING)
     if message.attempts >= MESSAGE_MAX_ATTEMPTS:
-        row.update(
-            status=OutboxMessage.Status.FAILED,
+        _fail(
+            row,
+            message,
+            now=now,
             error=f"Gave up after {message.attempts} attempts; last error: {error}"[:2000],
             sending_since=None,
             leased_until=None,
@@ -312,13 +317,36 @@ def _record_send_error(message: OutboxMessage, error: str, *, now: datetime) -> 
         )
 
 
+def _fail(rows: QuerySet, message: OutboxMessage, *, now: datetime, **fields) -> None:
+    """Mark the message failed, if `rows` still selects it, and report it on the
+    `message.failed` webhook in the same transaction."""
+    with transaction.atomic():
+        if rows.update(status=OutboxMessage.Status.FAILED, **fields):
+            enqueue_webhook_events(
+                event_type="message.failed",
+                facts=[
+                    {
+                        "contact_id": message.contact_id,
+                        "message": message.pk,
+                        "enrollment": message.enrollment_id,
+                        "channel": message.channel,
+                        "step": message.step_key,
+                        "error": fields["error"],
+                    }
+                ],
+                now=now,
+            )
+
+
 def _fail_stuck_messages(*, now: datetime) -> None:
     pending = OutboxMessage.objects.filter(status=OutboxMessage.Status.PENDING)
     for row in pending.filter(sending_since__isnull=False, leased_until__lt=now).only(
-        "pk", "sending_since"
+        "pk", "sending_since", "contact_id", "enrollment_id", "channel", "step_key"
     ):
-        pending.filter(pk=row.pk, sending_since=row.sending_since, leased_until__lt=now).update(
-            status=OutboxMessage.Status.FAILED,
+        _fail(
+            pending.filter(pk=row.pk, sending_since=row.sending_since, leased_until__lt=now),
+            row,
+            now=now,
             error=OUTCOME_UNKNOWN.format(since=row.sending_since.isoformat()),
             sending_since=None,
             leased_until=None,

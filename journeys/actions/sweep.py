@@ -14,6 +14,8 @@ from journeys.actions.events import process_pending_events
 from journeys.actions.messages import deliver_due_messages
 from journeys.models import Enrollment, Event, OutboxMessage
 from journeys.wakeups import wake
+from webhooks.actions import deliver_due_webhooks
+from webhooks.models import WebhookDelivery, WebhookEvent
 
 
 def enqueue_due_work(*, now: datetime) -> list[str]:
@@ -34,24 +36,36 @@ def enqueue_due_work(*, now: datetime) -> list[str]:
         due_at__lte=now,
     ).exists():
         due.append("deliver_messages")
+    if (
+        WebhookEvent.objects.filter(fanned_out=False).exists()
+        or WebhookDelivery.objects.filter(
+            Q(leased_until__isnull=True) | Q(leased_until__lt=now),
+            status=WebhookDelivery.Status.PENDING,
+            due_at__lte=now,
+            endpoint__enabled=True,
+        ).exists()
+    ):
+        due.append("deliver_webhooks")
     for task_name in due:
         wake(task_name)
     return due
 
 
 def run_due(*, now: datetime | None = None, max_rounds: int = 1000) -> dict[str, int]:
-    """Process every pending event, due enrollment and due message, in this process, until
+    """Process every pending event, due enrollment, message and webhook, in this process, until
     nothing is due (`manage.py run_due`). Safe alongside workers: it claims work the same way.
     Returns how many of each were handled."""
-    totals = {"events": 0, "enrollments": 0, "messages": 0}
+    totals = {"events": 0, "enrollments": 0, "messages": 0, "webhooks": 0}
     for _ in range(max_rounds):
         moment = now or timezone.now()
         events = process_pending_events(now=moment)
         enrollments = advance_due_enrollments(now=moment)
         messages = deliver_due_messages(now=moment)
+        webhooks = deliver_due_webhooks(now=moment)
         totals["events"] += events
         totals["enrollments"] += enrollments
         totals["messages"] += messages
-        if not (events or enrollments or messages):
+        totals["webhooks"] += webhooks
+        if not (events or enrollments or messages or webhooks):
             break
     return totals

@@ -90,7 +90,7 @@ def test_trigger_event_runs_the_contact_through_every_step_and_delivers_the_emai
     assert mail.outbox[0].subject == "Welcome Ann"
     assert mail.outbox[0].body == "Hello Ann, your plan is pro."
     assert mail.outbox[0].to == ["ann@example.com"]
-    assert totals == {"events": 2, "enrollments": 1, "messages": 1}
+    assert totals == {"events": 2, "enrollments": 1, "messages": 1, "webhooks": 0}
 
 
 def test_a_wait_of_days_is_due_exactly_when_it_should_be():
