@@ -171,8 +171,8 @@ class DatabaseCollector:
         )
         for reason, count in (
             OutboxMessage.objects.filter(status=OutboxMessage.Status.FAILED)
-            .annotate(reason=_message_reason())
-            .values_list("reason")
+            .annotate(failure=_message_reason())
+            .values_list("failure")
             .annotate(n=Count("id"))
         ):
             failures.add_metric(["messages", reason], count)
