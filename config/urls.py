@@ -1,7 +1,13 @@
+import functools
+import logging
+
+from anymail import urls as anymail_urls
+from anymail.exceptions import AnymailWebhookValidationFailure
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
-from django.urls import include, path
+from django.http import HttpResponseForbidden
+from django.urls import URLPattern, include, path
 from django.views.generic import RedirectView
 
 from config.api import api
@@ -19,6 +25,34 @@ def _login_not_required(urls):
     return urls
 
 
+logger = logging.getLogger(__name__)
+
+
+def _forbidden_when_unverified(view):
+    """anymail answers a webhook whose signature or basic auth does not verify with 400
+    (Django's SuspiciousOperation); issue 13 asks for 403, which also tells a provider's
+    dashboard that the credentials, not the payload, are wrong. Nothing is recorded: the
+    view raises before it sends any signal."""
+
+    @functools.wraps(view)
+    def guarded(request, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except AnymailWebhookValidationFailure as error:
+            logger.warning("Email webhook refused (%s): %s", request.path, error)
+            return HttpResponseForbidden("Webhook signature or credentials do not verify.")
+
+    return guarded
+
+
+# One tracking endpoint per provider, /webhooks/email/<provider>/tracking/, each with the
+# provider's own checks (anymail's views: they are csrf-exempt and need no login).
+EMAIL_WEBHOOKS = [
+    path(str(p.pattern), _forbidden_when_unverified(p.callback), name=p.name)
+    for p in anymail_urls.urlpatterns
+    if isinstance(p, URLPattern) and str(p.pattern).endswith("/tracking/")
+]
+
 # Every page needs a login (LoginRequiredMiddleware) except the ones marked here and in
 # their views (the login page, /healthz); the admin sends to its own login page.
 urlpatterns = [
@@ -27,6 +61,7 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", login_not_required(auth_views.LogoutView.as_view()), name="logout"),
     path("api/v1/", _login_not_required(api.urls)),
+    path("webhooks/email/", include((EMAIL_WEBHOOKS, "anymail"))),
     path("journeys/<slug:key>/audit/", journey_audit_page, name="journey-audit"),
     path("", include("journeys.urls")),
     path("", include("conversions.urls")),
