@@ -12,7 +12,7 @@ import pytest
 from anymail.signals import AnymailTrackingEvent
 from django.core import mail
 
-from journeys.actions.delivery import record_delivery_event
+from journeys.actions.delivery import record_delivery_events
 from journeys.actions.messages import message_id
 from journeys.models import Contact, DeliveryEvent, OutboxMessage
 from journeys.tests.actions.scenarios import T0, run, send
@@ -258,7 +258,7 @@ def test_a_bounce_of_an_address_the_contact_has_replaced_leaves_the_new_one_subs
         recipient="ann@example.com",
         metadata={"outbox_id": str(sent.pk)},
     )
-    assert record_delivery_event(event=event, provider="Postmark", now=T0)
+    assert record_delivery_events(events=[event], provider="Postmark", now=T0)
     sent.refresh_from_db()
     assert sent.status == OutboxMessage.Status.BOUNCED
     assert Contact.objects.get().subscriptions["email"] == "subscribed"
@@ -281,7 +281,7 @@ def test_feedback_does_not_touch_a_message_being_sent_but_keeps_its_times(sent):
     event = AnymailTrackingEvent(
         event_type="delivered", event_id="d1", metadata={"outbox_id": str(sent.pk)}
     )
-    record_delivery_event(event=event, provider="Postmark", now=T0)
+    record_delivery_events(events=[event], provider="Postmark", now=T0)
     sent.refresh_from_db()
     assert sent.status == OutboxMessage.Status.PENDING
     assert sent.delivered_at == T0

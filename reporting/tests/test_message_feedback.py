@@ -9,7 +9,7 @@ import pytest
 from anymail.signals import AnymailTrackingEvent
 
 from conversions.tests.factories import ConversionFactory
-from journeys.actions.delivery import record_delivery_event
+from journeys.actions.delivery import record_delivery_events
 from journeys.models import OutboxMessage
 from journeys.tests.factories import JourneyFactory, JourneyVersionFactory
 from reporting import selectors
@@ -32,7 +32,7 @@ def feedback(enrollment, step, *events):
             event_id=f"{message.pk}-{n}",
             metadata={"outbox_id": str(message.pk)},
         )
-        assert record_delivery_event(event=event, provider="Test", now=T0 + at)
+        assert record_delivery_events(events=[event], provider="Test", now=T0 + at)
 
 
 @pytest.fixture
