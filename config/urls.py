@@ -13,6 +13,7 @@ from django.views.generic import RedirectView
 from config.api import api
 from config.health import healthz
 from journeys.audit import journey_audit_page
+from journeys.clicks import click_redirect
 
 
 def _login_not_required(urls):
@@ -62,6 +63,7 @@ urlpatterns = [
     path("accounts/logout/", login_not_required(auth_views.LogoutView.as_view()), name="logout"),
     path("api/v1/", _login_not_required(api.urls)),
     path("webhooks/email/", include((EMAIL_WEBHOOKS, "anymail"))),
+    path("c/<str:token>", click_redirect, name="click"),
     path("journeys/<slug:key>/audit/", journey_audit_page, name="journey-audit"),
     path("", include("journeys.urls")),
     path("", include("conversions.urls")),

@@ -194,6 +194,10 @@ ANYMAIL = {
     for name, value in os.environ.items()
     if name.startswith("ANYMAIL_") and value
 }
+# Our own click tracking (journeys/clicks.py): links in HTML emails become signed redirects.
+CLICK_TRACKING = env.bool("CLICK_TRACKING", default=False)
+# Where links in messages point (contract 6.1): the public address of this installation.
+PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Waypoint <journeys@localhost>")
 # Dotted path of the SMS backend class; the console one prints, a provider's sends.
 SMS_BACKEND = env.str("SMS_BACKEND", default="journeys.sms.ConsoleSMSBackend")

@@ -12,6 +12,7 @@ from django.db.models import F, Q, QuerySet
 
 from journeys import engine
 from journeys.bulk import claim
+from journeys.links import track_email_clicks
 from journeys.message_templates import render_message
 from journeys.models import Contact, OutboxMessage
 from journeys.sms import get_sms_backend
@@ -190,6 +191,7 @@ class _Sender:
             # back in its tracking webhooks, so feedback finds the row (actions.delivery).
             email.metadata = {"outbox_id": str(message.pk)}
             email.tags = [message.step_key]
+            track_email_clicks(email, outbox_id=message.pk)
             email.send()
             status = getattr(email, "anymail_status", None)
             provider_id = getattr(status, "message_id", None)
