@@ -2,11 +2,11 @@ import functools
 import logging
 
 from anymail import urls as anymail_urls
-from anymail.exceptions import AnymailWebhookValidationFailure
+from anymail.exceptions import AnymailError, AnymailWebhookValidationFailure
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
-from django.http import HttpResponseForbidden
+from django.http import HttpResponseBadRequest, HttpResponseForbidden
 from django.urls import URLPattern, include, path
 from django.views.generic import RedirectView
 
@@ -33,7 +33,7 @@ def _forbidden_when_unverified(view):
     """anymail answers a webhook whose signature or basic auth does not verify with 400
     (Django's SuspiciousOperation); issue 13 asks for 403, which also tells a provider's
     dashboard that the credentials, not the payload, are wrong. Nothing is recorded: the
-    view raises before it sends any signal."""
+    view raises before it sends any signal. A body anymail cannot parse is a 400."""
 
     @functools.wraps(view)
     def guarded(request, *args, **kwargs):
@@ -42,6 +42,12 @@ def _forbidden_when_unverified(view):
         except AnymailWebhookValidationFailure as error:
             logger.warning("Email webhook refused (%s): %s", request.path, error)
             return HttpResponseForbidden("Webhook signature or credentials do not verify.")
+        except (ValueError, TypeError, KeyError, AttributeError, AnymailError):
+            # A body that is not the provider's JSON (anymail's parsers assume it is): a
+            # 400, not a 500 that the provider would retry for days. Logged with its
+            # traceback, in case it was the provider's format that changed.
+            logger.warning("Email webhook unreadable (%s)", request.path, exc_info=True)
+            return HttpResponseBadRequest("The webhook's body is not what this provider sends.")
 
     return guarded
 

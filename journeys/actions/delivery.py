@@ -156,7 +156,8 @@ def _find_messages(events: list[AnymailTrackingEvent]) -> dict[int, tuple[int, i
     rows = OutboxMessage.objects.filter(channel=OutboxMessage.Channel.EMAIL)
     by_metadata, by_provider, by_ours = {}, {}, {}
     for event in events:
-        outbox_id = str((event.metadata or {}).get("outbox_id", ""))
+        metadata = event.metadata if isinstance(event.metadata, dict) else {}
+        outbox_id = str(metadata.get("outbox_id", ""))
         provider_id = event.message_id.strip() if isinstance(event.message_id, str) else ""
         ours = OUR_MESSAGE_ID.fullmatch(provider_id)
         if outbox_id.isdigit():

@@ -285,3 +285,11 @@ def test_feedback_does_not_touch_a_message_being_sent_but_keeps_its_times(sent):
     sent.refresh_from_db()
     assert sent.status == OutboxMessage.Status.PENDING
     assert sent.delivered_at == T0
+
+
+@pytest.mark.parametrize("body", ["not json", "[1, 2]", '"x"'])
+@pytest.mark.parametrize("url", [POSTMARK_URL, MAILGUN_URL])
+def test_a_body_that_is_not_the_providers_json_is_a_400_not_a_500(client, webhooks, url, body):
+    client.raise_request_exception = False
+    response = client.post(url, body, content_type="application/json", **basic_auth())
+    assert response.status_code in (400, 403)
