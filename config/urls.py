@@ -3,6 +3,7 @@ import logging
 
 from anymail import urls as anymail_urls
 from anymail.exceptions import AnymailError, AnymailWebhookValidationFailure
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
@@ -37,6 +38,10 @@ def _forbidden_when_unverified(view):
 
     @functools.wraps(view)
     def guarded(request, *args, **kwargs):
+        if getattr(view.view_class, "warn_if_no_basic_auth", False) and not _webhook_secret():
+            # For providers that do not sign (Postmark...), basic auth is the only check:
+            # without it anyone could bounce or unsubscribe our contacts. anymail only warns.
+            return HttpResponseForbidden("Set ANYMAIL_WEBHOOK_SECRET to receive this webhook.")
         try:
             return view(request, *args, **kwargs)
         except AnymailWebhookValidationFailure as error:
@@ -52,12 +57,21 @@ def _forbidden_when_unverified(view):
     return guarded
 
 
+def _webhook_secret():
+    return getattr(settings, "ANYMAIL", {}).get("WEBHOOK_SECRET") or getattr(
+        settings, "ANYMAIL_WEBHOOK_SECRET", None
+    )
+
+
 # One tracking endpoint per provider, /webhooks/email/<provider>/tracking/, each with the
 # provider's own checks (anymail's views: they are csrf-exempt and need no login).
 EMAIL_WEBHOOKS = [
     path(str(p.pattern), _forbidden_when_unverified(p.callback), name=p.name)
     for p in anymail_urls.urlpatterns
-    if isinstance(p, URLPattern) and str(p.pattern).endswith("/tracking/")
+    # sendinblue/ is anymail's deprecated alias of brevo/.
+    if isinstance(p, URLPattern)
+    and str(p.pattern).endswith("/tracking/")
+    and not str(p.pattern).startswith("sendinblue/")
 ]
 
 # Every page needs a login (LoginRequiredMiddleware) except the ones marked here and in

@@ -293,3 +293,20 @@ def test_a_body_that_is_not_the_providers_json_is_a_400_not_a_500(client, webhoo
     client.raise_request_exception = False
     response = client.post(url, body, content_type="application/json", **basic_auth())
     assert response.status_code in (400, 403)
+
+
+def test_without_a_webhook_secret_unsigned_providers_are_refused(client, settings, sent):
+    # Postmark does not sign: without basic auth anyone could bounce our contacts.
+    settings.ANYMAIL = {"MAILGUN_WEBHOOK_SIGNING_KEY": SIGNING_KEY}
+    as_postmark(sent)
+    response = client.post(
+        POSTMARK_URL, json.dumps(postmark_bounce()), content_type="application/json"
+    )
+    assert response.status_code == 403
+    assert Contact.objects.get().subscriptions["email"] == "subscribed"
+    # Mailgun signs every post: its signature is enough.
+    body = mailgun_signed(mailgun_event("delivered", sent), "token-1")
+    assert (
+        client.post(MAILGUN_URL, json.dumps(body), content_type="application/json").status_code
+        == 200
+    )
