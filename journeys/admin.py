@@ -14,6 +14,7 @@ from journeys.actions.messages import retry_messages
 from journeys.models import (
     ApiKey,
     Contact,
+    DeliveryEvent,
     Enrollment,
     Event,
     Journey,
@@ -254,6 +255,19 @@ class OutboxMessageAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+@admin.register(DeliveryEvent)
+class DeliveryEventAdmin(ReadOnlyAdmin):
+    """What email providers reported, as recorded (journeys.actions.delivery)."""
+
+    list_display = ["message", "provider", "event_type", "occurred_at", "received_at"]
+    list_filter = ["provider", "event_type"]
+    search_fields = ["event_id", "message__provider_message_id", "message__recipient"]
+    date_hierarchy = "received_at"
+    ordering = ["-received_at"]
+    list_select_related = ["message"]
+    raw_id_fields = ["message"]
 
 
 @admin.action(description="Revoke selected keys")

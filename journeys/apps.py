@@ -1,3 +1,4 @@
+from anymail.signals import tracking
 from django.apps import AppConfig
 from django.core import checks
 from django.db.models.signals import pre_save
@@ -10,6 +11,7 @@ class JourneysConfig(AppConfig):
         # Imported here, not at the top: Django imports this module before any model is
         # loaded, and these modules import models. bulk registers the `__any` lookup.
         from journeys import bulk  # noqa: F401
+        from journeys.actions.delivery import receive_tracking_event
         from journeys.checks import check_vocabularies
         from journeys.signals import published_version_immutable
 
@@ -19,3 +21,5 @@ class JourneysConfig(AppConfig):
             dispatch_uid="audit-published-version-immutable",
         )
         checks.register(check_vocabularies)
+        # Email providers' delivery feedback, verified by anymail's webhook views.
+        tracking.connect(receive_tracking_event, dispatch_uid="journeys-delivery-feedback")

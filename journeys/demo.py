@@ -8,6 +8,12 @@ enrollments, visits, messages and awards the engine produced.
 
 Contact behaviour is drawn from a seeded random source with per-version odds, so version
 comparisons have something real to find and every run of the demo looks the same.
+
+Simulated: the email provider's feedback. No email leaves the demo, so nothing is really
+delivered, opened or clicked; `_simulate_delivery_feedback` draws those events and hands
+them to `record_delivery_events`, the action a provider's tracking webhook calls, so the
+report's delivered, opened, clicked, bounced and unsubscribed figures come from the real
+code path with made-up events.
 """
 
 import copy
@@ -17,13 +23,15 @@ import itertools
 import random
 from datetime import datetime, timedelta
 
+from anymail.signals import AnymailTrackingEvent, EventType
 from django.test import override_settings
 from django.utils import timezone
 
+from journeys.actions.delivery import record_delivery_events
 from journeys.actions.events import ingest_events
 from journeys.actions.sweep import run_due
 from journeys.actions.versions import create_journey, publish_version, save_draft_version
-from journeys.models import Contact, Enrollment, Journey, JourneyVersion
+from journeys.models import Contact, Enrollment, Journey, JourneyVersion, OutboxMessage
 
 EMAIL_FOOTER = "\n\n— The Waypoint team\nUnsubscribe: reply STOP."
 
@@ -543,7 +551,55 @@ def _play(*, contacts_per_day: int, days: int, rng: random.Random, out) -> dict:
         if out and day % 7 == 0:
             out.write(f"  day {day:2d} of {days}: {contacts} contacts, {events} events\n")
     run_due(now=end)
+    _simulate_delivery_feedback(end=end)
     return {"journeys": len(journeys), "contacts": contacts, "events": events}
+
+
+# Simulated provider feedback per email sent: (event, chance given the one before, delay).
+# About what a marketing list sees: 2% bounce, ~45% of delivered mail opened, a quarter of
+# the opens clicked, a few unsubscribes and complaints.
+FEEDBACK_ODDS = 0.98, 0.45, 0.25, 0.006, 0.001
+
+
+def _simulate_delivery_feedback(*, end: datetime) -> None:
+    """Provider feedback for every email the demo sent, drawn from its own seeded source
+    (so the contacts' draws stay as they were) and recorded by the webhooks' action."""
+    rng = random.Random(13)
+    delivered, opened, clicked, unsubscribed, complained = FEEDBACK_ODDS
+    emails = OutboxMessage.objects.filter(
+        channel=OutboxMessage.Channel.EMAIL, sent_at__isnull=False
+    ).order_by("pk")
+    batch = []
+    for pk, sent_at in emails.values_list("pk", "sent_at"):
+        at = sent_at + timedelta(seconds=rng.randint(2, 90))
+        if rng.random() >= delivered:
+            events = [(EventType.BOUNCED, at)]
+        else:
+            events = [(EventType.DELIVERED, at)]
+            if rng.random() < opened:
+                at += timedelta(minutes=rng.randint(5, 48 * 60))
+                events.append((EventType.OPENED, at))
+                if rng.random() < clicked:
+                    at += timedelta(seconds=rng.randint(10, 600))
+                    events.append((EventType.CLICKED, at))
+                if rng.random() < unsubscribed:
+                    events.append((EventType.UNSUBSCRIBED, at + timedelta(seconds=30)))
+                elif rng.random() < complained:
+                    events.append((EventType.COMPLAINED, at + timedelta(seconds=30)))
+        batch.extend(
+            AnymailTrackingEvent(
+                event_type=kind,
+                timestamp=when,
+                event_id=f"demo-{pk}-{n}",
+                metadata={"outbox_id": str(pk)},
+            )
+            for n, (kind, when) in enumerate(events)
+            if when <= end  # Later ones have not happened when the demo stops.
+        )
+        if len(batch) >= 1000:
+            record_delivery_events(events=batch, provider="Demo", now=end)
+            batch = []
+    record_delivery_events(events=batch, provider="Demo", now=end)
 
 
 def _event(contact: str, name: str, at: datetime, properties: dict) -> dict:

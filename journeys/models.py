@@ -13,6 +13,11 @@ def validate_timezone(value: str) -> None:
         raise ValidationError(str(exc)) from None
 
 
+def default_subscriptions() -> dict:
+    """Every channel subscribed until the contact, a bounce or a complaint says otherwise."""
+    return {"email": "subscribed", "sms": "subscribed"}
+
+
 class Contact(models.Model):
     external_id = models.CharField(max_length=255, unique=True)
     email = models.EmailField(blank=True, default="")
@@ -21,6 +26,7 @@ class Contact(models.Model):
     timezone = models.CharField(
         max_length=64, blank=True, default="", db_default="", validators=[validate_timezone]
     )
+    subscriptions = models.JSONField(default=default_subscriptions, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     erased_at = models.DateTimeField(null=True, blank=True)
@@ -277,6 +283,11 @@ class OutboxMessage(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
         SENT = "sent", "Sent"
+        DELIVERED = "delivered", "Delivered"
+        OPENED = "opened", "Opened"
+        CLICKED = "clicked", "Clicked"
+        BOUNCED = "bounced", "Bounced"
+        COMPLAINED = "complained", "Complained"
         FAILED = "failed", "Failed"
         SKIPPED = "skipped", "Skipped"
 
@@ -300,6 +311,20 @@ class OutboxMessage(models.Model):
     # than sent twice (journeys.actions.messages). Not a status: contract 6.1 lists those.
     sending_since = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # The id the email provider gave the message when it took it (anymail's
+    # `anymail_status.message_id`): its tracking webhooks name the message by it. A database
+    # default too: the engine inserts outbox rows in bulk, naming only the columns it sets.
+    provider_message_id = models.CharField(
+        max_length=255, blank=True, default="", db_default="", db_index=True
+    )
+    # Delivery feedback, the first time each happened (journeys.actions.delivery). The status
+    # only moves forward; these keep what it passed, so a message clicked was also opened.
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    clicked_at = models.DateTimeField(null=True, blank=True)
+    bounced_at = models.DateTimeField(null=True, blank=True)
+    complained_at = models.DateTimeField(null=True, blank=True)
+    unsubscribed_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
     # marketing or transactional (contract 6.1): only marketing waits for quiet hours and
     # counts towards the frequency cap.
@@ -323,6 +348,28 @@ class OutboxMessage(models.Model):
 
     def __str__(self):
         return f"{self.channel} to {self.recipient}"
+
+
+class DeliveryEvent(models.Model):
+    """One delivery or tracking event an email provider reported about a message, kept once
+    per provider event id so that a webhook delivered twice changes nothing the second time."""
+
+    message = models.ForeignKey(OutboxMessage, on_delete=models.CASCADE, related_name="events")
+    provider = models.CharField(max_length=32)
+    event_id = models.CharField(max_length=255)
+    event_type = models.CharField(max_length=16)
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "event_id"], name="delivery_event_once_per_provider_id"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.event_type} of message {self.message_id}"
 
 
 class ApiKey(models.Model):

@@ -20,6 +20,15 @@ class ReportFilterForm(forms.Form):
     baseline = forms.TypedChoiceField(
         label="Baseline", coerce=int, required=False, empty_value=None
     )
+    attribution = forms.ChoiceField(
+        label="Credit conversions to",
+        required=False,
+        choices=[
+            ("last_sent", "Last message sent"),
+            ("last_opened", "Last message opened"),
+            ("last_clicked", "Last message clicked"),
+        ],
+    )
 
     def __init__(self, data=None, *, conversions, version_numbers):
         super().__init__(data)

@@ -41,6 +41,10 @@ OUTBOX = OutboxMessage._meta.db_table
 ACHIEVEMENT = GoalAchievement._meta.db_table
 
 
+# Which message a conversion is credited to: the last one sent to the enrollment before it,
+# the last one opened or the last one clicked (docs/reporting.md, Messages).
+ATTRIBUTIONS = ("last_sent", "last_opened", "last_clicked")
+
 # The range a report filter may name. Day arithmetic (the day after `end`, a chart's last
 # day) must stay inside what Python's dates hold, and year 9999 leaves no room for it.
 REPORT_YEARS = (1, 9998)
@@ -77,6 +81,7 @@ class ReportContext:
     baseline: int
     start: datetime.date | None = None
     end: datetime.date | None = None
+    attribution: str = "last_sent"  # one of ATTRIBUTIONS: which message a conversion credits
 
     @property
     def version_ids(self) -> list[int]:
@@ -97,6 +102,7 @@ def report_context(
     end: datetime.date | None = None,
     versions: list[int] | None = None,
     baseline: int | None = None,
+    attribution: str | None = None,
 ) -> ReportContext:
     """Resolve what a report is about (two queries: versions, conversions); raises
     ReportInputError naming the parameter when the conversion or a version does not exist,
@@ -154,6 +160,10 @@ def report_context(
             )
     if start and end and end < start:
         raise ReportInputError("end", "The end date is before the start date.")
+    if attribution is not None and attribution not in ATTRIBUTIONS:
+        raise ReportInputError(
+            "attribution", f"Choose attribution {', '.join(ATTRIBUTIONS)}, not {attribution!r}."
+        )
     chosen = published
     if versions:
         known = {v.number for v in published}
@@ -179,6 +189,7 @@ def report_context(
         baseline=baseline,
         start=start,
         end=end,
+        attribution=attribution or ATTRIBUTIONS[0],
     )
 
 
@@ -654,27 +665,51 @@ class MessageCounts:
     step: str
     channel: str
     sent: int
-    conversions: int  # awards whose last preceding message (within the window) was this one
+    delivered: int  # delivered, or opened or clicked (which it was, to be)
+    opened: int  # opened, or clicked (images blocked hide an open, not a click)
+    clicked: int
+    bounced: int
+    unsubscribed: int
+    conversions: int  # awards credited to this message (ctx.attribution, within the window)
     value: float
 
 
+# The moment a message touched the enrollment, by attribution: a message only competes for
+# an award once it was sent, opened or clicked, and its window runs from then.
+TOUCHED_AT = {
+    "last_sent": "o.sent_at",
+    "last_opened": "COALESCE(o.opened_at, o.clicked_at)",
+    "last_clicked": "o.clicked_at",
+}
+
+
 def message_attribution(ctx: ReportContext) -> list[MessageCounts]:
-    """Per version and message step: messages sent, and the awards attributed to them (the
-    last message sent to the enrollment at or before the award, within the conversion's
-    window when it has one), with their value. One query."""
+    """Per version and message step: messages sent, what the provider reported back about
+    them, and the awards credited to them with their value. An award goes to the message
+    that touched the enrollment last at or before it (sent, opened or clicked, as
+    `ctx.attribution` says), within the conversion's window of that touch when it has one.
+    One query."""
     where, params = _enrollment_where(ctx)
     window = ctx.conversion.window
     within, window_params = "", []
     if window is not None:
-        within = f" AND {_seconds_between('aw.awarded_at', 'm.sent_at')} <= %s"
+        within = f" AND {_seconds_between('aw.awarded_at', 'm.touched_at')} <= %s"
         window_params = [window.total_seconds()]
     rows = _fetch(
         f"""
         WITH e AS (SELECT e.id, e.version_id FROM {ENROLLMENT} e WHERE {where}),
         m AS (
-            SELECT o.id, o.enrollment_id, o.step_key, o.channel, o.sent_at, e.version_id
+            SELECT o.id, o.enrollment_id, o.step_key, o.channel, e.version_id,
+                   {TOUCHED_AT[ctx.attribution]} AS touched_at,
+                   CASE WHEN o.clicked_at IS NOT NULL THEN 1 ELSE 0 END AS clicked,
+                   CASE WHEN o.opened_at IS NOT NULL OR o.clicked_at IS NOT NULL
+                        THEN 1 ELSE 0 END AS opened,
+                   CASE WHEN o.delivered_at IS NOT NULL OR o.opened_at IS NOT NULL
+                          OR o.clicked_at IS NOT NULL THEN 1 ELSE 0 END AS delivered,
+                   CASE WHEN o.bounced_at IS NOT NULL THEN 1 ELSE 0 END AS bounced,
+                   CASE WHEN o.unsubscribed_at IS NOT NULL THEN 1 ELSE 0 END AS unsubscribed
             FROM {OUTBOX} o JOIN e ON e.id = o.enrollment_id
-            WHERE o.status = %s AND o.sent_at IS NOT NULL
+            WHERE o.sent_at IS NOT NULL
         ),
         aw AS (
             SELECT a.id, a.enrollment_id, a.awarded_at, a.value
@@ -684,29 +719,35 @@ def message_attribution(ctx: ReportContext) -> list[MessageCounts]:
         ranked AS (
             SELECT aw.id AS award_id, aw.value AS value, m.id AS message_id,
                    ROW_NUMBER() OVER (
-                       PARTITION BY aw.id ORDER BY m.sent_at DESC, m.id DESC
+                       PARTITION BY aw.id ORDER BY m.touched_at DESC, m.id DESC
                    ) AS rn
             FROM aw JOIN m ON m.enrollment_id = aw.enrollment_id
-                 AND m.sent_at <= aw.awarded_at{within}
+                 AND m.touched_at <= aw.awarded_at{within}
+        ),
+        credit AS (
+            SELECT message_id, COUNT(*) AS awards, SUM(value) AS value
+            FROM ranked WHERE rn = 1 GROUP BY message_id
         )
-        SELECT m.version_id, m.step_key, m.channel, COUNT(DISTINCT m.id),
-               COUNT(r.award_id), COALESCE(SUM(r.value), 0)
-        FROM m LEFT JOIN ranked r ON r.message_id = m.id AND r.rn = 1
+        SELECT m.version_id, m.step_key, m.channel, COUNT(*), SUM(m.delivered), SUM(m.opened),
+               SUM(m.clicked), SUM(m.bounced), SUM(m.unsubscribed),
+               COALESCE(SUM(c.awards), 0), COALESCE(SUM(c.value), 0)
+        FROM m LEFT JOIN credit c ON c.message_id = m.id
         GROUP BY m.version_id, m.step_key, m.channel
         """,
-        [*params, OutboxMessage.Status.SENT, ctx.conversion.id, *window_params],
+        [*params, ctx.conversion.id, *window_params],
     )
-    found = {
-        (vid, key): (channel, sent, conv, value) for vid, key, channel, sent, conv, value in rows
-    }
+    found = {(row[0], row[1]): row[2:] for row in rows}
     channels = {"send_email": OutboxMessage.Channel.EMAIL, "send_sms": OutboxMessage.Channel.SMS}
     result = []
     for v in ctx.versions:
         for key, step_type in v.steps:
             if step_type not in MESSAGE_STEP_TYPES:
                 continue
-            channel, sent, conv, value = found.get((v.id, key), (channels[step_type], 0, 0, 0))
-            result.append(MessageCounts(v.number, key, channel, sent, conv, _money(value)))
+            channel, *counts, value = found.get(
+                (v.id, key), (channels[step_type], 0, 0, 0, 0, 0, 0, 0, 0)
+            )
+            counts = [int(n or 0) for n in counts]
+            result.append(MessageCounts(v.number, key, channel, *counts, _money(value)))
     return result
 
 

@@ -324,6 +324,11 @@ def messages_table(report: selectors.Report) -> Table:
             Column("Channel"),
             Column("Version"),
             Column("Sent", "int"),
+            Column("Delivered", "int"),
+            Column("Opened", "int"),
+            Column("Clicked", "int"),
+            Column("Bounced", "int"),
+            Column("Unsubscribed", "int"),
             Column("Conversions attributed", "int"),
             Column("Value attributed", "money"),
             Column("Conversions per 100 sent", "money"),
@@ -332,7 +337,10 @@ def messages_table(report: selectors.Report) -> Table:
     )
     for m in report.messages:
         per_100 = m.conversions * 100 / m.sent if m.sent else None
-        table.add(m.step, m.channel, f"v{m.version}", m.sent, m.conversions, m.value, per_100)
+        table.add(
+            m.step, m.channel, f"v{m.version}", m.sent, m.delivered, m.opened, m.clicked,
+            m.bounced, m.unsubscribed, m.conversions, m.value, per_100,
+        )  # fmt: skip
     return table
 
 

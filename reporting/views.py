@@ -23,7 +23,7 @@ from reporting.tables import report_tables
 allow_inline_styles = csp_replace({"style-src": [SELF, UNSAFE_INLINE]})
 
 VIEW = "journeys.view_journey"
-FILTER_FIELDS = ("conversion", "start", "end", "versions", "baseline")
+FILTER_FIELDS = ("conversion", "start", "end", "versions", "baseline", "attribution")
 
 
 def _filters(request, journey: Journey):
@@ -52,6 +52,7 @@ def _filters(request, journey: Journey):
             end=cleaned.get("end"),
             versions=cleaned.get("versions") or None,
             baseline=cleaned.get("baseline"),
+            attribution=cleaned.get("attribution") or None,
         )
     except selectors.ReportInputError as error:
         if data is not None and error.field in form.fields:

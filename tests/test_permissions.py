@@ -26,8 +26,11 @@ from webhooks.models import WebhookEndpoint
 
 pytestmark = pytest.mark.django_db
 
-# Pages anyone may open, and what they answer.
-PUBLIC = {"login", "logout", "healthz", "metrics", None}
+# Pages anyone may open, and what they answer. Email providers' webhooks (webhooks/) check
+# their own signatures and credentials (journeys/tests/test_delivery_feedback.py); a click
+# redirect (/c/) needs a signed token (journeys/tests/test_click_tracking.py); /metrics needs
+# its token (tests/test_metrics.py).
+PUBLIC = {"login", "logout", "healthz", "metrics", "click", None}
 # Pages whose GET already needs the right to edit.
 EDIT_TO_VIEW = {"journeys:create"}
 # Pages whose POST changes something; every other page only reads. A new page route must be
@@ -100,7 +103,7 @@ ALL_ROUTES = sorted(set(_walk(get_resolver().url_patterns)), key=lambda r: (r[0]
 PAGE_ROUTES = [
     (route, name)
     for route, name in ALL_ROUTES
-    if not route.startswith(("admin/", "api/")) and name not in PUBLIC
+    if not route.startswith(("admin/", "api/", "webhooks/")) and name not in PUBLIC
 ]
 API_ROUTES = [(route, name) for route, name in ALL_ROUTES if route.startswith("api/")]
 

@@ -52,6 +52,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_htmx",
+    # Email providers (EMAIL_PROVIDER) and their tracking webhooks (/webhooks/email/).
+    "anymail",
     "template_partials",
     # For its static Swagger UI: /api/v1/docs then loads nothing from a CDN, which the
     # content security policy would block.
@@ -166,6 +168,41 @@ else:
     EMAIL_BACKEND = env.str(
         "EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend"
     )
+# An email provider's API instead of SMTP: EMAIL_PROVIDER names one of anymail's backends,
+# and every ANYMAIL_<NAME> variable becomes ANYMAIL["<NAME>"] (its keys, its webhook
+# secrets): ANYMAIL_POSTMARK_SERVER_TOKEN, ANYMAIL_MAILGUN_API_KEY,
+# ANYMAIL_MAILGUN_WEBHOOK_SIGNING_KEY, ANYMAIL_WEBHOOK_SECRET="user:pass"... (docs/messages.md).
+EMAIL_PROVIDERS = (
+    "amazon_ses", "brevo", "mailersend", "mailgun", "mailjet", "mailtrap", "mandrill",
+    "postal", "postmark", "resend", "scaleway", "sendgrid", "sparkpost", "unisender_go",
+)  # fmt: skip
+EMAIL_PROVIDER = env.str("EMAIL_PROVIDER", default="").strip().lower()
+if EMAIL_PROVIDER:
+    if EMAIL_PROVIDER not in EMAIL_PROVIDERS:
+        raise ImproperlyConfigured(
+            f"EMAIL_PROVIDER={EMAIL_PROVIDER!r} is not a provider Waypoint sends through: "
+            f"use one of {', '.join(EMAIL_PROVIDERS)}, or unset it to send by SMTP (EMAIL_URL)."
+        )
+    EMAIL_BACKEND = f"anymail.backends.{EMAIL_PROVIDER}.EmailBackend"
+
+
+def _anymail_value(text: str):
+    # anymail wants real booleans (IGNORE_UNSUPPORTED_FEATURES...) and a list of secrets
+    # while one is being rotated ("old:pass,new:pass").
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return [part.strip() for part in text.split(",")] if "," in text else text
+
+
+ANYMAIL = {
+    name.removeprefix("ANYMAIL_"): _anymail_value(value)
+    for name, value in os.environ.items()
+    if name.startswith("ANYMAIL_") and value
+}
+# Our own click tracking (journeys/clicks.py): links in HTML emails become signed redirects.
+CLICK_TRACKING = env.bool("CLICK_TRACKING", default=False)
+# Where links in messages point (contract 6.1): the public address of this installation.
+PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Waypoint <journeys@localhost>")
 # Dotted path of the SMS backend class; the console one prints, a provider's sends.
 SMS_BACKEND = env.str("SMS_BACKEND", default="journeys.sms.ConsoleSMSBackend")

@@ -20,6 +20,7 @@ from journeys.delivery_rules import (
     quiet_until,
     zone_or_default,
 )
+from journeys.links import track_email_clicks
 from journeys.message_templates import render_message
 from journeys.models import Contact, Enrollment, OutboxMessage
 from journeys.sms import get_sms_backend
@@ -121,7 +122,7 @@ def deliver_due_messages(*, limit: int | None = None, now: datetime) -> int:
         if not timing.mark_sending(message, ours, now=now):
             continue  # Over the frequency cap, or the lease ran out and another worker has it.
         try:
-            sender.send(message, prepared)
+            provider_id = sender.send(message, prepared)
         except Exception as exc:
             _record_send_error(message, f"{type(exc).__name__}: {exc}", now=now)
             continue
@@ -131,6 +132,7 @@ def deliver_due_messages(*, limit: int | None = None, now: datetime) -> int:
         ).update(
             status=OutboxMessage.Status.SENT,
             sent_at=now,
+            provider_message_id=provider_id,
             error="",
             sending_since=None,
             leased_until=None,
@@ -273,23 +275,34 @@ class _Sender:
         self.email_connection = None
         self.sms_backend = None
 
-    def send(self, message: OutboxMessage, prepared: tuple[str, str, str]) -> None:
+    def send(self, message: OutboxMessage, prepared: tuple[str, str, str]) -> str:
+        """Send it; returns the id the email provider gave it, or "" (SMTP, SMS)."""
         recipient, subject, body = prepared
         if message.channel == OutboxMessage.Channel.EMAIL:
             if self.email_connection is None:
                 self.email_connection = get_connection()
-            EmailMessage(
+            email = EmailMessage(
                 subject,
                 body,
                 settings.DEFAULT_FROM_EMAIL,
                 [recipient],
                 connection=self.email_connection,
                 headers={"Message-ID": message_id(message)},
-            ).send()
-        else:
-            if self.sms_backend is None:
-                self.sms_backend = get_sms_backend()
-            self.sms_backend.send(to=recipient, text=body)
+            )
+            # Read by anymail's backends (ignored by SMTP): the provider hands the metadata
+            # back in its tracking webhooks, so feedback finds the row (actions.delivery).
+            email.metadata = {"outbox_id": str(message.pk)}
+            email.tags = [message.step_key]
+            track_email_clicks(email, outbox_id=message.pk)
+            email.send()
+            status = getattr(email, "anymail_status", None)
+            provider_id = getattr(status, "message_id", None)
+            # One recipient, one id (a set only comes with several recipients).
+            return str(provider_id)[:255] if isinstance(provider_id, (str, int)) else ""
+        if self.sms_backend is None:
+            self.sms_backend = get_sms_backend()
+        self.sms_backend.send(to=recipient, text=body)
+        return ""
 
     def close(self) -> None:
         if self.email_connection is not None:

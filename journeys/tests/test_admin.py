@@ -9,7 +9,14 @@ from django.urls import reverse
 from django.utils import timezone
 
 from journeys.actions.api_keys import authenticate_api_key, create_api_key, hash_api_key
-from journeys.models import ApiKey, Enrollment, JourneyVersion, OutboxMessage, StepVisit
+from journeys.models import (
+    ApiKey,
+    DeliveryEvent,
+    Enrollment,
+    JourneyVersion,
+    OutboxMessage,
+    StepVisit,
+)
 from journeys.tests.factories import (
     ContactFactory,
     EnrollmentFactory,
@@ -29,7 +36,7 @@ def one_of_each(db):
     visit = StepVisit.objects.create(
         enrollment=enrollment, version=version, step_key="welcome", seq=1, entered_at=timezone.now()
     )
-    OutboxMessage.objects.create(
+    message = OutboxMessage.objects.create(
         visit=visit,
         enrollment=enrollment,
         contact=enrollment.contact,
@@ -37,6 +44,14 @@ def one_of_each(db):
         channel="email",
         recipient="a@example.com",
         due_at=timezone.now(),
+    )
+    DeliveryEvent.objects.create(
+        message=message,
+        provider="Postmark",
+        event_id="1",
+        event_type="delivered",
+        occurred_at=timezone.now(),
+        received_at=timezone.now(),
     )
     EventFactory(contact=enrollment.contact)
     create_api_key(name="crm")
@@ -52,6 +67,7 @@ def test_every_journeys_model_is_registered():
         "Enrollment",
         "StepVisit",
         "OutboxMessage",
+        "DeliveryEvent",
         "ApiKey",
     }
 

@@ -1,10 +1,11 @@
 import pytest
 from django.core.management import CommandError, call_command
+from django.db.models import F
 
 from conversions.models import ConversionAward
 from journeys.definition import parse_definition
 from journeys.demo import demo_definitions
-from journeys.models import Enrollment, Event, JourneyVersion
+from journeys.models import DeliveryEvent, Enrollment, Event, JourneyVersion, OutboxMessage
 
 pytestmark = pytest.mark.django_db
 
@@ -43,3 +44,14 @@ def test_seed_demo_refuses_to_run_twice():
     call_command("seed_demo", days=2, contacts_per_day=2)
     with pytest.raises(CommandError, match="already exist"):
         call_command("seed_demo", days=2, contacts_per_day=2)
+
+
+def test_the_demos_emails_get_simulated_feedback_through_the_webhooks_action():
+    call_command("seed_demo", days=14, contacts_per_day=6, seed=3)
+    emails = OutboxMessage.objects.filter(channel="email", sent_at__isnull=False)
+    assert emails.exists()
+    assert emails.filter(delivered_at__isnull=False).count() > emails.count() * 0.8
+    assert emails.filter(opened_at__isnull=False).exists()
+    assert emails.filter(clicked_at__isnull=False).exists()
+    assert DeliveryEvent.objects.filter(provider="Demo").count() >= emails.count()
+    assert not emails.filter(delivered_at__lt=F("sent_at")).exists()

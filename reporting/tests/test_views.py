@@ -301,7 +301,7 @@ def test_csv_defaults_to_the_version_comparison(client, viewer, api, journey):
     "table,first",
     [("steps", ["welcome", "12", "5"]), ("daily", ["2026-06-01", "v1", "3", "1"]),
      ("paths", ["welcome → wait → nudge → convert", "11", "11"]),
-     ("messages", ["welcome", "email", "v1", "12", "0"]), ("goals", ["Activated", "v1", "3"]),
+     ("messages", ["welcome", "email", "v1", "12", "0", "0", "0", "0", "0", "0"]), ("goals", ["Activated", "v1", "3"]),
      ("time_to_convert", ["v1", "5", "108000.0", "108000.0"]), ("revisions", [])],
 )  # fmt: skip
 def test_csv_of_every_table(client, viewer, journey, table, first):
