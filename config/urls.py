@@ -4,7 +4,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from config.api import api
+from config.api import api, segment_api
 from config.health import healthz
 from journeys.audit import journey_audit_page
 
@@ -27,6 +27,7 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", login_not_required(auth_views.LogoutView.as_view()), name="logout"),
     path("api/v1/", _login_not_required(api.urls)),
+    path("api/segment/", _login_not_required(segment_api.urls)),
     path("journeys/<slug:key>/audit/", journey_audit_page, name="journey-audit"),
     path("", include("journeys.urls")),
     path("", include("conversions.urls")),

@@ -32,6 +32,7 @@ class Event(models.Model):
         INTERNAL = "internal", "Internal (conversion or goal)"
         ADMIN = "admin", "Admin"
         DEMO = "demo", "Demo"
+        SEGMENT = "segment", "Segment-compatible API"
 
     # The caller's idempotency key; internal events get a deterministic one so that a retried
     # award never emits its event twice.
