@@ -185,7 +185,8 @@ def parse_row(cells: list[str], columns: list[str], zones: set[str]) -> tuple[di
         return None, "external_id is empty."
     if len(external_id) > 255:
         return None, "external_id is longer than 255 characters."
-    if not all(storable_text(value) for value in [external_id, *values.values()]):
+    # Text decoded as strict UTF-8 holds no lone surrogates: NUL is all that cannot be stored.
+    if any("\x00" in cell for cell in cells):
         return None, "The row contains a NUL character, which cannot be stored."
     email = values.pop("email", "")
     if email:
