@@ -21,6 +21,7 @@ CONFLICT per batch; elsewhere bulk_create and bulk_update.
 """
 
 import codecs
+import contextlib
 import csv
 import dataclasses
 import io
@@ -458,6 +459,7 @@ def _commit_batch(contact_import, good, refused, handled, *, now: datetime) -> b
 
 
 def _finish(contact_import: ContactImport, *, now: datetime, error: str = "") -> ContactImport:
+    _remove_upload(contact_import.path)
     ContactImport.objects.filter(pk=contact_import.pk).update(
         status=ContactImport.Status.FAILED if error else ContactImport.Status.DONE,
         error=error,
@@ -466,6 +468,15 @@ def _finish(contact_import: ContactImport, *, now: datetime, error: str = "") ->
     )
     contact_import.refresh_from_db()
     return contact_import
+
+
+def _remove_upload(path: str) -> None:
+    """An uploaded file is not needed once its import is over (the refused rows are in the
+    database); a file the command was given is the user's own and stays."""
+    folder = os.path.realpath(settings.CONTACT_IMPORT_DIR)
+    if os.path.dirname(os.path.realpath(path)) == folder:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
 
 
 # --- The upsert ------------------------------------------------------------------------------

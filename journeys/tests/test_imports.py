@@ -228,6 +228,15 @@ def test_the_page_previews_then_imports_on_the_worker_with_a_report(
     assert lines[0] == "line,external_id,reason"
     assert lines[1].startswith("3,'=cmd,")
     assert list(Contact.objects.values_list("external_id", flat=True)) == ["ann"]
+    # The upload is gone once imported; the report comes from the database.
+    assert list(tmp_path.iterdir()) == []
+    assert client.get(f"/contacts/import/{item.pk}/refused.csv").status_code == 200
+
+
+def test_the_command_leaves_the_users_file_in_place(tmp_path):
+    path = write(tmp_path, GOOD)
+    run(path)
+    assert path.exists()
 
 
 @pytest.mark.parametrize(
