@@ -53,6 +53,8 @@ def test_every_journeys_model_is_registered():
         "StepVisit",
         "OutboxMessage",
         "ApiKey",
+        "ContactImport",
+        "ContactImportRefusal",
     }
 
 
