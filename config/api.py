@@ -19,6 +19,7 @@ from journeys.api import router as journeys_router
 from journeys.auth import ApiError
 from journeys.parsers import BodyError, JsonParser
 from journeys.ratelimit import RateLimited
+from journeys.segment import router as segment_router
 from reporting.api import router as reporting_router
 from webhooks.api import router as webhooks_router
 
@@ -43,20 +44,17 @@ def _api_error(request, exc: ApiError):
     return _errors(request, exc.status, exc.errors)
 
 
+def _unauthorized(request, message: str, challenge: str):
+    response = _errors(request, 401, [{"loc": ["header", "Authorization"], "message": message}])
+    response["WWW-Authenticate"] = challenge
+    return response
+
+
 @api.exception_handler(AuthenticationError)
 def _auth_error(request, exc):
-    response = _errors(
-        request,
-        401,
-        [
-            {
-                "loc": ["header", "Authorization"],
-                "message": "A valid API key is required: send 'Authorization: Bearer <key>'.",
-            }
-        ],
+    return _unauthorized(
+        request, "A valid API key is required: send 'Authorization: Bearer <key>'.", "Bearer"
     )
-    response["WWW-Authenticate"] = "Bearer"
-    return response
 
 
 def _clean_loc(loc) -> list:
@@ -149,3 +147,41 @@ def _unexpected(request, exc):
 api.add_router("", journeys_router)
 api.add_router("", reporting_router)
 api.add_router("", webhooks_router)
+
+
+# The Segment-compatible surface (docs/contract.md §6.3) lives at /api/segment/, where the
+# SDKs append "/v1/batch" to the host they are given; its errors have the same shape.
+segment_api = NinjaAPI(
+    title="Waypoint Segment-compatible ingestion",
+    version="1",
+    description="What Segment's and RudderStack's SDKs post, stored as Waypoint events.",
+    urls_namespace="api-segment",
+    parser=JsonParser(),
+)
+for _exc_class, _handler in [
+    (ApiError, _api_error),
+    (ValidationError, _validation_error),
+    (HttpError, _http_error),
+    (RateLimited, _rate_limited),
+    (OperationalError, _database_unavailable),
+    (InterfaceError, _database_unavailable),
+    (Http404, _not_found),
+    (RequestDataTooBig, _too_big),
+    (TooManyFieldsSent, _too_many_fields),
+    (RecursionError, _too_deep),
+    (Exception, _unexpected),
+]:
+    segment_api.add_exception_handler(_exc_class, _handler)
+
+
+@segment_api.exception_handler(AuthenticationError)
+def _basic_auth_error(request, exc):
+    return _unauthorized(
+        request,
+        "A valid ingest key is required: HTTP Basic auth with the key as the user name and "
+        "an empty password.",
+        'Basic realm="waypoint"',
+    )
+
+
+segment_api.add_router("", segment_router)

@@ -11,7 +11,7 @@ from django.http import HttpResponseBadRequest, HttpResponseForbidden
 from django.urls import URLPattern, include, path
 from django.views.generic import RedirectView
 
-from config.api import api
+from config.api import api, segment_api
 from config.health import healthz
 from config.metrics import metrics
 from journeys.audit import journey_audit_page
@@ -85,6 +85,7 @@ urlpatterns = [
     path("api/v1/", _login_not_required(api.urls)),
     path("webhooks/email/", include((EMAIL_WEBHOOKS, "anymail"))),
     path("c/<str:token>", click_redirect, name="click"),
+    path("api/segment/", _login_not_required(segment_api.urls)),
     path("journeys/<slug:key>/audit/", journey_audit_page, name="journey-audit"),
     path("", include("journeys.urls")),
     path("", include("conversions.urls")),

@@ -14,6 +14,8 @@ from journeys.actions.messages import retry_messages
 from journeys.models import (
     ApiKey,
     Contact,
+    ContactImport,
+    ContactImportRefusal,
     DeliveryEvent,
     Enrollment,
     Event,
@@ -323,3 +325,28 @@ class ApiKeyAdmin(admin.ModelAdmin):
             f"The new API key is {raw_key} — copy it now: it is stored only as a hash and "
             "cannot be shown again.",
         )
+
+
+@admin.register(ContactImport)
+class ContactImportAdmin(ReadOnlyAdmin):
+    """CSV imports (journeys.actions.imports); the page /contacts/import/ runs them."""
+
+    list_display = [
+        "file_name",
+        "status",
+        "rows_done",
+        "rows_total",
+        "created_count",
+        "updated_count",
+        "refused_count",
+        "created_at",
+    ]
+    list_filter = ["status"]
+    search_fields = ["file_name"]
+
+
+@admin.register(ContactImportRefusal)
+class ContactImportRefusalAdmin(ReadOnlyAdmin):
+    list_display = ["contact_import", "line", "external_id", "reason"]
+    search_fields = ["external_id"]
+    list_select_related = ["contact_import"]

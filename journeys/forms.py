@@ -648,3 +648,14 @@ def step_form(step: dict, definition: dict, data=None) -> StepForm:
     if form_class is EvaluateGoalForm:
         kwargs["goals"] = [(g.get("key"), g.get("name")) for g in definition.get("goals") or []]
     return form_class(data, **kwargs)
+
+
+class ContactImportForm(forms.Form):
+    """The CSV file of a contact import; its header and encoding are checked by
+    journeys.actions.imports.inspect_csv once it is saved."""
+
+    file = forms.FileField(
+        label="CSV file",
+        help_text="UTF-8, first line the column names: external_id (required), email, phone, "
+        "timezone, and any others as attributes.",
+    )

@@ -57,6 +57,7 @@ class Event(models.Model):
         INTERNAL = "internal", "Internal (conversion or goal)"
         ADMIN = "admin", "Admin"
         DEMO = "demo", "Demo"
+        SEGMENT = "segment", "Segment-compatible API"
 
     # The caller's idempotency key; internal events get a deterministic one so that a retried
     # award never emits its event twice.
@@ -401,3 +402,71 @@ class ApiKey(models.Model):
     @property
     def is_active(self):
         return self.revoked_at is None
+
+
+class ContactImport(models.Model):
+    """A CSV file of contacts being imported (journeys.actions.imports): the work item a
+    worker claims, its progress, and its counts. A draft waits for the person who uploaded it
+    to confirm the column mapping; pending and running ones are the workers' (claimed with a
+    lease, like the engine's work, so the sweep restarts one whose worker died)."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Awaiting confirmation"
+        PENDING = "pending", "Waiting for a worker"
+        RUNNING = "running", "Importing"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    file_name = models.CharField(max_length=255)
+    # Where the file is read from: under CONTACT_IMPORT_DIR for an upload, the given path
+    # for the command.
+    path = models.CharField(max_length=1000)
+    size = models.BigIntegerField(default=0)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.DRAFT)
+    attempts = models.PositiveIntegerField(default=0)
+    leased_until = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Data rows of the file (counted before any write) and rows handled so far; a resumed
+    # import skips the rows already handled.
+    rows_total = models.PositiveIntegerField(default=0)
+    rows_done = models.PositiveIntegerField(default=0)
+    created_count = models.PositiveIntegerField(default=0)
+    updated_count = models.PositiveIntegerField(default=0)
+    unchanged_count = models.PositiveIntegerField(default=0)
+    refused_count = models.PositiveIntegerField(default=0)
+    # A whole-file error (encoding, header, size): nothing was imported.
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        indexes = [models.Index(fields=["status"], name="contactimport_status_idx")]
+
+    def __str__(self):
+        return f"{self.file_name} ({self.get_status_display()})"
+
+    @property
+    def percent(self) -> int:
+        if self.status == self.Status.DONE:
+            return 100
+        return int(100 * self.rows_done / self.rows_total) if self.rows_total else 0
+
+
+class ContactImportRefusal(models.Model):
+    """One row of a ContactImport that was not imported, and why (its downloadable report)."""
+
+    contact_import = models.ForeignKey(
+        ContactImport, on_delete=models.CASCADE, related_name="refusals"
+    )
+    line = models.PositiveIntegerField()
+    external_id = models.CharField(max_length=255, blank=True, default="")
+    reason = models.TextField()
+
+    class Meta:
+        indexes = [models.Index(fields=["contact_import", "line"], name="importrefusal_line_idx")]
+
+    def __str__(self):
+        return f"line {self.line}: {self.reason}"

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from journeys.actions.enrollments import advance_due_enrollments
 from journeys.actions.events import process_pending_events
+from journeys.actions.imports import run_pending_import
 from journeys.actions.messages import deliver_due_messages
 from journeys.actions.sweep import enqueue_due_work
 from webhooks.actions import deliver_due_webhooks
@@ -68,6 +69,16 @@ def deliver_webhooks() -> int:
             return done
     enqueue_due_work(now=timezone.now())
     return done
+
+
+@shared_task(name="journeys.import_contacts")
+def import_contacts() -> int | None:
+    # One import per task: a long one holds this worker, and the next waits for the sweep or
+    # another worker's wake-up.
+    contact_import = run_pending_import(now=timezone.now())
+    if contact_import is not None:
+        enqueue_due_work(now=timezone.now())
+    return contact_import and contact_import.pk
 
 
 @shared_task(name="journeys.sweep")

@@ -48,5 +48,14 @@ urlpatterns = [
     ),
     path("journeys/<slug:key>/publish/", views.publish, name="publish"),
     path("contacts/", views.contact_list, name="contacts"),
+    # Before contacts/<path:external_id>/, which would take these paths as contact ids.
+    path("contacts/import/", views.contact_import, name="contact-import"),
+    path("contacts/import/<int:pk>/", views.contact_import_detail, name="import"),
+    path("contacts/import/<int:pk>/start/", views.contact_import_start, name="import-start"),
+    path(
+        "contacts/import/<int:pk>/refused.csv",
+        views.contact_import_report,
+        name="import-report",
+    ),
     path("contacts/<path:external_id>/", views.contact_detail, name="contact"),
 ]

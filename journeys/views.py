@@ -1,4 +1,5 @@
-"""Pages of the journeys app: the journeys list, the journey editor and contacts.
+"""Pages of the journeys app: the journeys list, the journey editor, contacts and their CSV
+import.
 
 One view serves a page and, for an HTMX request, the named partial that changed. Every
 change to the flow goes through save_draft_version(allow_invalid=True): the editor keeps
@@ -6,17 +7,27 @@ a draft with errors and shows them, the API refuses it.
 """
 
 import dataclasses
+import os
+import uuid
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from conversions.actions import save_conversion, save_goal
 from conversions.selectors import new_definition_key, resolve_journey_refs, rule_choices
+from journeys.actions.imports import (
+    ImportFileError,
+    create_contact_import,
+    inspect_csv,
+    refused_rows_csv,
+    start_contact_import,
+)
 from journeys.actions.versions import (
     VersionStateError,
     create_empty_journey,
@@ -40,13 +51,14 @@ from journeys.editing import (
 from journeys.forms import (
     NEW,
     AddStepForm,
+    ContactImportForm,
     JourneyCreateForm,
     PublishForm,
     RuleForm,
     SettingsForm,
     step_form,
 )
-from journeys.models import Contact, Journey, JourneyVersion
+from journeys.models import Contact, ContactImport, Journey, JourneyVersion
 from journeys.selectors import (
     contact_search,
     contact_timeline,
@@ -514,3 +526,83 @@ def contact_detail(request, external_id: str):
         "timeline": contact_timeline(contact=contact),
     }
     return render(request, "journeys/contact.html", context)
+
+
+# --- Contact import (docs/integrations.md, "CSV import") ---------------------------------------
+
+IMPORT = "journeys.change_contact"
+
+
+def _save_upload(upload) -> str:
+    """The upload written where the workers read it (CONTACT_IMPORT_DIR), a chunk at a time."""
+    folder = settings.CONTACT_IMPORT_DIR
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{uuid.uuid4().hex}.csv")
+    with open(path, "wb") as out:
+        for chunk in upload.chunks():
+            out.write(chunk)
+    return path
+
+
+@permission_required(IMPORT, raise_exception=True)
+def contact_import(request):
+    """Upload a CSV file; a file that passes the header and encoding checks becomes a draft
+    import, shown with its column mapping before it runs."""
+    form = ContactImportForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        upload = form.cleaned_data["file"]
+        if upload.size > settings.CONTACT_IMPORT_MAX_BYTES:
+            form.add_error(
+                "file",
+                f"The file is {upload.size:,} bytes; at most "
+                f"{settings.CONTACT_IMPORT_MAX_BYTES:,} can be imported at once.",
+            )
+        else:
+            path = _save_upload(upload)
+            try:
+                inspect_csv(path=path, size=upload.size)
+            except ImportFileError as exc:
+                os.remove(path)
+                form.add_error("file", str(exc))
+            else:
+                draft = create_contact_import(
+                    path=path, file_name=upload.name, size=upload.size, user=request.user
+                )
+                return HttpResponseRedirect(reverse("journeys:import", args=[draft.pk]))
+    imports = ContactImport.objects.order_by("-created_at")[:10]
+    context = {"nav": "contacts", "form": form, "imports": imports}
+    status = 400 if form.errors else 200
+    return render(request, "journeys/contact_import.html", context, status=status)
+
+
+@permission_required(IMPORT, raise_exception=True)
+def contact_import_detail(request, pk: int):
+    """A draft's preview and mapping, or a started import's progress (the `progress`
+    partial alone for HTMX polling, which stops once the import is over)."""
+    item = get_object_or_404(ContactImport, pk=pk)
+    context = {"nav": "contacts", "item": item}
+    if request.htmx:
+        return render(request, "journeys/contact_import_detail.html#progress", context)
+    if item.status == ContactImport.Status.DRAFT:
+        try:
+            context["preview"] = inspect_csv(path=item.path, size=item.size)
+        except (ImportFileError, OSError) as exc:
+            context["preview_error"] = str(exc)
+    return render(request, "journeys/contact_import_detail.html", context)
+
+
+@require_POST
+@permission_required(IMPORT, raise_exception=True)
+def contact_import_start(request, pk: int):
+    item = get_object_or_404(ContactImport, pk=pk)
+    start_contact_import(contact_import=item)
+    return HttpResponseRedirect(reverse("journeys:import", args=[item.pk]))
+
+
+@permission_required(IMPORT, raise_exception=True)
+def contact_import_report(request, pk: int):
+    """The refused rows, line by line with the reason, as CSV."""
+    item = get_object_or_404(ContactImport, pk=pk)
+    response = StreamingHttpResponse(refused_rows_csv(item), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="import-{item.pk}-refused.csv"'
+    return response

@@ -294,6 +294,11 @@ INGEST_RATE_LIMIT = env.str("INGEST_RATE_LIMIT", default="100000/60s")
 CONTACTS_READ_RATE_LIMIT = env.str("CONTACTS_READ_RATE_LIMIT", default="1200/60s")
 CONTACTS_ERASE_RATE_LIMIT = env.str("CONTACTS_ERASE_RATE_LIMIT", default="120/60s")
 
+# CSV imports of contacts (journeys/actions/imports.py): uploads wait here for the worker, so
+# web and worker processes must share this folder; larger files are refused whole.
+CONTACT_IMPORT_DIR = env.path("CONTACT_IMPORT_DIR", default=VAR_DIR / "imports")
+CONTACT_IMPORT_MAX_BYTES = env.int("CONTACT_IMPORT_MAX_BYTES", default=256 * 1024 * 1024)
+
 # The cache holds the rate-limit counters, so it must be shared by every process: Redis when
 # CACHE_URL or REDIS_URL is set (several machines), else files under var/ (one machine).
 if "CACHE_URL" in os.environ or "REDIS_URL" in os.environ:

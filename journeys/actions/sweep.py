@@ -12,7 +12,7 @@ from django.utils import timezone
 from journeys.actions.enrollments import advance_due_enrollments
 from journeys.actions.events import process_pending_events
 from journeys.actions.messages import deliver_due_messages
-from journeys.models import Enrollment, Event, OutboxMessage
+from journeys.models import ContactImport, Enrollment, Event, OutboxMessage
 from journeys.wakeups import wake
 from webhooks.actions import deliver_due_webhooks
 from webhooks.models import WebhookDelivery, WebhookEvent
@@ -46,6 +46,11 @@ def enqueue_due_work(*, now: datetime) -> list[str]:
         ).exists()
     ):
         due.append("deliver_webhooks")
+    if ContactImport.objects.filter(
+        Q(status=ContactImport.Status.PENDING)
+        | Q(status=ContactImport.Status.RUNNING, leased_until__lt=now)
+    ).exists():
+        due.append("import_contacts")
     for task_name in due:
         wake(task_name)
     return due

@@ -69,6 +69,8 @@ def test_every_journeys_model_is_registered():
         "OutboxMessage",
         "DeliveryEvent",
         "ApiKey",
+        "ContactImport",
+        "ContactImportRefusal",
     }
 
 
