@@ -26,7 +26,12 @@ class Contact(models.Model):
     timezone = models.CharField(
         max_length=64, blank=True, default="", db_default="", validators=[validate_timezone]
     )
-    subscriptions = models.JSONField(default=default_subscriptions, blank=True)
+    # The database default too: the engine and the CSV import insert contacts in bulk SQL.
+    subscriptions = models.JSONField(
+        default=default_subscriptions,
+        db_default=models.Value(default_subscriptions(), output_field=models.JSONField()),
+        blank=True,
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     erased_at = models.DateTimeField(null=True, blank=True)

@@ -1,8 +1,8 @@
 """Contacts from a CSV file (docs/contract.md §6.3; docs/integrations.md, "CSV import").
 
-Columns `external_id` (required), `email`, `phone`, `timezone`, and any others, which
-become attributes (`phone` and `timezone` are attributes too: Contact has no such fields on
-this branch; `timezone` must be an IANA name). Rows are upserted by external id: a cell
+Columns `external_id` (required), `email`, `timezone` (an IANA name, the contact's own
+field), `phone`, and any others, which become attributes (`phone` among them: the SMS step
+reads the attribute). Rows are upserted by external id: a cell
 left empty changes nothing, the others are merged into the contact, and a contact whose
 values are already those of its row is not written at all (no `updated_at` churn), so
 importing the same file again changes nothing.
@@ -197,11 +197,12 @@ def parse_row(cells: list[str], columns: list[str], zones: set[str]) -> tuple[di
             validate_email(email)
         except ValidationError:
             return None, f"email '{email[:100]}' is not a valid email address."
-    zone = values.get("timezone", "")
+    zone = values.pop("timezone", "")
     if zone and zone not in zones:
         return None, f"timezone '{zone[:100]}' is not an IANA time zone name (e.g. Europe/Paris)."
     attributes = {column: value for column, value in values.items() if value != ""}
-    return {"external_id": external_id, "email": email, "attributes": attributes}, ""
+    row = {"external_id": external_id, "email": email, "timezone": zone}
+    return {**row, "attributes": attributes}, ""
 
 
 def _bucket(external_id: str) -> int:
@@ -484,7 +485,8 @@ def _remove_upload(path: str) -> None:
 
 def upsert_contacts(*, rows: list[dict], now: datetime) -> tuple[int, int]:
     """Create or update contacts by external id (each row {"external_id", "email",
-    "attributes"}; an empty email keeps the stored one, attributes are merged in); returns
+    "timezone", "attributes"}; an empty email or timezone keeps the stored one, attributes
+    are merged in); returns
     (created, updated). A contact whose values already are the row's is not written, and an
     erased one never. Runs in the caller's transaction (`_commit_batch`). Locks the contact
     rows it writes, in external id order."""
@@ -502,23 +504,35 @@ def _upsert_copy(rows: list[dict], now: datetime) -> tuple[int, int]:
     with connection.cursor() as cursor:
         cursor.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {_TEMP_TABLE} "
-            "(external_id text, email text, attributes jsonb) ON COMMIT DELETE ROWS"
+            "(external_id text, email text, timezone text, attributes jsonb)"
+            " ON COMMIT DELETE ROWS"
         )
         with cursor.cursor.copy(
-            f"COPY {_TEMP_TABLE} (external_id, email, attributes) FROM STDIN"
+            f"COPY {_TEMP_TABLE} (external_id, email, timezone, attributes) FROM STDIN"
         ) as copy:
             for row in rows:
-                copy.write_row((row["external_id"], row["email"], json.dumps(row["attributes"])))
+                copy.write_row(
+                    (
+                        row["external_id"],
+                        row["email"],
+                        row["timezone"],
+                        json.dumps(row["attributes"]),
+                    )
+                )
         cursor.execute(
-            f"INSERT INTO {table} AS c (external_id, email, attributes, created_at, updated_at)"
-            f" SELECT external_id, email, attributes, %s, %s FROM {_TEMP_TABLE}"
+            f"INSERT INTO {table} AS c"
+            " (external_id, email, timezone, attributes, created_at, updated_at)"
+            f" SELECT external_id, email, timezone, attributes, %s, %s FROM {_TEMP_TABLE}"
             " ORDER BY external_id"
             " ON CONFLICT (external_id) DO UPDATE SET"
             " email = CASE WHEN excluded.email = '' THEN c.email ELSE excluded.email END,"
+            " timezone = CASE WHEN excluded.timezone = '' THEN c.timezone"
+            " ELSE excluded.timezone END,"
             " attributes = c.attributes || excluded.attributes,"
             " updated_at = excluded.updated_at"
             " WHERE c.erased_at IS NULL AND ("
             "  (excluded.email <> '' AND excluded.email <> c.email)"
+            "  OR (excluded.timezone <> '' AND excluded.timezone <> c.timezone)"
             "  OR NOT c.attributes @> excluded.attributes)"
             " RETURNING (xmax = 0)",
             [now, now],
@@ -541,6 +555,7 @@ def _upsert_bulk(rows: list[dict], now: datetime) -> tuple[int, int]:
                 Contact(
                     external_id=row["external_id"],
                     email=row["email"],
+                    timezone=row["timezone"],
                     attributes=row["attributes"],
                     created_at=now,
                     updated_at=now,
@@ -550,12 +565,14 @@ def _upsert_bulk(rows: list[dict], now: datetime) -> tuple[int, int]:
         if contact.erased_at is not None:
             continue
         email = row["email"] or contact.email
+        zone = row["timezone"] or contact.timezone
         attributes = {**(contact.attributes or {}), **row["attributes"]}
-        if (email, attributes) != (contact.email, contact.attributes):
-            contact.email, contact.attributes, contact.updated_at = email, attributes, now
+        if (email, zone, attributes) != (contact.email, contact.timezone, contact.attributes):
+            contact.email, contact.timezone, contact.attributes = email, zone, attributes
+            contact.updated_at = now
             changed.append(contact)
     Contact.objects.bulk_create(new)
-    Contact.objects.bulk_update(changed, ["email", "attributes", "updated_at"])
+    Contact.objects.bulk_update(changed, ["email", "timezone", "attributes", "updated_at"])
     return len(new), len(changed)
 
 

@@ -44,7 +44,8 @@ def test_the_command_upserts_rows_by_external_id(tmp_path, capsys):
     assert "2 rows: 1 created, 1 updated, 0 unchanged, 0 refused." in out
     ann = Contact.objects.get(external_id="ann")
     assert ann.email == "ann@example.com"
-    assert ann.attributes == {"phone": "+33 1 23", "timezone": "Europe/Paris", "plan": "pro"}
+    assert ann.attributes == {"phone": "+33 1 23", "plan": "pro"}
+    assert ann.timezone == "Europe/Paris"
     bob = Contact.objects.get(external_id="bob")
     # An empty cell keeps what is stored; the others are merged in.
     assert (bob.email, bob.attributes) == ("bob@example.com", {"age": "3", "plan": "free"})
@@ -131,7 +132,14 @@ def test_a_missing_file_is_a_clear_error(tmp_path):
 def test_an_erased_contact_is_never_written(tmp_path):
     contact = Contact.objects.create(external_id="ann")
     erased = erase_contact(contact=contact)
-    rows = [{"external_id": erased.external_id, "email": "x@example.com", "attributes": {}}]
+    rows = [
+        {
+            "external_id": erased.external_id,
+            "email": "x@example.com",
+            "timezone": "",
+            "attributes": {},
+        }
+    ]
     assert upsert_contacts(rows=rows, now=NOW) == (0, 0)
     erased.refresh_from_db()
     assert erased.email == ""
