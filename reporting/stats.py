@@ -35,6 +35,10 @@ POWER = 0.8
 # visible by about this many enrollments per version. It changes how fast a real effect is
 # declared, never the error rate.
 SEQUENTIAL_HORIZON = 10_000
+# Looks before each group has this many enrollments do not count (mixtureSPRT's burn-in): a
+# day-one group of three, all unconverted, has an estimated variance of zero and would make
+# the normal approximation, and so the likelihood ratio, explode.
+SEQUENTIAL_BURN_IN = 100
 
 RANDOMIZED = "randomized"
 SEQUENTIAL = "sequential"
@@ -154,7 +158,8 @@ def always_valid_p_value(looks: list[tuple[int, int, int, int]]) -> float | None
     look, oldest first (the report passes one per day). However often anyone looks, the
     chance that this ever drops below α while the versions are equal is at most α. τ² is
     set from the pooled rate at the last look (a plug-in, as Optimizely's Stats Engine
-    does) and held for every look. None before any look has a variance.
+    does) and held for every look. Looks before each group has SEQUENTIAL_BURN_IN
+    enrollments, or while a group is at 0% or 100%, are skipped. None before any look counts.
     """
     if not looks:
         return None
@@ -168,6 +173,11 @@ def always_valid_p_value(looks: list[tuple[int, int, int, int]]) -> float | None
     tau2 = mixture_variance(variance=2 * pooled * (1 - pooled))
     p_value = None
     for look in looks:
+        converted, enrolled, base_converted, base_enrolled = look
+        if min(enrolled, base_enrolled) < SEQUENTIAL_BURN_IN or not (
+            0 < converted < enrolled and 0 < base_converted < base_enrolled
+        ):
+            continue
         ratio = mixture_likelihood_ratio(*look, tau2=tau2)
         if ratio is None:
             continue

@@ -180,4 +180,5 @@ def test_versions_carry_the_always_valid_p_value_and_chance_to_beat(api, journey
     v1, v2 = api.get("/api/v1/journeys/trial-nurture/report").json()["versions"]
     assert v1["p_value_always_valid"] is None and v1["chance_to_beat"] is None
     assert v2["chance_to_beat"] == pytest.approx(stats.chance_to_beat(6, 10, 4, 10))
-    assert 0 < v2["p_value_always_valid"] <= 1
+    # Ten enrollments a version: before the sequential test's burn-in, so no figure yet.
+    assert v2["p_value_always_valid"] is None

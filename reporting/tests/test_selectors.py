@@ -457,19 +457,22 @@ def test_a_split_is_judged_by_its_daily_looks_with_chance_to_beat_and_outlook():
     v2 = JourneyVersionFactory(
         journey=journey, number=2, published_at=T0, split_with=v1, traffic=50
     )
-    # Three days of cohorts: v2 converts 3 of 4 a day, v1 1 of 4.
+    # Three days of cohorts: v2 converts 30 of 40 a day, v1 10 of 40.
     for day in range(3):
-        for i in range(4):
-            enroll(v1, T0 + day * D, awards=((paid, H),) if i < 1 else ())
-            enroll(v2, T0 + day * D, awards=((paid, H),) if i < 3 else ())
+        for i in range(40):
+            enroll(v1, T0 + day * D, awards=((paid, H),) if i < 10 else ())
+            enroll(v2, T0 + day * D, awards=((paid, H),) if i < 30 else ())
     ctx = selectors.report_context(journey=journey)
     rows = {r.version: r for r in selectors.version_rows(ctx, counts_of(ctx), cohorts_of(ctx))}
     comparison = rows[2].comparison
-    looks = [(3 * d, 4 * d, d, 4 * d) for d in (1, 2, 3)]
+    looks = [(30 * d, 40 * d, 10 * d, 40 * d) for d in (1, 2, 3)]
+    assert comparison.p_value_always_valid is not None
     assert comparison.p_value_always_valid == pytest.approx(stats.always_valid_p_value(looks))
-    assert comparison.chance_to_beat == pytest.approx(stats.chance_to_beat(9, 12, 3, 12))
+    assert comparison.chance_to_beat == pytest.approx(stats.chance_to_beat(90, 120, 30, 120))
     assert comparison.outlook.detectable_now is not None
-    # Four enrollments a day in each group over the three days there were.
-    expected = stats.outlook(enrolled=12, base_converted=3, base_enrolled=12, enrolled_per_day=4)
+    # Forty enrollments a day in each group over the three days there were.
+    expected = stats.outlook(
+        enrolled=120, base_converted=30, base_enrolled=120, enrolled_per_day=40
+    )
     assert comparison.outlook == expected
     assert rows[1].comparison is None

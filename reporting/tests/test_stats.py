@@ -262,12 +262,23 @@ def test_mixture_variance_is_the_published_tuning():
 
 def test_always_valid_p_value_only_falls_and_is_absent_without_variance():
     looks = [(10, 100, 10, 100), (30, 200, 20, 200), (40, 300, 40, 300), (90, 400, 40, 400)]
+    looks = [(10, 50, 10, 50), *looks]  # before the burn-in: skipped
     values = [stats.always_valid_p_value(looks[: i + 1]) for i in range(len(looks))]
+    assert values[0] is None
+    values = values[1:]
     assert values == sorted(values, reverse=True)
     assert values[-1] < 0.001
     assert stats.always_valid_p_value([]) is None
     assert stats.always_valid_p_value([(0, 100, 0, 100)]) is None
     assert stats.always_valid_p_value([(0, 0, 5, 10)]) is None
+
+
+def test_a_tiny_unconverted_first_day_does_not_make_a_winner():
+    # A split whose new version got 3 enrollments on its first day, none converted: its
+    # estimated variance is zero and the likelihood ratio exploded (p = 1e-9 against a
+    # fixed-sample p of 0.47 at the end). Looks before the burn-in do not count.
+    looks = [(0, 3, 40, 300), (10, 100, 60, 500), (100, 1000, 110, 1000)]
+    assert stats.always_valid_p_value(looks) > 0.5
 
 
 def test_looking_every_day_at_aa_tests_rarely_finds_a_winner():
