@@ -1,21 +1,87 @@
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+
+
+class Subscription(models.TextChoices):
+    """A contact's consent on one channel (docs/messages.md): only `subscribed` receives
+    marketing messages."""
+
+    SUBSCRIBED = "subscribed", "Subscribed"
+    UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
+    BOUNCED = "bounced", "Bounced"
+    COMPLAINED = "complained", "Complained"
+
+
+SUBSCRIPTION_CHANNELS = ("email", "sms")
+
+
+def default_subscriptions() -> dict:
+    return dict.fromkeys(SUBSCRIPTION_CHANNELS, Subscription.SUBSCRIBED.value)
+
+
+def subscription_problems(value: object) -> list[tuple[list[str], str]]:
+    """What is wrong with a subscriptions mapping, each with the key it is about; empty when
+    it is valid. Partial mappings are valid: the API and forms change only what they name."""
+    if not isinstance(value, dict):
+        return [([], "Must be an object of channel: status")]
+    problems = []
+    for channel, status in value.items():
+        if channel not in SUBSCRIPTION_CHANNELS:
+            problems.append(
+                ([str(channel)], f"Unknown channel; use one of: {', '.join(SUBSCRIPTION_CHANNELS)}")
+            )
+        elif status not in Subscription.values:
+            problems.append(
+                ([channel], f"Unknown status; use one of: {', '.join(Subscription.values)}")
+            )
+    return problems
+
+
+def validate_subscriptions(value: object) -> None:
+    problems = subscription_problems(value)
+    if problems:
+        raise ValidationError(
+            "; ".join(f"{'.'.join(key) or 'subscriptions'}: {message}" for key, message in problems)
+        )
 
 
 class Contact(models.Model):
     external_id = models.CharField(max_length=255, unique=True)
     email = models.EmailField(blank=True, default="")
     attributes = models.JSONField(default=dict, blank=True)
+    # One Subscription per channel of SUBSCRIPTION_CHANNELS; a channel missing counts as
+    # subscribed (contact_subscription_status keeps out anything else).
+    subscriptions = models.JSONField(
+        default=default_subscriptions, blank=True, validators=[validate_subscriptions]
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     erased_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["email"], name="contact_email_idx")]
+        constraints = [
+            # Cheap and portable: the two channels' values, where present, are statuses.
+            models.CheckConstraint(
+                condition=(
+                    Q(subscriptions__email__isnull=True)
+                    | Q(subscriptions__email__in=Subscription.values)
+                )
+                & (
+                    Q(subscriptions__sms__isnull=True)
+                    | Q(subscriptions__sms__in=Subscription.values)
+                ),
+                name="contact_subscription_status",
+            ),
+        ]
 
     def __str__(self):
         return self.external_id
+
+    def subscription(self, channel: str) -> str:
+        return (self.subscriptions or {}).get(channel, Subscription.SUBSCRIBED.value)
 
 
 class Event(models.Model):
@@ -259,6 +325,19 @@ class OutboxMessage(models.Model):
         PENDING = "pending", "Pending"
         SENT = "sent", "Sent"
         FAILED = "failed", "Failed"
+        # Not sent, on purpose: `reason` says why. Never counted as failed.
+        SKIPPED = "skipped", "Skipped"
+
+    class Category(models.TextChoices):
+        MARKETING = "marketing", "Marketing"
+        TRANSACTIONAL = "transactional", "Transactional"
+
+    class Reason(models.TextChoices):
+        UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
+        BOUNCED = "bounced", "Bounced"
+        COMPLAINED = "complained", "Complained"
+        NO_ADDRESS = "no_address", "No address"
+        FREQUENCY_CAP = "frequency_cap", "Frequency cap"
 
     visit = models.OneToOneField(StepVisit, on_delete=models.CASCADE, related_name="message")
     enrollment = models.ForeignKey(Enrollment, on_delete=models.CASCADE, related_name="messages")
@@ -271,7 +350,15 @@ class OutboxMessage(models.Model):
     recipient = models.CharField(max_length=255, blank=True, default="")
     subject = models.TextField(blank=True, default="")
     body = models.TextField(blank=True, default="")
+    # The email's other template fields, copied from the step like subject and body; all
+    # rendered at send (journeys.message_templates.render_email).
+    preheader = models.TextField(blank=True, default="")
+    html = models.TextField(blank=True, default="")
+    from_email = models.CharField(max_length=320, blank=True, default="")
+    reply_to = models.CharField(max_length=320, blank=True, default="")
+    category = models.CharField(max_length=16, choices=Category.choices, default=Category.MARKETING)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    reason = models.CharField(max_length=32, choices=Reason.choices, blank=True, default="")
     attempts = models.PositiveSmallIntegerField(default=0)
     due_at = models.DateTimeField()
     leased_until = models.DateTimeField(null=True, blank=True)

@@ -162,6 +162,8 @@ else:
         "EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend"
     )
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Waypoint <journeys@localhost>")
+# Where contacts reach this site from a message (unsubscribe links): no trailing slash.
+PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
 # Dotted path of the SMS backend class; the console one prints, a provider's sends.
 SMS_BACKEND = env.str("SMS_BACKEND", default="journeys.sms.ConsoleSMSBackend")
 

@@ -2,18 +2,20 @@
 through Django's backend and SMS through SMS_BACKEND, at most once each, with retries and
 back-off for a provider that refuses."""
 
+import dataclasses
 from datetime import datetime, timedelta
 from email.utils import parseaddr
 
 from django.conf import settings
-from django.core.mail import EmailMessage, get_connection
+from django.core.mail import EmailMultiAlternatives, get_connection
 from django.db import transaction
 from django.db.models import F, Q, QuerySet
 
 from journeys import engine
 from journeys.bulk import claim
-from journeys.message_templates import render_message
-from journeys.models import Contact, OutboxMessage
+from journeys.consent import unsubscribe_url
+from journeys.message_templates import render_email, render_message
+from journeys.models import Contact, OutboxMessage, Subscription
 from journeys.sms import get_sms_backend
 
 MESSAGE_MAX_ATTEMPTS = 5
@@ -51,10 +53,11 @@ def deliver_due_messages(*, limit: int | None = None, now: datetime) -> int:
     Guarantee: at most once. A process killed between the send and the `sent` commit leaves
     the message marked `sending_since`; it is never resent automatically but failed by step 1
     once its lease runs out, visible and retryable in the admin. An email carries the same
-    Message-ID (`message_id`) on every attempt. A template that does not render, breaks a
-    limit or a contact without an address fails that message alone with the reason; a
-    provider error is retried with back-off, then failed. Safe to run twice, concurrently
-    too: see step 3.
+    Message-ID (`message_id`) on every attempt. A template that does not render or breaks a
+    limit fails that message alone with the reason; a provider error is retried with
+    back-off, then failed. Consent is read as it is at send: a contact without an address,
+    or a marketing message on a channel the contact is not subscribed to, is `skipped` with
+    the `reason` (docs/messages.md). Safe to run twice, concurrently too: see step 3.
     """
     limit = limit or settings.ENGINE_BATCH_SIZE
     lease_until = now + timedelta(seconds=settings.ENGINE_LEASE_SECONDS)
@@ -77,8 +80,10 @@ def deliver_due_messages(*, limit: int | None = None, now: datetime) -> int:
             leased_until=lease_until, attempts=F("attempts") + 1
         )
     contacts = {
-        contact.pk: engine.contact_data(contact.external_id, contact.email, contact.attributes)
-        for contact in Contact.objects.filter(pk__in={m.contact_id for m in messages})
+        contact.pk: contact
+        for contact in Contact.objects.filter(pk__in={m.contact_id for m in messages}).only(
+            "external_id", "email", "attributes", "subscriptions"
+        )
     }
     sender = _Sender()
     for message in messages:
@@ -91,6 +96,11 @@ def deliver_due_messages(*, limit: int | None = None, now: datetime) -> int:
         )
         try:
             prepared = _prepare(message, contacts.get(message.contact_id))
+        except _Skipped as exc:
+            ours.update(
+                status=OutboxMessage.Status.SKIPPED, reason=exc.reason, error="", leased_until=None
+            )
+            continue
         except _Unsendable as exc:
             ours.update(status=OutboxMessage.Status.FAILED, error=str(exc)[:2000])
             continue
@@ -141,27 +151,91 @@ class _Unsendable(Exception):
     """A message that no attempt can send; the text is the reason recorded."""
 
 
-def _prepare(message: OutboxMessage, contact: dict | None) -> tuple[str, str, str]:
-    """The recipient, subject and body; raises _Unsendable."""
-    contact = contact or {"attributes": {}}
-    recipient = message.recipient or (
-        contact.get("email") if message.channel == OutboxMessage.Channel.EMAIL else ""
+class _Skipped(Exception):
+    """A message not to send, on purpose: `reason` is one of OutboxMessage.Reason."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True)
+class _Prepared:
+    recipient: str
+    subject: str
+    text: str
+    html: str = ""
+    from_email: str = ""
+    reply_to: str = ""
+    unsubscribe_url: str = ""
+
+
+def _prepare(message: OutboxMessage, contact: Contact | None) -> _Prepared:
+    """What to send; raises _Skipped or _Unsendable."""
+    email = message.channel == OutboxMessage.Channel.EMAIL
+    data = (
+        engine.contact_data(contact.external_id, contact.email, contact.attributes)
+        if contact is not None
+        else {"attributes": {}}
     )
+    recipient = message.recipient or (data.get("email") if email else "")
     if not recipient:
-        what = (
-            "email address"
-            if message.channel == OutboxMessage.Channel.EMAIL
-            else "phone number (attribute 'phone')"
-        )
-        raise _Unsendable(f"The contact has no {what}.")
+        raise _Skipped(OutboxMessage.Reason.NO_ADDRESS)
+    marketing = message.category != OutboxMessage.Category.TRANSACTIONAL
+    if marketing and contact is not None:
+        status = contact.subscription(message.channel)
+        if status != Subscription.SUBSCRIBED:
+            raise _Skipped(status)
     try:
-        subject, body = render_message(message.subject, message.body, contact)
+        if not email:
+            _, text = render_message("", message.body, data)
+            return _Prepared(recipient, "", text)
+        link = unsubscribe_url(contact_id=message.contact_id) if marketing else ""
+        rendered = render_email(
+            subject=message.subject,
+            body=message.body,
+            contact=data,
+            preheader=message.preheader,
+            html=message.html,
+            unsubscribe_url=link,
+        )
     except Exception as exc:
         # Limits, a filter given the wrong kind of value, a template stored before the
         # check: the reason reads the same for all of them.
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise _Unsendable(f"Template error: {type(exc).__name__}: {reason}") from None
-    return recipient, subject, body
+    return _Prepared(
+        recipient,
+        rendered.subject,
+        rendered.text,
+        rendered.html,
+        message.from_email,
+        message.reply_to,
+        link,
+    )
+
+
+def build_email(
+    prepared: _Prepared, *, headers: dict[str, str], connection=None
+) -> EmailMultiAlternatives:
+    """The email as sent: multipart/alternative when there is HTML, and the RFC 8058
+    one-click unsubscribe headers on a marketing email."""
+    headers = dict(headers)
+    if prepared.unsubscribe_url:
+        headers["List-Unsubscribe"] = f"<{prepared.unsubscribe_url}>"
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    email = EmailMultiAlternatives(
+        prepared.subject,
+        prepared.text,
+        prepared.from_email or settings.DEFAULT_FROM_EMAIL,
+        [prepared.recipient],
+        reply_to=[prepared.reply_to] if prepared.reply_to else None,
+        headers=headers,
+        connection=connection,
+    )
+    if prepared.html:
+        email.attach_alternative(prepared.html, "text/html")
+    return email
 
 
 class _Sender:
@@ -171,23 +245,19 @@ class _Sender:
         self.email_connection = None
         self.sms_backend = None
 
-    def send(self, message: OutboxMessage, prepared: tuple[str, str, str]) -> None:
-        recipient, subject, body = prepared
+    def send(self, message: OutboxMessage, prepared: _Prepared) -> None:
         if message.channel == OutboxMessage.Channel.EMAIL:
             if self.email_connection is None:
                 self.email_connection = get_connection()
-            EmailMessage(
-                subject,
-                body,
-                settings.DEFAULT_FROM_EMAIL,
-                [recipient],
-                connection=self.email_connection,
+            build_email(
+                prepared,
                 headers={"Message-ID": message_id(message)},
+                connection=self.email_connection,
             ).send()
         else:
             if self.sms_backend is None:
                 self.sms_backend = get_sms_backend()
-            self.sms_backend.send(to=recipient, text=body)
+            self.sms_backend.send(to=prepared.recipient, text=prepared.text)
 
     def close(self) -> None:
         if self.email_connection is not None:
