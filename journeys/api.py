@@ -24,7 +24,15 @@ from journeys.actions.versions import (
 )
 from journeys.auth import ApiError, erase_auth, ingest_auth, manage_auth
 from journeys.definition import DefinitionError
-from journeys.models import Contact, Enrollment, Event, Journey, JourneyVersion
+from journeys.models import (
+    Contact,
+    Enrollment,
+    Event,
+    Journey,
+    JourneyVersion,
+    Subscription,
+    default_subscriptions,
+)
 from journeys.parsers import BodyError, parse_json
 from journeys.ratelimit import spend_contact_erasure, spend_contact_read, spend_ingest
 
@@ -337,11 +345,24 @@ FUTURE_TOLERANCE = timedelta(days=1)
 TIMESTAMP_FLOOR = datetime(2000, 1, 1, tzinfo=UTC)
 
 
+SubscriptionStatus = Literal[tuple(Subscription.values)]
+
+
+class SubscriptionsIn(Schema):
+    """Channels to change; a channel left out keeps its status (docs/messages.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: SubscriptionStatus | None = None
+    sms: SubscriptionStatus | None = None
+
+
 class ContactIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
     email: str | None = PydanticField(default=None, max_length=254)
     attributes: dict[str, Any] = PydanticField(default_factory=dict)
+    subscriptions: SubscriptionsIn | None = None
 
     @field_validator("email")
     @classmethod
@@ -436,6 +457,7 @@ class ContactOut(Schema):
     external_id: str
     email: str
     attributes: dict[str, Any]
+    subscriptions: dict[str, str]
     created_at: datetime
     updated_at: datetime
 
@@ -470,6 +492,7 @@ def _contact_out(contact: Contact, *, with_history: bool = True) -> dict:
         "external_id": contact.external_id,
         "email": contact.email,
         "attributes": contact.attributes,
+        "subscriptions": {**default_subscriptions(), **(contact.subscriptions or {})},
         "created_at": contact.created_at,
         "updated_at": contact.updated_at,
     }
@@ -517,7 +540,12 @@ def put_contact(request, external_id: str, payload: ContactIn):
     (null removes one); `email` left out stays as it is."""
     _check_external_id(external_id)
     contact, created = upsert_contact(
-        external_id=external_id, email=payload.email, attributes=payload.attributes
+        external_id=external_id,
+        email=payload.email,
+        attributes=payload.attributes,
+        subscriptions=payload.subscriptions.model_dump(exclude_none=True)
+        if payload.subscriptions
+        else None,
     )
     return Status(201 if created else 200, _contact_out(contact, with_history=False))
 

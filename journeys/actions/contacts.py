@@ -54,11 +54,15 @@ def contact_ids_by_external_id(external_ids: set[str]) -> dict[str, int]:
 
 
 def upsert_contact(
-    *, external_id: str, email: str | None = None, attributes: dict | None = None
+    *,
+    external_id: str,
+    email: str | None = None,
+    attributes: dict | None = None,
+    subscriptions: dict | None = None,
 ) -> tuple[Contact, bool]:
     """Create or update a contact; returns it and whether it was created. Given attributes
     are merged into the stored ones, and an attribute set to null is removed; an email left
-    out stays as it is.
+    out stays as it is; given subscriptions change those channels only.
 
     Locks the contact row (FOR UPDATE) so that a concurrent update or an engine step
     writing attributes is never lost. Safe to run twice: the second call changes nothing.
@@ -83,7 +87,9 @@ def upsert_contact(
         if attributes:
             merged = {**(contact.attributes or {}), **attributes}
             contact.attributes = {key: value for key, value in merged.items() if value is not None}
-        contact.save(update_fields=["email", "attributes", "updated_at"])
+        if subscriptions:
+            contact.subscriptions = {**(contact.subscriptions or {}), **subscriptions}
+        contact.save(update_fields=["email", "attributes", "subscriptions", "updated_at"])
     return contact, created
 
 
