@@ -236,7 +236,9 @@ class OutboxMessageAdmin(admin.ModelAdmin):
         "channel",
         "recipient",
         "subject",
+        "category",
         "status",
+        "reason",
         "attempts",
         "due_at",
         "sending_since",
@@ -245,7 +247,7 @@ class OutboxMessageAdmin(admin.ModelAdmin):
         "created_at",
     ]
     actions = [retry_failed_messages]
-    list_filter = ["channel", "status"]
+    list_filter = ["channel", "status", "reason", "category"]
     search_fields = ["recipient", "subject", "contact__external_id", "step_key"]
     date_hierarchy = "created_at"
     ordering = ["-created_at"]

@@ -8,6 +8,7 @@ from django import forms
 from django.core.validators import RegexValidator
 
 from journeys.editing import STEP_TYPE_LABELS, humanize_duration, parse_human_duration, step_ports
+from journeys.models import Subscription
 
 SLUG_VALIDATOR = RegexValidator(
     r"^[a-z0-9][a-z0-9_-]*\Z",
@@ -600,3 +601,13 @@ def step_form(step: dict, definition: dict, data=None) -> StepForm:
     if form_class is EvaluateGoalForm:
         kwargs["goals"] = [(g.get("key"), g.get("name")) for g in definition.get("goals") or []]
     return form_class(data, **kwargs)
+
+
+# --- Consent ----------------------------------------------------------------------------------
+
+
+class SubscriptionsForm(forms.Form):
+    """A contact's status per channel, as the contact page changes it."""
+
+    email = forms.ChoiceField(label="Email", choices=Subscription.choices)
+    sms = forms.ChoiceField(label="SMS", choices=Subscription.choices)

@@ -48,5 +48,11 @@ urlpatterns = [
     ),
     path("journeys/<slug:key>/publish/", views.publish, name="publish"),
     path("contacts/", views.contact_list, name="contacts"),
+    path(
+        "contacts/<path:external_id>/subscriptions/",
+        views.contact_subscriptions,
+        name="contact-subscriptions",
+    ),
     path("contacts/<path:external_id>/", views.contact_detail, name="contact"),
+    path("u/<str:token>", views.unsubscribe, name="unsubscribe"),
 ]

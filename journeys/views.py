@@ -8,21 +8,24 @@ a draft with errors and shows them, the API refuses it.
 import dataclasses
 
 from django.contrib import messages
-from django.contrib.auth.decorators import permission_required
+from django.contrib.auth.decorators import login_not_required, permission_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
-from django.views.decorators.http import require_POST
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods, require_POST
 
 from conversions.actions import save_conversion, save_goal
 from conversions.selectors import new_definition_key, resolve_journey_refs, rule_choices
+from journeys.actions.consent import set_subscription
 from journeys.actions.versions import (
     VersionStateError,
     create_empty_journey,
     publish_version,
     save_draft_version,
 )
+from journeys.consent import read_unsubscribe_token
 from journeys.definition import DefinitionError, parse_definition
 from journeys.editing import (
     build_diagram,
@@ -44,9 +47,10 @@ from journeys.forms import (
     PublishForm,
     RuleForm,
     SettingsForm,
+    SubscriptionsForm,
     step_form,
 )
-from journeys.models import Contact, Journey, JourneyVersion
+from journeys.models import SUBSCRIPTION_CHANNELS, Contact, Journey, JourneyVersion, Subscription
 from journeys.selectors import (
     contact_search,
     contact_timeline,
@@ -504,9 +508,69 @@ def contact_list(request):
 @permission_required("journeys.view_contact", raise_exception=True)
 def contact_detail(request, external_id: str):
     contact = get_object_or_404(Contact, external_id=external_id)
-    context = {
+    form = SubscriptionsForm(initial=_subscriptions_of(contact))
+    return render(request, "journeys/contact.html", _contact_context(request, contact, form))
+
+
+def _contact_context(request, contact: Contact, form: SubscriptionsForm) -> dict:
+    return {
         "nav": "contacts",
         "contact": contact,
         "timeline": contact_timeline(contact=contact),
+        "subscriptions": _subscription_rows(contact),
+        "subscriptions_form": form,
+        "can_edit_contact": request.user.has_perm("journeys.change_contact"),
     }
-    return render(request, "journeys/contact.html", context)
+
+
+def _subscriptions_of(contact: Contact) -> dict[str, str]:
+    return {channel: contact.subscription(channel) for channel in SUBSCRIPTION_CHANNELS}
+
+
+def _subscription_rows(contact: Contact) -> list[tuple[str, str]]:
+    labels = dict(Subscription.choices)
+    return [
+        (SubscriptionsForm.base_fields[channel].label, labels[status])
+        for channel, status in _subscriptions_of(contact).items()
+    ]
+
+
+@require_POST
+@permission_required("journeys.change_contact", raise_exception=True)
+def contact_subscriptions(request, external_id: str):
+    contact = get_object_or_404(Contact, external_id=external_id)
+    form = SubscriptionsForm(request.POST)
+    if not form.is_valid():
+        return render(request, "journeys/contact.html", _contact_context(request, contact, form))
+    for channel in SUBSCRIPTION_CHANNELS:
+        if form.cleaned_data[channel] != contact.subscription(channel):
+            set_subscription(
+                contact_id=contact.pk, channel=channel, status=form.cleaned_data[channel]
+            )
+    messages.success(request, "Subscriptions saved.")
+    return HttpResponseRedirect(reverse("journeys:contact", args=[contact.external_id]))
+
+
+# Mail clients post the one-click unsubscribe (RFC 8058) without a session or a CSRF token;
+# the signed token is the credential, and all it can do is change that one channel.
+@login_not_required
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+def unsubscribe(request, token: str):
+    named = read_unsubscribe_token(token)
+    contact = Contact.objects.filter(pk=named[0]).first() if named else None
+    if contact is None:
+        raise Http404("This unsubscribe link is not valid.")
+    channel = named[1]
+    done = ""
+    if request.method == "POST":
+        resubscribe = "resubscribe" in request.POST
+        status = Subscription.SUBSCRIBED if resubscribe else Subscription.UNSUBSCRIBED
+        contact = set_subscription(contact_id=contact.pk, channel=channel, status=status) or contact
+        done = "resubscribed" if resubscribe else "unsubscribed"
+    context = {
+        "channel": "email" if channel == "email" else "text messages",
+        "subscribed": contact.subscription(channel) == Subscription.SUBSCRIBED,
+        "done": done,
+    }
+    return render(request, "journeys/unsubscribe.html", context)

@@ -244,3 +244,20 @@ def test_contact_attributes_beyond_a_double_are_refused_in_the_admin(
     assert f"{where}: The number" in response.content.decode()
     contact.refresh_from_db()
     assert contact.attributes == {"plan": "pro"}
+
+
+def test_contact_subscriptions_are_edited_in_the_admin_and_checked(client, superuser):
+    client.force_login(superuser)
+    contact = ContactFactory(attributes={})
+    url = reverse("admin:journeys_contact_change", args=[contact.pk])
+    fields = {"external_id": contact.external_id, "email": "", "attributes": "{}"}
+
+    response = client.post(url, {**fields, "subscriptions": '{"email": "maybe"}'})
+    assert response.status_code == 200
+    assert "email: Unknown status" in response.content.decode()
+
+    response = client.post(url, {**fields, "subscriptions": '{"email": "unsubscribed"}'})
+    assert response.status_code == 302
+    contact.refresh_from_db()
+    assert contact.subscriptions == {"email": "unsubscribed"}
+    assert contact.subscription("sms") == "subscribed"
