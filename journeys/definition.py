@@ -243,19 +243,26 @@ def _check_html_template(value: str) -> str:
     return _check_optional_template(value, compile_html_template)
 
 
-def _check_address(value: str) -> str:
-    # Plain addresses ("news@example.com" or "Example News <news@example.com>"), no Liquid:
-    # a sender is the same for every contact, and an address made from data could be
-    # anything. No line breaks: the value becomes a header.
-    name, address = parseaddr(value)
+ADDRESS_PROBLEM = "Enter an email address, e.g. news@example.com or Name <news@example.com>"
+
+
+def is_plain_address(value: str) -> bool:
+    """A sender or reply-to: "news@example.com" or "Example News <news@example.com>". No
+    Liquid: a sender is the same for every contact, and an address made from data could be
+    anything. No line breaks: the value becomes a header."""
+    _, address = parseaddr(value)
     if "\n" in value or "\r" in value or not address:
-        raise _problem("Enter an email address, e.g. news@example.com or Name <news@example.com>")
+        return False
     try:
         validate_email(address)
     except DjangoValidationError:
-        raise _problem(
-            "Enter an email address, e.g. news@example.com or Name <news@example.com>"
-        ) from None
+        return False
+    return True
+
+
+def _check_address(value: str) -> str:
+    if not is_plain_address(value):
+        raise _problem(ADDRESS_PROBLEM)
     return value
 
 

@@ -7,18 +7,27 @@ a draft with errors and shows them, the API refuses it.
 
 import dataclasses
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required, permission_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponseRedirect
+from django.core.mail import get_connection
+from django.http import Http404, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
 from conversions.actions import save_conversion, save_goal
 from conversions.selectors import new_definition_key, resolve_journey_refs, rule_choices
 from journeys.actions.consent import set_subscription
+from journeys.actions.messages import (
+    PreparedMessage,
+    build_email,
+    compose_message,
+    describe_template_error,
+)
 from journeys.actions.versions import (
     VersionStateError,
     create_empty_journey,
@@ -44,13 +53,22 @@ from journeys.forms import (
     NEW,
     AddStepForm,
     JourneyCreateForm,
+    PreviewForm,
     PublishForm,
     RuleForm,
     SettingsForm,
     SubscriptionsForm,
+    TestSendForm,
     step_form,
 )
-from journeys.models import SUBSCRIPTION_CHANNELS, Contact, Journey, JourneyVersion, Subscription
+from journeys.models import (
+    SUBSCRIPTION_CHANNELS,
+    Contact,
+    Journey,
+    JourneyVersion,
+    OutboxMessage,
+    Subscription,
+)
 from journeys.selectors import (
     contact_search,
     contact_timeline,
@@ -58,6 +76,8 @@ from journeys.selectors import (
     journey_definition,
     journey_for_editor,
     journey_list_rows,
+    liquid_attribute_keys,
+    preview_contact,
 )
 
 VIEW = "journeys.view_journey"
@@ -203,6 +223,15 @@ def editor_context(
     if step is not None and form is None:
         form = step_form(step, definition)
     names = definition_names(definition)
+    liquid_fields = []
+    if step is not None and step.get("type") in ("send_email", "send_sms"):
+        liquid_fields = [
+            "contact.external_id",
+            "contact.email",
+            *(f"contact.attributes.{name}" for name in liquid_attribute_keys(journey=journey)),
+        ]
+        if step.get("type") == "send_email":
+            liquid_fields.append("unsubscribe_url")
     context = {
         "nav": "journeys",
         "journey": journey,
@@ -234,6 +263,11 @@ def editor_context(
             for rule in definition.get("exit_when") or []
         ],
         "step_types": AddStepForm.base_fields["type"].choices,
+        "liquid_fields": liquid_fields,
+        "preview_form": PreviewForm() if step and step.get("type") == "send_email" else None,
+        "test_send_form": TestSendForm(prefix="test")
+        if step and step.get("type") == "send_email"
+        else None,
     }
     if can_edit and panel == "flow":
         forms = left_forms or {}
@@ -574,3 +608,99 @@ def unsubscribe(request, token: str):
         "done": done,
     }
     return render(request, "journeys/unsubscribe.html", context)
+
+
+# --- Email preview and test send ----------------------------------------------------------
+
+# The HTML of a preview is a marketer's: it runs nothing and loads nothing but images, even
+# opened on its own (the `sandbox` directive), and only this site may frame it.
+PREVIEW_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
+    "frame-ancestors 'self'; sandbox"
+)
+
+
+@dataclasses.dataclass
+class EmailPreview:
+    contact: Contact | None
+    message: PreparedMessage | None = None
+    problem: str = ""
+
+
+def _email_preview(journey: Journey, step_key: str, query: str, *, to: str = "") -> EmailPreview:
+    """The draft's email step rendered for a contact, as it would be sent; the unsubscribe
+    link is a placeholder that unsubscribes nobody (a test email is forwarded, clicked)."""
+    step = find_step(_state(journey).definition, step_key)
+    if step is None or step.get("type") != "send_email":
+        raise Http404("No such email step")
+    contact = preview_contact(journey=journey, query=query)
+    if contact is None:
+        problem = f"No contact has the email or external id '{query}'." if query else ""
+        return EmailPreview(None, problem=problem or "There are no contacts yet.")
+    message = OutboxMessage(
+        channel=OutboxMessage.Channel.EMAIL,
+        contact_id=contact.pk,
+        subject=step.get("subject") or "",
+        body=step.get("body") or "",
+        preheader=step.get("preheader") or "",
+        html=step.get("html") or "",
+        from_email=step.get("from_email") or "",
+        reply_to=step.get("reply_to") or "",
+    )
+    marketing = (step.get("category") or "marketing") == "marketing"
+    link = f"{settings.PUBLIC_BASE_URL.rstrip('/')}/u/preview" if marketing else ""
+    data = {"external_id": contact.external_id, "email": contact.email}
+    data["attributes"] = dict(contact.attributes or {})
+    try:
+        prepared = compose_message(
+            message, data, recipient=to or contact.email, unsubscribe_link=link
+        )
+    except Exception as exc:
+        return EmailPreview(contact, problem=f"Template error: {describe_template_error(exc)}")
+    return EmailPreview(contact, prepared)
+
+
+@permission_required(EDIT, raise_exception=True)
+def step_preview(request, key: str, step_key: str):
+    journey = _load(key)
+    form = PreviewForm(request.GET)
+    query = form.cleaned_data["contact"] if form.is_valid() else ""
+    preview = _email_preview(journey, step_key, query)
+    context = {"journey": journey, "step_key": step_key, "preview": preview, "query": query}
+    return render(request, "journeys/_email_preview.html", context)
+
+
+@xframe_options_sameorigin
+@permission_required(EDIT, raise_exception=True)
+def step_preview_html(request, key: str, step_key: str):
+    preview = _email_preview(_load(key), step_key, request.GET.get("contact", "")[:255])
+    if preview.message is None or not preview.message.html:
+        body = "<p>This email has no HTML body.</p>" if preview.message else "<p></p>"
+    else:
+        body = preview.message.html
+    response = HttpResponse(body, content_type="text/html; charset=utf-8")
+    response["Content-Security-Policy"] = PREVIEW_CSP
+    return response
+
+
+@require_POST
+@permission_required(EDIT, raise_exception=True)
+def step_test_send(request, key: str, step_key: str):
+    journey = _load(key)
+    form = TestSendForm(request.POST, prefix="test")
+    sent_to = ""
+    if form.is_valid():
+        to = form.cleaned_data["to"]
+        preview = _email_preview(journey, step_key, form.cleaned_data["contact"], to=to)
+        if preview.message is None:
+            form.add_error("contact", preview.problem)
+        else:
+            test = dataclasses.replace(preview.message, subject=f"[Test] {preview.message.subject}")
+            try:
+                build_email(test, headers={}, connection=get_connection()).send()
+            except Exception as exc:
+                form.add_error(None, f"The mail server refused it: {type(exc).__name__}: {exc}")
+            else:
+                sent_to = to
+    context = {"journey": journey, "step_key": step_key, "test_send_form": form, "sent_to": sent_to}
+    return render(request, "journeys/_email_preview.html#test-send", context)

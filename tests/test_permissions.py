@@ -24,10 +24,11 @@ from reporting import selectors
 
 pytestmark = pytest.mark.django_db
 
-# Pages anyone may open, and what they answer.
-PUBLIC = {"login", "logout", "healthz", None}
+# Pages anyone may open, and what they answer (the unsubscribe page: its signed token is the
+# credential, journeys/tests/test_consent_pages.py).
+PUBLIC = {"login", "logout", "healthz", "journeys:unsubscribe", None}
 # Pages whose GET already needs the right to edit.
-EDIT_TO_VIEW = {"journeys:create"}
+EDIT_TO_VIEW = {"journeys:create", "journeys:step-preview", "journeys:step-preview-html"}
 # Pages whose POST changes something; every other page only reads. A new page route must be
 # put in one of the two (test_every_page_route_is_in_the_matrix says so).
 WRITE_ROUTES = {
@@ -35,6 +36,8 @@ WRITE_ROUTES = {
     "journeys:step-add",
     "journeys:step",
     "journeys:step-delete",
+    "journeys:step-test-send",
+    "journeys:contact-subscriptions",
     "journeys:settings",
     "journeys:trigger-add",
     "journeys:trigger-delete",
@@ -55,6 +58,8 @@ READ_ROUTES = {
     "journeys:version",
     "journeys:contacts",
     "journeys:contact",
+    "journeys:step-preview",
+    "journeys:step-preview-html",
     "journey-audit",
     "conversions:panel",
     "reporting:report",

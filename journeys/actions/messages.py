@@ -160,7 +160,7 @@ class _Skipped(Exception):
 
 
 @dataclasses.dataclass(frozen=True)
-class _Prepared:
+class PreparedMessage:
     recipient: str
     subject: str
     text: str
@@ -168,9 +168,10 @@ class _Prepared:
     from_email: str = ""
     reply_to: str = ""
     unsubscribe_url: str = ""
+    preheader: str = ""
 
 
-def _prepare(message: OutboxMessage, contact: Contact | None) -> _Prepared:
+def _prepare(message: OutboxMessage, contact: Contact | None) -> PreparedMessage:
     """What to send; raises _Skipped or _Unsendable."""
     email = message.channel == OutboxMessage.Channel.EMAIL
     data = (
@@ -186,37 +187,51 @@ def _prepare(message: OutboxMessage, contact: Contact | None) -> _Prepared:
         status = contact.subscription(message.channel)
         if status != Subscription.SUBSCRIBED:
             raise _Skipped(status)
+    link = unsubscribe_url(contact_id=message.contact_id) if marketing and email else ""
     try:
-        if not email:
-            _, text = render_message("", message.body, data)
-            return _Prepared(recipient, "", text)
-        link = unsubscribe_url(contact_id=message.contact_id) if marketing else ""
-        rendered = render_email(
-            subject=message.subject,
-            body=message.body,
-            contact=data,
-            preheader=message.preheader,
-            html=message.html,
-            unsubscribe_url=link,
-        )
+        return compose_message(message, data, recipient=recipient, unsubscribe_link=link)
     except Exception as exc:
         # Limits, a filter given the wrong kind of value, a template stored before the
         # check: the reason reads the same for all of them.
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise _Unsendable(f"Template error: {type(exc).__name__}: {reason}") from None
-    return _Prepared(
+        raise _Unsendable(f"Template error: {describe_template_error(exc)}") from None
+
+
+def describe_template_error(exc: Exception) -> str:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {reason}"
+
+
+def compose_message(
+    message: OutboxMessage, contact: dict, *, recipient: str, unsubscribe_link: str = ""
+) -> PreparedMessage:
+    """The message rendered for the contact's plain data; raises what rendering raises.
+    `unsubscribe_link` is given for a marketing email: its parts show it (see
+    `render_email`) and `build_email` adds the one-click headers."""
+    if message.channel != OutboxMessage.Channel.EMAIL:
+        _, text = render_message("", message.body, contact)
+        return PreparedMessage(recipient, "", text)
+    rendered = render_email(
+        subject=message.subject,
+        body=message.body,
+        contact=contact,
+        preheader=message.preheader,
+        html=message.html,
+        unsubscribe_url=unsubscribe_link,
+    )
+    return PreparedMessage(
         recipient,
         rendered.subject,
         rendered.text,
         rendered.html,
         message.from_email,
         message.reply_to,
-        link,
+        unsubscribe_link,
+        rendered.preheader,
     )
 
 
 def build_email(
-    prepared: _Prepared, *, headers: dict[str, str], connection=None
+    prepared: PreparedMessage, *, headers: dict[str, str], connection=None
 ) -> EmailMultiAlternatives:
     """The email as sent: multipart/alternative when there is HTML, and the RFC 8058
     one-click unsubscribe headers on a marketing email."""
@@ -245,7 +260,7 @@ class _Sender:
         self.email_connection = None
         self.sms_backend = None
 
-    def send(self, message: OutboxMessage, prepared: _Prepared) -> None:
+    def send(self, message: OutboxMessage, prepared: PreparedMessage) -> None:
         if message.channel == OutboxMessage.Channel.EMAIL:
             if self.email_connection is None:
                 self.email_connection = get_connection()
