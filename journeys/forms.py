@@ -679,3 +679,7 @@ class PreviewForm(forms.Form):
 
 class TestSendForm(PreviewForm):
     to = forms.EmailField(label="Send a test to", max_length=254)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["contact"].label = "With the data of contact"
