@@ -628,8 +628,7 @@ class EmailPreview:
 
 
 def _email_preview(journey: Journey, step_key: str, query: str, *, to: str = "") -> EmailPreview:
-    """The draft's email step rendered for a contact, as it would be sent; the unsubscribe
-    link is a placeholder that unsubscribes nobody (a test email is forwarded, clicked)."""
+    """The draft's email step rendered for a contact, as it would be sent."""
     step = find_step(_state(journey).definition, step_key)
     if step is None or step.get("type") != "send_email":
         raise Http404("No such email step")
@@ -647,7 +646,14 @@ def _email_preview(journey: Journey, step_key: str, query: str, *, to: str = "")
         from_email=step.get("from_email") or "",
         reply_to=step.get("reply_to") or "",
     )
-    marketing = (step.get("category") or "marketing") == "marketing"
+    message.category = step.get("category") or OutboxMessage.Category.MARKETING
+    return preview_message(message, contact, to=to)
+
+
+def preview_message(message: OutboxMessage, contact: Contact, *, to: str = "") -> EmailPreview:
+    """`message` rendered for the contact as it is now; the unsubscribe link is a
+    placeholder that unsubscribes nobody (a test email or a preview is forwarded, clicked)."""
+    marketing = message.category == OutboxMessage.Category.MARKETING
     link = f"{settings.PUBLIC_BASE_URL.rstrip('/')}/u/preview" if marketing else ""
     data = {"external_id": contact.external_id, "email": contact.email}
     data["attributes"] = dict(contact.attributes or {})
@@ -674,10 +680,15 @@ def step_preview(request, key: str, step_key: str):
 @permission_required(EDIT, raise_exception=True)
 def step_preview_html(request, key: str, step_key: str):
     preview = _email_preview(_load(key), step_key, request.GET.get("contact", "")[:255])
-    if preview.message is None or not preview.message.html:
-        body = "<p>This email has no HTML body.</p>" if preview.message else "<p></p>"
+    return sandboxed_html(preview.message)
+
+
+def sandboxed_html(message: PreparedMessage | None) -> HttpResponse:
+    """A rendered email's HTML as its own document, for a sandboxed frame of this site."""
+    if message is None or not message.html:
+        body = "<p>This email has no HTML body.</p>" if message else "<p></p>"
     else:
-        body = preview.message.html
+        body = message.html
     response = HttpResponse(body, content_type="text/html; charset=utf-8")
     response["Content-Security-Policy"] = PREVIEW_CSP
     return response

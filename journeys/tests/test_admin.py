@@ -261,3 +261,36 @@ def test_contact_subscriptions_are_edited_in_the_admin_and_checked(client, super
     contact.refresh_from_db()
     assert contact.subscriptions == {"email": "unsubscribed"}
     assert contact.subscription("sms") == "subscribed"
+
+
+def test_an_email_in_the_admin_shows_as_rendered_with_its_html_sandboxed(client, superuser):
+    client.force_login(superuser)
+    contact = ContactFactory(attributes={"first_name": "Ann"})
+    enrollment = EnrollmentFactory(contact=contact)
+    visit = StepVisit.objects.create(
+        enrollment=enrollment,
+        version=enrollment.version,
+        step_key="mail",
+        seq=1,
+        entered_at=timezone.now(),
+    )
+    message = OutboxMessage.objects.create(
+        visit=visit,
+        enrollment=enrollment,
+        contact=contact,
+        step_key="mail",
+        channel="email",
+        subject="Hi {{ contact.attributes.first_name }}",
+        html="<p>Dear {{ contact.attributes.first_name }}</p><script>alert(1)</script>",
+        status="sent",
+        due_at=timezone.now(),
+    )
+    page = client.get(reverse("admin:journeys_outboxmessage_change", args=[message.pk]))
+    html = page.content.decode()
+    assert "<strong>Hi Ann</strong>" in html
+    assert f'<iframe sandbox src="/admin/journeys/outboxmessage/{message.pk}/rendered/"' in html
+
+    frame = client.get(f"/admin/journeys/outboxmessage/{message.pk}/rendered/")
+    assert "<p>Dear Ann</p>" in frame.content.decode()
+    assert "default-src 'none'" in frame["Content-Security-Policy"]
+    assert "sandbox" in frame["Content-Security-Policy"]
