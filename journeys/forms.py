@@ -301,6 +301,16 @@ CATEGORY_CHOICES = [
 ]
 
 
+class CategoryField(forms.ChoiceField):
+    """Marketing unless said otherwise: a form posted without it keeps the default."""
+
+    def __init__(self, **kwargs):
+        super().__init__(label="Category", choices=CATEGORY_CHOICES, required=False, **kwargs)
+
+    def clean(self, value):
+        return super().clean(value) or "marketing"
+
+
 class AddressField(forms.CharField):
     """A sender or reply-to as the definition takes it (journeys.definition)."""
 
@@ -337,7 +347,7 @@ class SendEmailForm(StepForm):
         label="From", required=False, max_length=320, help_text="Empty: the site's sender."
     )
     reply_to = AddressField(label="Reply-to", required=False, max_length=320)
-    category = forms.ChoiceField(label="Category", choices=CATEGORY_CHOICES)
+    category = CategoryField()
 
     def initial_from(self, step):
         return {
@@ -365,7 +375,7 @@ class SendEmailForm(StepForm):
 
 class SendSmsForm(StepForm):
     text = forms.CharField(label="Message", widget=forms.Textarea(attrs={"rows": 3}))
-    category = forms.ChoiceField(label="Category", choices=CATEGORY_CHOICES)
+    category = CategoryField()
 
     def initial_from(self, step):
         return {
