@@ -4,7 +4,11 @@ read-only here: it is what reports count, and editing it would rewrite the past.
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
+from django.views.decorators.clickjacking import xframe_options_sameorigin
 
 from journeys.actions.api_keys import create_api_key, revoke_api_key
 from journeys.actions.contacts import erase_contact
@@ -25,6 +29,7 @@ from journeys.models import (
     StepVisit,
 )
 from journeys.parsers import BodyError, check_json
+from journeys.views import preview_message, sandboxed_html
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -239,7 +244,9 @@ class OutboxMessageAdmin(admin.ModelAdmin):
         "channel",
         "recipient",
         "subject",
+        "category",
         "status",
+        "reason",
         "attempts",
         "due_at",
         "sending_since",
@@ -248,15 +255,47 @@ class OutboxMessageAdmin(admin.ModelAdmin):
         "created_at",
     ]
     actions = [retry_failed_messages]
-    list_filter = ["channel", "status"]
+    list_filter = ["channel", "status", "reason", "category"]
     search_fields = ["recipient", "subject", "contact__external_id", "step_key"]
     date_hierarchy = "created_at"
     ordering = ["-created_at"]
     list_select_related = ["contact"]
     raw_id_fields = ["visit", "enrollment", "contact"]
+    readonly_fields = ["rendered"]
 
     def has_add_permission(self, request):
         return False
+
+    # For bin/run and anyone checking what went out: the message as its contact gets it,
+    # rendered again from its template and the contact's data as they are now.
+    @admin.display(description="Rendered")
+    def rendered(self, message):
+        if message.pk is None or message.channel != OutboxMessage.Channel.EMAIL:
+            return "—"
+        preview = preview_message(message, message.contact)
+        if preview.message is None:
+            return preview.problem
+        url = reverse("admin:journeys_outboxmessage_rendered", args=[message.pk])
+        return format_html(
+            '<p><strong>{}</strong></p><pre class="rendered-text">{}</pre>'
+            '<iframe sandbox src="{}" title="Rendered HTML" width="640" height="480"></iframe>',
+            preview.message.subject,
+            preview.message.text,
+            url,
+        )
+
+    def get_urls(self):
+        rendered = self.admin_site.admin_view(xframe_options_sameorigin(self.rendered_html))
+        return [
+            path("<int:pk>/rendered/", rendered, name="journeys_outboxmessage_rendered"),
+            *super().get_urls(),
+        ]
+
+    def rendered_html(self, request, pk: int):
+        message = OutboxMessage.objects.select_related("contact").filter(pk=pk).first()
+        if message is None or not self.has_view_permission(request, message):
+            raise PermissionDenied
+        return sandboxed_html(preview_message(message, message.contact).message)
 
 
 @admin.register(DeliveryEvent)

@@ -25,7 +25,15 @@ from journeys.actions.versions import (
 from journeys.auth import ApiError, erase_auth, ingest_auth, manage_auth
 from journeys.definition import DefinitionError
 from journeys.delivery_rules import check_timezone
-from journeys.models import Contact, Enrollment, Event, Journey, JourneyVersion
+from journeys.models import (
+    Contact,
+    Enrollment,
+    Event,
+    Journey,
+    JourneyVersion,
+    Subscription,
+    default_subscriptions,
+)
 from journeys.parsers import BodyError, parse_json
 from journeys.ratelimit import spend_contact_erasure, spend_contact_read, spend_ingest
 
@@ -338,6 +346,18 @@ FUTURE_TOLERANCE = timedelta(days=1)
 TIMESTAMP_FLOOR = datetime(2000, 1, 1, tzinfo=UTC)
 
 
+SubscriptionStatus = Literal[tuple(Subscription.values)]
+
+
+class SubscriptionsIn(Schema):
+    """Channels to change; a channel left out keeps its status (docs/messages.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: SubscriptionStatus | None = None
+    sms: SubscriptionStatus | None = None
+
+
 class ContactIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
@@ -353,6 +373,8 @@ class ContactIn(Schema):
     @classmethod
     def _known_zone(cls, value: str | None) -> str | None:
         return check_timezone(value) if value else value
+
+    subscriptions: SubscriptionsIn | None = None
 
     @field_validator("email")
     @classmethod
@@ -450,6 +472,7 @@ class ContactOut(Schema):
     timezone: str | None = PydanticField(
         description="The contact's IANA zone; null: the DEFAULT_TIMEZONE setting applies."
     )
+    subscriptions: dict[str, str]
     created_at: datetime
     updated_at: datetime
 
@@ -485,6 +508,7 @@ def _contact_out(contact: Contact, *, with_history: bool = True) -> dict:
         "email": contact.email,
         "attributes": contact.attributes,
         "timezone": contact.timezone or None,
+        "subscriptions": {**default_subscriptions(), **(contact.subscriptions or {})},
         "created_at": contact.created_at,
         "updated_at": contact.updated_at,
     }
@@ -536,6 +560,9 @@ def put_contact(request, external_id: str, payload: ContactIn):
         email=payload.email,
         attributes=payload.attributes,
         timezone=payload.timezone,
+        subscriptions=payload.subscriptions.model_dump(exclude_none=True)
+        if payload.subscriptions
+        else None,
     )
     return Status(201 if created else 200, _contact_out(contact, with_history=False))
 

@@ -20,8 +20,11 @@ import re
 import unicodedata
 from collections.abc import Callable
 from decimal import Decimal
+from email.utils import parseaddr
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import validate_email
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -36,7 +39,12 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from journeys.message_templates import TemplateSyntaxError, compile_template
+from journeys.message_templates import (
+    MAX_HTML_BYTES,
+    TemplateSyntaxError,
+    compile_html_template,
+    compile_template,
+)
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
 
@@ -230,14 +238,47 @@ def _parses_with(parse: Callable[[str], object]) -> Callable[[str], str]:
 
 
 def _check_template(value: str) -> str:
-    # Parsed by the engine that renders it (journeys.message_templates), so what is
-    # accepted here is what the worker can render: Liquid, its standard tags and filters.
     if not value.strip():
         raise _problem("Must not be empty")
+    return _check_optional_template(value)
+
+
+def _check_optional_template(value: str, compile: Callable = compile_template) -> str:
+    # Parsed by the engine that renders it (journeys.message_templates), so what is
+    # accepted here is what the worker can render: Liquid, its standard tags and filters.
     try:
-        compile_template(value)
+        compile(value)
     except TemplateSyntaxError as exc:
         raise _problem(f"Template syntax error on {exc}") from None
+    return value
+
+
+def _check_html_template(value: str) -> str:
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_HTML_BYTES:
+        raise _problem(f"Must be at most {MAX_HTML_BYTES // 1_000_000} MB")
+    return _check_optional_template(value, compile_html_template)
+
+
+ADDRESS_PROBLEM = "Enter an email address, e.g. news@example.com or Name <news@example.com>"
+
+
+def is_plain_address(value: str) -> bool:
+    """A sender or reply-to: "news@example.com" or "Example News <news@example.com>". No
+    Liquid: a sender is the same for every contact, and an address made from data could be
+    anything. No line breaks: the value becomes a header."""
+    _, address = parseaddr(value)
+    if "\n" in value or "\r" in value or not address:
+        return False
+    try:
+        validate_email(address)
+    except DjangoValidationError:
+        return False
+    return True
+
+
+def _check_address(value: str) -> str:
+    if not is_plain_address(value):
+        raise _problem(ADDRESS_PROBLEM)
     return value
 
 
@@ -250,6 +291,12 @@ AttributeName = Annotated[str, AfterValidator(_check_identifier)]
 Duration = Annotated[str, AfterValidator(_parses_with(parse_duration))]
 Clock = Annotated[str, AfterValidator(_parses_with(parse_clock))]
 TemplateText = Annotated[str, AfterValidator(_check_template)]
+OptionalTemplateText = Annotated[str, AfterValidator(_check_optional_template)]
+HtmlTemplateText = Annotated[str, AfterValidator(_check_html_template)]
+EmailAddress = Annotated[str, AfterValidator(_check_address)]
+# Marketing (the default) needs the channel's consent and carries an unsubscribe link;
+# transactional (a receipt, a password reset) goes to anyone with an address.
+Category = Literal["marketing", "transactional"]
 # A reference to a step, goal or conversion; whether it exists is checked across the
 # whole definition, so any string is accepted here.
 Ref = str
@@ -555,14 +602,31 @@ class _Step(_Model):
 class SendEmail(_Step):
     type: Literal["send_email"]
     subject: TemplateText
-    body: TemplateText
+    # May be empty when `html` is given: the text part is then made from the HTML.
+    body: OptionalTemplateText = ""
+    preheader: OptionalTemplateText | None = None
+    html: HtmlTemplateText | None = None
+    from_email: EmailAddress | None = None
+    reply_to: EmailAddress | None = None
+    category: Category | None = None
     next: Ref | None = None
+
+    omit_when_empty = frozenset({"name", "preheader", "html", "from_email", "reply_to", "category"})
+
+    @model_validator(mode="after")
+    def check_content(self):
+        if not self.body.strip() and not (self.html or "").strip():
+            raise _problem_at(("body",), "Must not be empty (unless the email has HTML)", self.body)
+        return self
 
 
 class SendSms(_Step):
     type: Literal["send_sms"]
     text: TemplateText
+    category: Category | None = None
     next: Ref | None = None
+
+    omit_when_empty = frozenset({"name", "category"})
 
 
 class Wait(_Step):

@@ -87,6 +87,12 @@ class Message:
     recipient: str
     subject: str
     body: str
+    # The email's other template fields (all rendered at send) and the message's category.
+    preheader: str = ""
+    html: str = ""
+    from_email: str = ""
+    reply_to: str = ""
+    category: str = "marketing"
 
 
 @dataclasses.dataclass
@@ -502,7 +508,19 @@ _STOP = object()
 def _send_email(run: _Run, step: SendEmail):
     run.enter(step)
     run.outcome.messages.append(
-        Message(run.seq, step.key, "email", run.contact.get("email") or "", step.subject, step.body)
+        Message(
+            run.seq,
+            step.key,
+            "email",
+            run.contact.get("email") or "",
+            step.subject,
+            step.body,
+            preheader=step.preheader or "",
+            html=step.html or "",
+            from_email=step.from_email or "",
+            reply_to=step.reply_to or "",
+            category=step.category or "marketing",
+        )
     )
     run.leave(step, "queued")
     return step.next
@@ -512,7 +530,17 @@ def _send_sms(run: _Run, step: SendSms):
     run.enter(step)
     phone = run.contact["attributes"].get("phone")
     recipient = str(phone) if phone not in (None, "") else ""
-    run.outcome.messages.append(Message(run.seq, step.key, "sms", recipient, "", step.text))
+    run.outcome.messages.append(
+        Message(
+            run.seq,
+            step.key,
+            "sms",
+            recipient,
+            "",
+            step.text,
+            category=step.category or "marketing",
+        )
+    )
     run.leave(step, "queued")
     return step.next
 

@@ -7,8 +7,9 @@ import json
 from django import forms
 from django.core.validators import RegexValidator
 
-from journeys.definition import parse_clock
+from journeys.definition import ADDRESS_PROBLEM, is_plain_address, parse_clock
 from journeys.editing import STEP_TYPE_LABELS, humanize_duration, parse_human_duration, step_ports
+from journeys.models import Subscription
 
 SLUG_VALIDATOR = RegexValidator(
     r"^[a-z0-9][a-z0-9_-]*\Z",
@@ -341,36 +342,100 @@ class StepForm(forms.Form):
         return [field for field in self if field.name not in hidden]
 
 
+CATEGORY_CHOICES = [
+    ("marketing", "Marketing: needs consent, carries an unsubscribe link"),
+    ("transactional", "Transactional: receipts, password resets; sent to anyone"),
+]
+
+
+class CategoryField(forms.ChoiceField):
+    """Marketing unless said otherwise: a form posted without it keeps the default."""
+
+    def __init__(self, **kwargs):
+        super().__init__(label="Category", choices=CATEGORY_CHOICES, required=False, **kwargs)
+
+    def clean(self, value):
+        return super().clean(value) or "marketing"
+
+
+class AddressField(forms.CharField):
+    """A sender or reply-to as the definition takes it (journeys.definition)."""
+
+    def validate(self, value):
+        super().validate(value)
+        if value and not is_plain_address(value):
+            raise forms.ValidationError(ADDRESS_PROBLEM)
+
+
 class SendEmailForm(StepForm):
+    # The optional ones are written to the step only when filled in.
+    OPTIONAL = ("preheader", "html", "from_email", "reply_to")
+
     subject = forms.CharField(label="Subject", max_length=998)
-    body = forms.CharField(
-        label="Body",
-        widget=forms.Textarea(attrs={"rows": 6}),
-        help_text=(
-            "Liquid: {{ contact.email }}, "
-            '{{ contact.attributes.first_name | default: "there" }}, {% if %} and {% for %}.'
-        ),
+    preheader = forms.CharField(
+        label="Preheader",
+        required=False,
+        max_length=998,
+        help_text="The preview line inboxes show after the subject; hidden in the email.",
     )
+    body = forms.CharField(
+        label="Text body",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 6}),
+        help_text="Leave empty with an HTML body to send text made from the HTML.",
+    )
+    html = forms.CharField(
+        label="HTML body",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false"}),
+        help_text="Optional. Styles in a <style> tag are inlined when sent. At most 1 MB.",
+    )
+    from_email = AddressField(
+        label="From", required=False, max_length=320, help_text="Empty: the site's sender."
+    )
+    reply_to = AddressField(label="Reply-to", required=False, max_length=320)
+    category = CategoryField()
 
     def initial_from(self, step):
         return {
             **super().initial_from(step),
             "subject": step.get("subject", ""),
             "body": step.get("body", ""),
+            "category": step.get("category") or "marketing",
+            **{name: step.get(name) or "" for name in self.OPTIONAL},
         }
 
+    def clean(self):
+        data = super().clean()
+        if not (data.get("body") or "").strip() and not (data.get("html") or "").strip():
+            self.add_error("body", "Write a text body, an HTML body, or both.")
+        return data
+
     def content(self):
-        return {"subject": self.cleaned_data["subject"], "body": self.cleaned_data["body"]}
+        data = self.cleaned_data
+        content = {"subject": data["subject"], "body": data["body"]}
+        content.update({name: data[name] for name in self.OPTIONAL if data[name]})
+        if data["category"] != "marketing":
+            content["category"] = data["category"]
+        return content
 
 
 class SendSmsForm(StepForm):
     text = forms.CharField(label="Message", widget=forms.Textarea(attrs={"rows": 3}))
+    category = CategoryField()
 
     def initial_from(self, step):
-        return {**super().initial_from(step), "text": step.get("text", "")}
+        return {
+            **super().initial_from(step),
+            "text": step.get("text", ""),
+            "category": step.get("category") or "marketing",
+        }
 
     def content(self):
-        return {"text": self.cleaned_data["text"]}
+        content = {"text": self.cleaned_data["text"]}
+        if self.cleaned_data["category"] != "marketing":
+            content["category"] = self.cleaned_data["category"]
+        return content
 
 
 class WaitForm(StepForm):
@@ -659,3 +724,30 @@ class ContactImportForm(forms.Form):
         help_text="UTF-8, first line the column names: external_id (required), email, phone, "
         "timezone, and any others as attributes.",
     )
+
+
+# --- Consent ----------------------------------------------------------------------------------
+
+
+class SubscriptionsForm(forms.Form):
+    """A contact's status per channel, as the contact page changes it."""
+
+    email = forms.ChoiceField(label="Email", choices=Subscription.choices)
+    sms = forms.ChoiceField(label="SMS", choices=Subscription.choices)
+
+
+class PreviewForm(forms.Form):
+    contact = forms.CharField(
+        label="Preview for contact",
+        required=False,
+        max_length=255,
+        help_text="An email or external id; empty: the contact who entered last.",
+    )
+
+
+class TestSendForm(PreviewForm):
+    to = forms.EmailField(label="Send a test to", max_length=254)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["contact"].label = "With the data of contact"

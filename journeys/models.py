@@ -13,9 +13,47 @@ def validate_timezone(value: str) -> None:
         raise ValidationError(str(exc)) from None
 
 
+class Subscription(models.TextChoices):
+    """A contact's consent on one channel (docs/messages.md): only `subscribed` receives
+    marketing messages."""
+
+    SUBSCRIBED = "subscribed", "Subscribed"
+    UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
+    BOUNCED = "bounced", "Bounced"
+    COMPLAINED = "complained", "Complained"
+
+
+SUBSCRIPTION_CHANNELS = ("email", "sms")
+
+
 def default_subscriptions() -> dict:
-    """Every channel subscribed until the contact, a bounce or a complaint says otherwise."""
-    return {"email": "subscribed", "sms": "subscribed"}
+    return dict.fromkeys(SUBSCRIPTION_CHANNELS, Subscription.SUBSCRIBED.value)
+
+
+def subscription_problems(value: object) -> list[tuple[list[str], str]]:
+    """What is wrong with a subscriptions mapping, each with the key it is about; empty when
+    it is valid. Partial mappings are valid: the API and forms change only what they name."""
+    if not isinstance(value, dict):
+        return [([], "Must be an object of channel: status")]
+    problems = []
+    for channel, status in value.items():
+        if channel not in SUBSCRIPTION_CHANNELS:
+            problems.append(
+                ([str(channel)], f"Unknown channel; use one of: {', '.join(SUBSCRIPTION_CHANNELS)}")
+            )
+        elif status not in Subscription.values:
+            problems.append(
+                ([channel], f"Unknown status; use one of: {', '.join(Subscription.values)}")
+            )
+    return problems
+
+
+def validate_subscriptions(value: object) -> None:
+    problems = subscription_problems(value)
+    if problems:
+        raise ValidationError(
+            "; ".join(f"{'.'.join(key) or 'subscriptions'}: {message}" for key, message in problems)
+        )
 
 
 class Contact(models.Model):
@@ -26,11 +64,14 @@ class Contact(models.Model):
     timezone = models.CharField(
         max_length=64, blank=True, default="", db_default="", validators=[validate_timezone]
     )
-    # The database default too: the engine and the CSV import insert contacts in bulk SQL.
+    # One Subscription per channel of SUBSCRIPTION_CHANNELS; a channel missing counts as
+    # subscribed (contact_subscription_status keeps out anything else). The database default
+    # too: the engine and the CSV import insert contacts in bulk SQL.
     subscriptions = models.JSONField(
         default=default_subscriptions,
         db_default=models.Value(default_subscriptions(), output_field=models.JSONField()),
         blank=True,
+        validators=[validate_subscriptions],
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -38,6 +79,20 @@ class Contact(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["email"], name="contact_email_idx")]
+        constraints = [
+            # Cheap and portable: the two channels' values, where present, are statuses.
+            models.CheckConstraint(
+                condition=(
+                    Q(subscriptions__email__isnull=True)
+                    | Q(subscriptions__email__in=Subscription.values)
+                )
+                & (
+                    Q(subscriptions__sms__isnull=True)
+                    | Q(subscriptions__sms__in=Subscription.values)
+                ),
+                name="contact_subscription_status",
+            ),
+        ]
 
     def __str__(self):
         return self.external_id
@@ -46,6 +101,9 @@ class Contact(models.Model):
     def zone_name(self) -> str:
         """The zone quiet hours are read in: the contact's own, or DEFAULT_TIMEZONE."""
         return self.timezone or settings.DEFAULT_TIMEZONE
+
+    def subscription(self, channel: str) -> str:
+        return (self.subscriptions or {}).get(channel, Subscription.SUBSCRIBED.value)
 
 
 class Event(models.Model):
@@ -295,7 +353,19 @@ class OutboxMessage(models.Model):
         BOUNCED = "bounced", "Bounced"
         COMPLAINED = "complained", "Complained"
         FAILED = "failed", "Failed"
+        # Not sent, on purpose: `reason` says why. Never counted as failed.
         SKIPPED = "skipped", "Skipped"
+
+    class Category(models.TextChoices):
+        MARKETING = "marketing", "Marketing"
+        TRANSACTIONAL = "transactional", "Transactional"
+
+    class Reason(models.TextChoices):
+        UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
+        BOUNCED = "bounced", "Bounced"
+        COMPLAINED = "complained", "Complained"
+        NO_ADDRESS = "no_address", "No address"
+        FREQUENCY_CAP = "frequency_cap", "Frequency cap"
 
     visit = models.OneToOneField(StepVisit, on_delete=models.CASCADE, related_name="message")
     enrollment = models.ForeignKey(Enrollment, on_delete=models.CASCADE, related_name="messages")
@@ -308,7 +378,26 @@ class OutboxMessage(models.Model):
     recipient = models.CharField(max_length=255, blank=True, default="")
     subject = models.TextField(blank=True, default="")
     body = models.TextField(blank=True, default="")
+    # The email's other template fields, copied from the step like subject and body; all
+    # rendered at send (journeys.message_templates.render_email).
+    preheader = models.TextField(blank=True, default="", db_default="")
+    html = models.TextField(blank=True, default="", db_default="")
+    from_email = models.CharField(max_length=320, blank=True, default="", db_default="")
+    reply_to = models.CharField(max_length=320, blank=True, default="", db_default="")
+    # Only marketing messages need consent, wait for quiet hours and count towards the
+    # frequency cap (contract 6.1). Database defaults too: the engine inserts outbox rows
+    # with raw SQL (journeys.bulk).
+    category = models.CharField(
+        max_length=16,
+        choices=Category.choices,
+        default=Category.MARKETING,
+        db_default=Category.MARKETING,
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    # Why a message was skipped.
+    reason = models.CharField(
+        max_length=32, choices=Reason.choices, blank=True, default="", db_default=""
+    )
     attempts = models.PositiveSmallIntegerField(default=0)
     due_at = models.DateTimeField()
     leased_until = models.DateTimeField(null=True, blank=True)
@@ -332,12 +421,6 @@ class OutboxMessage(models.Model):
     complained_at = models.DateTimeField(null=True, blank=True)
     unsubscribed_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
-    # marketing or transactional (contract 6.1): only marketing waits for quiet hours and
-    # counts towards the frequency cap.
-    # The database default too: the engine inserts rows with raw SQL (journeys.bulk).
-    category = models.CharField(max_length=16, default="marketing", db_default="marketing")
-    # Why a message was skipped (contract 6.1's reasons, e.g. frequency_cap).
-    reason = models.CharField(max_length=32, blank=True, default="", db_default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -479,3 +479,34 @@ def due_work_ages(*, now: datetime.datetime) -> dict[str, float | None]:
         name: None if since is None else round(max((now - since).total_seconds(), 0.0), 3)
         for name, since in oldest.items()
     }
+
+
+def liquid_attribute_keys(*, journey: Journey, sample: int = 200, limit: int = 40) -> list[str]:
+    """Attribute names a message of the journey can use: those of the contacts that entered
+    it last, or of the newest contacts when none has yet; at most `limit`, from at most
+    `sample` contacts (2 queries at most)."""
+    recent = Enrollment.objects.filter(journey=journey).order_by("-started_at")
+    keys: set[str] = set()
+    for contacts in (
+        Contact.objects.filter(pk__in=recent.values("contact_id")[:sample]),
+        Contact.objects.order_by("-pk")[:sample],
+    ):
+        for attributes in contacts.values_list("attributes", flat=True):
+            keys.update(attributes or {})
+        if keys:
+            break
+    return sorted(keys)[:limit]
+
+
+def preview_contact(*, journey: Journey, query: str = "") -> Contact | None:
+    """The contact a message preview is rendered for: the one whose external id or email is
+    `query`, or without one the contact that entered the journey last, or the first contact
+    (the demo's first one)."""
+    contacts = Contact.objects.filter(erased_at__isnull=True)
+    if query:
+        return contacts.filter(Q(external_id=query) | Q(email__iexact=query)).order_by("pk").first()
+    recent = Enrollment.objects.filter(journey=journey).order_by("-started_at")
+    return (
+        contacts.filter(pk__in=recent.values("contact_id")[:1]).first()
+        or contacts.order_by("pk").first()
+    )

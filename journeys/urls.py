@@ -21,6 +21,21 @@ urlpatterns = [
         views.step_delete,
         name="step-delete",
     ),
+    path(
+        "journeys/<slug:key>/steps/<slug:step_key>/preview/",
+        views.step_preview,
+        name="step-preview",
+    ),
+    path(
+        "journeys/<slug:key>/steps/<slug:step_key>/preview/html/",
+        views.step_preview_html,
+        name="step-preview-html",
+    ),
+    path(
+        "journeys/<slug:key>/steps/<slug:step_key>/test-send/",
+        views.step_test_send,
+        name="step-test-send",
+    ),
     path("journeys/<slug:key>/settings/", views.settings_update, name="settings"),
     path(
         "journeys/<slug:key>/triggers/",
@@ -57,5 +72,11 @@ urlpatterns = [
         views.contact_import_report,
         name="import-report",
     ),
+    path(
+        "contacts/<path:external_id>/subscriptions/",
+        views.contact_subscriptions,
+        name="contact-subscriptions",
+    ),
     path("contacts/<path:external_id>/", views.contact_detail, name="contact"),
+    path("u/<str:token>", views.unsubscribe, name="unsubscribe"),
 ]

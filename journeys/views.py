@@ -12,15 +12,19 @@ import uuid
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import permission_required
+from django.contrib.auth.decorators import login_not_required, permission_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponseRedirect, StreamingHttpResponse
+from django.core.mail import get_connection
+from django.http import Http404, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
-from django.views.decorators.http import require_POST
+from django.views.decorators.clickjacking import xframe_options_sameorigin
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods, require_POST
 
 from conversions.actions import save_conversion, save_goal
 from conversions.selectors import new_definition_key, resolve_journey_refs, rule_choices
+from journeys.actions.consent import set_subscription
 from journeys.actions.imports import (
     ImportFileError,
     create_contact_import,
@@ -28,12 +32,19 @@ from journeys.actions.imports import (
     refused_rows_csv,
     start_contact_import,
 )
+from journeys.actions.messages import (
+    PreparedMessage,
+    build_email,
+    compose_message,
+    describe_template_error,
+)
 from journeys.actions.versions import (
     VersionStateError,
     create_empty_journey,
     publish_version,
     save_draft_version,
 )
+from journeys.consent import read_unsubscribe_token
 from journeys.definition import DefinitionError, parse_definition
 from journeys.editing import (
     build_diagram,
@@ -53,12 +64,23 @@ from journeys.forms import (
     AddStepForm,
     ContactImportForm,
     JourneyCreateForm,
+    PreviewForm,
     PublishForm,
     RuleForm,
     SettingsForm,
+    SubscriptionsForm,
+    TestSendForm,
     step_form,
 )
-from journeys.models import Contact, ContactImport, Journey, JourneyVersion
+from journeys.models import (
+    SUBSCRIPTION_CHANNELS,
+    Contact,
+    ContactImport,
+    Journey,
+    JourneyVersion,
+    OutboxMessage,
+    Subscription,
+)
 from journeys.selectors import (
     contact_search,
     contact_timeline,
@@ -66,6 +88,8 @@ from journeys.selectors import (
     journey_definition,
     journey_for_editor,
     journey_list_rows,
+    liquid_attribute_keys,
+    preview_contact,
 )
 
 VIEW = "journeys.view_journey"
@@ -211,6 +235,15 @@ def editor_context(
     if step is not None and form is None:
         form = step_form(step, definition)
     names = definition_names(definition)
+    liquid_fields = []
+    if step is not None and step.get("type") in ("send_email", "send_sms"):
+        liquid_fields = [
+            "contact.external_id",
+            "contact.email",
+            *(f"contact.attributes.{name}" for name in liquid_attribute_keys(journey=journey)),
+        ]
+        if step.get("type") == "send_email":
+            liquid_fields.append("unsubscribe_url")
     context = {
         "nav": "journeys",
         "journey": journey,
@@ -242,6 +275,11 @@ def editor_context(
             for rule in definition.get("exit_when") or []
         ],
         "step_types": AddStepForm.base_fields["type"].choices,
+        "liquid_fields": liquid_fields,
+        "preview_form": PreviewForm() if step and step.get("type") == "send_email" else None,
+        "test_send_form": TestSendForm(prefix="test")
+        if step and step.get("type") == "send_email"
+        else None,
     }
     if can_edit and panel == "flow":
         forms = left_forms or {}
@@ -520,12 +558,19 @@ def contact_list(request):
 @permission_required("journeys.view_contact", raise_exception=True)
 def contact_detail(request, external_id: str):
     contact = get_object_or_404(Contact, external_id=external_id)
-    context = {
+    form = SubscriptionsForm(initial=_subscriptions_of(contact))
+    return render(request, "journeys/contact.html", _contact_context(request, contact, form))
+
+
+def _contact_context(request, contact: Contact, form: SubscriptionsForm) -> dict:
+    return {
         "nav": "contacts",
         "contact": contact,
         "timeline": contact_timeline(contact=contact),
+        "subscriptions": _subscription_rows(contact),
+        "subscriptions_form": form,
+        "can_edit_contact": request.user.has_perm("journeys.change_contact"),
     }
-    return render(request, "journeys/contact.html", context)
 
 
 # --- Contact import (docs/integrations.md, "CSV import") ---------------------------------------
@@ -606,3 +651,163 @@ def contact_import_report(request, pk: int):
     response = StreamingHttpResponse(refused_rows_csv(item), content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="import-{item.pk}-refused.csv"'
     return response
+
+
+def _subscriptions_of(contact: Contact) -> dict[str, str]:
+    return {channel: contact.subscription(channel) for channel in SUBSCRIPTION_CHANNELS}
+
+
+def _subscription_rows(contact: Contact) -> list[tuple[str, str]]:
+    labels = dict(Subscription.choices)
+    return [
+        (SubscriptionsForm.base_fields[channel].label, labels[status])
+        for channel, status in _subscriptions_of(contact).items()
+    ]
+
+
+@require_POST
+@permission_required("journeys.change_contact", raise_exception=True)
+def contact_subscriptions(request, external_id: str):
+    contact = get_object_or_404(Contact, external_id=external_id)
+    form = SubscriptionsForm(request.POST)
+    if not form.is_valid():
+        return render(request, "journeys/contact.html", _contact_context(request, contact, form))
+    for channel in SUBSCRIPTION_CHANNELS:
+        if form.cleaned_data[channel] != contact.subscription(channel):
+            set_subscription(
+                contact_id=contact.pk, channel=channel, status=form.cleaned_data[channel]
+            )
+    messages.success(request, "Subscriptions saved.")
+    return HttpResponseRedirect(reverse("journeys:contact", args=[contact.external_id]))
+
+
+# Mail clients post the one-click unsubscribe (RFC 8058) without a session or a CSRF token;
+# the signed token is the credential, and all it can do is change that one channel.
+@login_not_required
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+def unsubscribe(request, token: str):
+    named = read_unsubscribe_token(token)
+    contact = Contact.objects.filter(pk=named[0]).first() if named else None
+    if contact is None:
+        raise Http404("This unsubscribe link is not valid.")
+    channel = named[1]
+    done = ""
+    if request.method == "POST":
+        resubscribe = "resubscribe" in request.POST
+        status = Subscription.SUBSCRIBED if resubscribe else Subscription.UNSUBSCRIBED
+        contact = set_subscription(contact_id=contact.pk, channel=channel, status=status) or contact
+        done = "resubscribed" if resubscribe else "unsubscribed"
+    context = {
+        "channel": "email" if channel == "email" else "text messages",
+        "subscribed": contact.subscription(channel) == Subscription.SUBSCRIBED,
+        "done": done,
+    }
+    return render(request, "journeys/unsubscribe.html", context)
+
+
+# --- Email preview and test send ----------------------------------------------------------
+
+# The HTML of a preview is a marketer's: it runs nothing and loads nothing but images, even
+# opened on its own (the `sandbox` directive), and only this site may frame it.
+PREVIEW_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
+    "frame-ancestors 'self'; sandbox"
+)
+
+
+@dataclasses.dataclass
+class EmailPreview:
+    contact: Contact | None
+    message: PreparedMessage | None = None
+    problem: str = ""
+
+
+def _email_preview(journey: Journey, step_key: str, query: str, *, to: str = "") -> EmailPreview:
+    """The draft's email step rendered for a contact, as it would be sent."""
+    step = find_step(_state(journey).definition, step_key)
+    if step is None or step.get("type") != "send_email":
+        raise Http404("No such email step")
+    contact = preview_contact(journey=journey, query=query)
+    if contact is None:
+        problem = f"No contact has the email or external id '{query}'." if query else ""
+        return EmailPreview(None, problem=problem or "There are no contacts yet.")
+    message = OutboxMessage(
+        channel=OutboxMessage.Channel.EMAIL,
+        contact_id=contact.pk,
+        subject=step.get("subject") or "",
+        body=step.get("body") or "",
+        preheader=step.get("preheader") or "",
+        html=step.get("html") or "",
+        from_email=step.get("from_email") or "",
+        reply_to=step.get("reply_to") or "",
+    )
+    message.category = step.get("category") or OutboxMessage.Category.MARKETING
+    return preview_message(message, contact, to=to)
+
+
+def preview_message(message: OutboxMessage, contact: Contact, *, to: str = "") -> EmailPreview:
+    """`message` rendered for the contact as it is now; the unsubscribe link is a
+    placeholder that unsubscribes nobody (a test email or a preview is forwarded, clicked)."""
+    marketing = message.category == OutboxMessage.Category.MARKETING
+    link = f"{settings.PUBLIC_BASE_URL.rstrip('/')}/u/preview" if marketing else ""
+    data = {"external_id": contact.external_id, "email": contact.email}
+    data["attributes"] = dict(contact.attributes or {})
+    try:
+        prepared = compose_message(
+            message, data, recipient=to or contact.email, unsubscribe_link=link
+        )
+    except Exception as exc:
+        return EmailPreview(contact, problem=f"Template error: {describe_template_error(exc)}")
+    return EmailPreview(contact, prepared)
+
+
+@permission_required(EDIT, raise_exception=True)
+def step_preview(request, key: str, step_key: str):
+    journey = _load(key)
+    form = PreviewForm(request.GET)
+    query = form.cleaned_data["contact"] if form.is_valid() else ""
+    preview = _email_preview(journey, step_key, query)
+    context = {"journey": journey, "step_key": step_key, "preview": preview, "query": query}
+    return render(request, "journeys/_email_preview.html", context)
+
+
+@xframe_options_sameorigin
+@permission_required(EDIT, raise_exception=True)
+def step_preview_html(request, key: str, step_key: str):
+    preview = _email_preview(_load(key), step_key, request.GET.get("contact", "")[:255])
+    return sandboxed_html(preview.message)
+
+
+def sandboxed_html(message: PreparedMessage | None) -> HttpResponse:
+    """A rendered email's HTML as its own document, for a sandboxed frame of this site."""
+    if message is None or not message.html:
+        body = "<p>This email has no HTML body.</p>" if message else "<p></p>"
+    else:
+        body = message.html
+    response = HttpResponse(body, content_type="text/html; charset=utf-8")
+    response["Content-Security-Policy"] = PREVIEW_CSP
+    return response
+
+
+@require_POST
+@permission_required(EDIT, raise_exception=True)
+def step_test_send(request, key: str, step_key: str):
+    journey = _load(key)
+    form = TestSendForm(request.POST, prefix="test")
+    sent_to = ""
+    if form.is_valid():
+        to = form.cleaned_data["to"]
+        preview = _email_preview(journey, step_key, form.cleaned_data["contact"], to=to)
+        if preview.message is None:
+            form.add_error("contact", preview.problem)
+        else:
+            test = dataclasses.replace(preview.message, subject=f"[Test] {preview.message.subject}")
+            try:
+                build_email(test, headers={}, connection=get_connection()).send()
+            except Exception as exc:
+                form.add_error(None, f"The mail server refused it: {type(exc).__name__}: {exc}")
+            else:
+                sent_to = to
+    context = {"journey": journey, "step_key": step_key, "test_send_form": form, "sent_to": sent_to}
+    return render(request, "journeys/_email_preview.html#test-send", context)

@@ -78,6 +78,7 @@ def test_a_template_reaches_no_model_method_and_no_setting():
                 "subject": "Hello {{ contact.attributes.first_name }}",
                 "body": "[{{ settings.SECRET_KEY }}][{{ contact.delete }}][{{ contact.save }}]"
                 "[{{ contact.events.all }}][{{ request.user }}][{{ contact.email.__class__ }}]",
+                "category": "transactional",
                 "next": None,
             }
         ]
@@ -188,6 +189,7 @@ def test_a_missing_attribute_renders_empty_and_default_fills_it():
                 "body": "[{{ contact.attributes.nickname }}][{{ contact.attributes.a.b.c }}]"
                 "{% for tag in contact.attributes.tags %}{{ forloop.index }}{{ tag | upcase }}"
                 "{% endfor %}",
+                "category": "transactional",
                 "next": None,
             }
         ]

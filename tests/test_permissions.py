@@ -29,14 +29,17 @@ pytestmark = pytest.mark.django_db
 # Pages anyone may open, and what they answer. Email providers' webhooks (webhooks/) check
 # their own signatures and credentials (journeys/tests/test_delivery_feedback.py); a click
 # redirect (/c/) needs a signed token (journeys/tests/test_click_tracking.py); /metrics needs
-# its token (tests/test_metrics.py).
-PUBLIC = {"login", "logout", "healthz", "metrics", "click", None}
+# its token (tests/test_metrics.py); the unsubscribe page's signed token is its credential
+# (journeys/tests/test_consent_pages.py).
+PUBLIC = {"login", "logout", "healthz", "metrics", "click", "journeys:unsubscribe", None}
 # Pages whose GET already needs the right to edit.
 EDIT_TO_VIEW = {
     "journeys:create",
     "journeys:contact-import",
     "journeys:import",
     "journeys:import-report",
+    "journeys:step-preview",
+    "journeys:step-preview-html",
 }
 # Pages whose POST changes something; every other page only reads. A new page route must be
 # put in one of the two (test_every_page_route_is_in_the_matrix says so).
@@ -45,6 +48,8 @@ WRITE_ROUTES = {
     "journeys:step-add",
     "journeys:step",
     "journeys:step-delete",
+    "journeys:step-test-send",
+    "journeys:contact-subscriptions",
     "journeys:settings",
     "journeys:trigger-add",
     "journeys:trigger-delete",
@@ -70,6 +75,8 @@ READ_ROUTES = {
     "journeys:contact",
     "journeys:import",
     "journeys:import-report",
+    "journeys:step-preview",
+    "journeys:step-preview-html",
     "journey-audit",
     "conversions:panel",
     "reporting:report",

@@ -59,10 +59,12 @@ def upsert_contact(
     email: str | None = None,
     attributes: dict | None = None,
     timezone: str | None = None,
+    subscriptions: dict | None = None,
 ) -> tuple[Contact, bool]:
     """Create or update a contact; returns it and whether it was created. Given attributes
     are merged into the stored ones, and an attribute set to null is removed; an email or
-    a timezone left out stays as it is (the caller checked the zone's name).
+    a timezone left out stays as it is (the caller checked the zone's name); given
+    subscriptions change those channels only.
 
     Locks the contact row (FOR UPDATE) so that a concurrent update or an engine step
     writing attributes is never lost. Safe to run twice: the second call changes nothing.
@@ -89,7 +91,11 @@ def upsert_contact(
         if attributes:
             merged = {**(contact.attributes or {}), **attributes}
             contact.attributes = {key: value for key, value in merged.items() if value is not None}
-        contact.save(update_fields=["email", "attributes", "timezone", "updated_at"])
+        if subscriptions:
+            contact.subscriptions = {**(contact.subscriptions or {}), **subscriptions}
+        contact.save(
+            update_fields=["email", "attributes", "timezone", "subscriptions", "updated_at"]
+        )
     return contact, created
 
 

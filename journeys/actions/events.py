@@ -14,6 +14,7 @@ from django.utils import timezone
 from conversions.actions import AwardRequest, award_conversions
 from conversions.models import Conversion, ConversionAward
 from journeys import engine
+from journeys.actions.consent import apply_sms_keywords
 from journeys.actions.contacts import contact_ids_by_external_id
 from journeys.actions.enrollments import end_fields, entry_times, new_enrollment, pick_flow
 from journeys.bulk import claim, insert_rows, retrying_deadlocks, share_lock
@@ -166,7 +167,8 @@ def _match_events(events: list[Event], *, now: datetime) -> int:
     events after one that started or exited an enrollment are left for the next batch, so
     that they see it.
 
-    Locks: the enrollment rows it exits or wakes, in id order (each UPDATE re-checks
+    Locks: the contact rows of SMS STOP/START replies (`apply_sms_keywords`), then the
+    enrollment rows it exits or wakes, in id order (each UPDATE re-checks
     `state='active'`, so an enrollment a worker just ended is left alone). New enrollments
     and awards are guarded by unique constraints (one enrollment per journey and trigger
     event, the re-entry lock, the award counting constraints).
@@ -287,6 +289,9 @@ def _match_events(events: list[Event], *, now: datetime) -> int:
                 )
                 changed_contacts.add(event.contact_id)
 
+    # Contacts first (an SMS STOP writes its contact's row), as every writer locks them.
+    done = set(processed)
+    apply_sms_keywords([event for event in events if event.pk in done])
     # Enrollment rows first, in id order, then awards: the lock order every engine
     # transaction follows, so a worker advancing the same enrollments (which holds their
     # rows and then inserts awards) and this batch never wait for each other in a circle.

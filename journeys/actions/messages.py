@@ -2,16 +2,18 @@
 through Django's backend and SMS through SMS_BACKEND, at most once each, with retries and
 back-off for a provider that refuses."""
 
+import dataclasses
 from datetime import datetime, timedelta
 from email.utils import parseaddr
 
 from django.conf import settings
-from django.core.mail import EmailMessage, get_connection
+from django.core.mail import EmailMultiAlternatives, get_connection
 from django.db import transaction
 from django.db.models import F, Q, QuerySet
 
 from journeys import engine
 from journeys.bulk import claim
+from journeys.consent import unsubscribe_url
 from journeys.delivery_rules import (
     MARKETING,
     FrequencyCap,
@@ -21,8 +23,8 @@ from journeys.delivery_rules import (
     zone_or_default,
 )
 from journeys.links import track_email_clicks
-from journeys.message_templates import render_message
-from journeys.models import Contact, Enrollment, OutboxMessage
+from journeys.message_templates import render_email, render_message
+from journeys.models import Contact, Enrollment, OutboxMessage, Subscription
 from journeys.sms import get_sms_backend
 from webhooks.outbox import enqueue_webhook_events
 
@@ -64,10 +66,11 @@ def deliver_due_messages(*, limit: int | None = None, now: datetime) -> int:
     Guarantee: at most once. A process killed between the send and the `sent` commit leaves
     the message marked `sending_since`; it is never resent automatically but failed by step 1
     once its lease runs out, visible and retryable in the admin. An email carries the same
-    Message-ID (`message_id`) on every attempt. A template that does not render, breaks a
-    limit or a contact without an address fails that message alone with the reason; a
-    provider error is retried with back-off, then failed. Safe to run twice, concurrently
-    too: see step 3.
+    Message-ID (`message_id`) on every attempt. A template that does not render or breaks a
+    limit fails that message alone with the reason; a provider error is retried with
+    back-off, then failed. Consent is read as it is at send: a contact without an address,
+    or a marketing message on a channel the contact is not subscribed to, is `skipped` with
+    the `reason` (docs/messages.md). Safe to run twice, concurrently too: see step 3.
     """
     limit = limit or settings.ENGINE_BATCH_SIZE
     lease_until = now + timedelta(seconds=settings.ENGINE_LEASE_SECONDS)
@@ -90,8 +93,10 @@ def deliver_due_messages(*, limit: int | None = None, now: datetime) -> int:
             leased_until=lease_until, attempts=F("attempts") + 1
         )
     contacts = {
-        contact.pk: engine.contact_data(contact.external_id, contact.email, contact.attributes)
-        for contact in Contact.objects.filter(pk__in={m.contact_id for m in messages})
+        contact.pk: contact
+        for contact in Contact.objects.filter(pk__in={m.contact_id for m in messages}).only(
+            "external_id", "email", "attributes", "subscriptions"
+        )
     }
     timing = _Timing.of_batch(messages)
     sender = _Sender()
@@ -105,6 +110,11 @@ def deliver_due_messages(*, limit: int | None = None, now: datetime) -> int:
         )
         try:
             prepared = _prepare(message, contacts.get(message.contact_id))
+        except _Skipped as exc:
+            ours.update(
+                status=OutboxMessage.Status.SKIPPED, reason=exc.reason, error="", leased_until=None
+            )
+            continue
         except _Unsendable as exc:
             _fail(ours, message, now=now, error=str(exc)[:2000])
             continue
@@ -245,27 +255,106 @@ class _Unsendable(Exception):
     """A message that no attempt can send; the text is the reason recorded."""
 
 
-def _prepare(message: OutboxMessage, contact: dict | None) -> tuple[str, str, str]:
-    """The recipient, subject and body; raises _Unsendable."""
-    contact = contact or {"attributes": {}}
-    recipient = message.recipient or (
-        contact.get("email") if message.channel == OutboxMessage.Channel.EMAIL else ""
+class _Skipped(Exception):
+    """A message not to send, on purpose: `reason` is one of OutboxMessage.Reason."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedMessage:
+    recipient: str
+    subject: str
+    text: str
+    html: str = ""
+    from_email: str = ""
+    reply_to: str = ""
+    unsubscribe_url: str = ""
+    preheader: str = ""
+
+
+def _prepare(message: OutboxMessage, contact: Contact | None) -> PreparedMessage:
+    """What to send; raises _Skipped or _Unsendable."""
+    email = message.channel == OutboxMessage.Channel.EMAIL
+    data = (
+        engine.contact_data(contact.external_id, contact.email, contact.attributes)
+        if contact is not None
+        else {"attributes": {}}
     )
+    recipient = message.recipient or (data.get("email") if email else "")
     if not recipient:
-        what = (
-            "email address"
-            if message.channel == OutboxMessage.Channel.EMAIL
-            else "phone number (attribute 'phone')"
-        )
-        raise _Unsendable(f"The contact has no {what}.")
+        raise _Skipped(OutboxMessage.Reason.NO_ADDRESS)
+    marketing = message.category != OutboxMessage.Category.TRANSACTIONAL
+    if marketing and contact is not None:
+        status = contact.subscription(message.channel)
+        if status != Subscription.SUBSCRIBED:
+            raise _Skipped(status)
+    link = unsubscribe_url(contact_id=message.contact_id) if marketing and email else ""
     try:
-        subject, body = render_message(message.subject, message.body, contact)
+        return compose_message(message, data, recipient=recipient, unsubscribe_link=link)
     except Exception as exc:
         # Limits, a filter given the wrong kind of value, a template stored before the
         # check: the reason reads the same for all of them.
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise _Unsendable(f"Template error: {type(exc).__name__}: {reason}") from None
-    return recipient, subject, body
+        raise _Unsendable(f"Template error: {describe_template_error(exc)}") from None
+
+
+def describe_template_error(exc: Exception) -> str:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {reason}"
+
+
+def compose_message(
+    message: OutboxMessage, contact: dict, *, recipient: str, unsubscribe_link: str = ""
+) -> PreparedMessage:
+    """The message rendered for the contact's plain data; raises what rendering raises.
+    `unsubscribe_link` is given for a marketing email: its parts show it (see
+    `render_email`) and `build_email` adds the one-click headers."""
+    if message.channel != OutboxMessage.Channel.EMAIL:
+        _, text = render_message("", message.body, contact)
+        return PreparedMessage(recipient, "", text)
+    rendered = render_email(
+        subject=message.subject,
+        body=message.body,
+        contact=contact,
+        preheader=message.preheader,
+        html=message.html,
+        unsubscribe_url=unsubscribe_link,
+    )
+    return PreparedMessage(
+        recipient,
+        rendered.subject,
+        rendered.text,
+        rendered.html,
+        message.from_email,
+        message.reply_to,
+        unsubscribe_link,
+        rendered.preheader,
+    )
+
+
+def build_email(
+    prepared: PreparedMessage, *, headers: dict[str, str], connection=None
+) -> EmailMultiAlternatives:
+    """The email as sent: multipart/alternative when there is HTML, and the RFC 8058
+    one-click unsubscribe headers on a marketing email."""
+    headers = dict(headers)
+    if prepared.unsubscribe_url:
+        headers["List-Unsubscribe"] = f"<{prepared.unsubscribe_url}>"
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    email = EmailMultiAlternatives(
+        prepared.subject,
+        prepared.text,
+        prepared.from_email or settings.DEFAULT_FROM_EMAIL,
+        [prepared.recipient],
+        reply_to=[prepared.reply_to] if prepared.reply_to else None,
+        headers=headers,
+        connection=connection,
+    )
+    if prepared.html:
+        email.attach_alternative(prepared.html, "text/html")
+    return email
 
 
 class _Sender:
@@ -275,19 +364,15 @@ class _Sender:
         self.email_connection = None
         self.sms_backend = None
 
-    def send(self, message: OutboxMessage, prepared: tuple[str, str, str]) -> str:
+    def send(self, message: OutboxMessage, prepared: PreparedMessage) -> str:
         """Send it; returns the id the email provider gave it, or "" (SMTP, SMS)."""
-        recipient, subject, body = prepared
         if message.channel == OutboxMessage.Channel.EMAIL:
             if self.email_connection is None:
                 self.email_connection = get_connection()
-            email = EmailMessage(
-                subject,
-                body,
-                settings.DEFAULT_FROM_EMAIL,
-                [recipient],
-                connection=self.email_connection,
+            email = build_email(
+                prepared,
                 headers={"Message-ID": message_id(message)},
+                connection=self.email_connection,
             )
             # Read by anymail's backends (ignored by SMTP): the provider hands the metadata
             # back in its tracking webhooks, so feedback finds the row (actions.delivery).
@@ -301,7 +386,7 @@ class _Sender:
             return str(provider_id)[:255] if isinstance(provider_id, (str, int)) else ""
         if self.sms_backend is None:
             self.sms_backend = get_sms_backend()
-        self.sms_backend.send(to=recipient, text=body)
+        self.sms_backend.send(to=prepared.recipient, text=prepared.text)
         return ""
 
     def close(self) -> None:

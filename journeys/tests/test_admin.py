@@ -262,3 +262,53 @@ def test_contact_attributes_beyond_a_double_are_refused_in_the_admin(
     assert f"{where}: The number" in response.content.decode()
     contact.refresh_from_db()
     assert contact.attributes == {"plan": "pro"}
+
+
+def test_contact_subscriptions_are_edited_in_the_admin_and_checked(client, superuser):
+    client.force_login(superuser)
+    contact = ContactFactory(attributes={})
+    url = reverse("admin:journeys_contact_change", args=[contact.pk])
+    fields = {"external_id": contact.external_id, "email": "", "attributes": "{}"}
+
+    response = client.post(url, {**fields, "subscriptions": '{"email": "maybe"}'})
+    assert response.status_code == 200
+    assert "email: Unknown status" in response.content.decode()
+
+    response = client.post(url, {**fields, "subscriptions": '{"email": "unsubscribed"}'})
+    assert response.status_code == 302
+    contact.refresh_from_db()
+    assert contact.subscriptions == {"email": "unsubscribed"}
+    assert contact.subscription("sms") == "subscribed"
+
+
+def test_an_email_in_the_admin_shows_as_rendered_with_its_html_sandboxed(client, superuser):
+    client.force_login(superuser)
+    contact = ContactFactory(attributes={"first_name": "Ann"})
+    enrollment = EnrollmentFactory(contact=contact)
+    visit = StepVisit.objects.create(
+        enrollment=enrollment,
+        version=enrollment.version,
+        step_key="mail",
+        seq=1,
+        entered_at=timezone.now(),
+    )
+    message = OutboxMessage.objects.create(
+        visit=visit,
+        enrollment=enrollment,
+        contact=contact,
+        step_key="mail",
+        channel="email",
+        subject="Hi {{ contact.attributes.first_name }}",
+        html="<p>Dear {{ contact.attributes.first_name }}</p><script>alert(1)</script>",
+        status="sent",
+        due_at=timezone.now(),
+    )
+    page = client.get(reverse("admin:journeys_outboxmessage_change", args=[message.pk]))
+    html = page.content.decode()
+    assert "<strong>Hi Ann</strong>" in html
+    assert f'<iframe sandbox src="/admin/journeys/outboxmessage/{message.pk}/rendered/"' in html
+
+    frame = client.get(f"/admin/journeys/outboxmessage/{message.pk}/rendered/")
+    assert "<p>Dear Ann</p>" in frame.content.decode()
+    assert "default-src 'none'" in frame["Content-Security-Policy"]
+    assert "sandbox" in frame["Content-Security-Policy"]

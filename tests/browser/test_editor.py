@@ -65,7 +65,7 @@ def test_build_and_publish_a_journey_end_to_end(page, live_server, publisher):
     add_step(page, "at the start", "Send email")
     panel = page.locator("#step-panel")
     panel.get_by_label("Subject").fill("Welcome {{ contact.email }}")
-    panel.get_by_label("Body").fill("Glad you are trying us.")
+    panel.get_by_label("Text body").fill("Glad you are trying us.")
     update_step(page)
     add_step(page, "after send-email-1", "Wait")
     page.locator("#step-panel").get_by_label("Duration").fill("2 days")

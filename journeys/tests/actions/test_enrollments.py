@@ -88,7 +88,8 @@ def test_trigger_event_runs_the_contact_through_every_step_and_delivers_the_emai
     )
     assert len(mail.outbox) == 1
     assert mail.outbox[0].subject == "Welcome Ann"
-    assert mail.outbox[0].body == "Hello Ann, your plan is pro."
+    # A marketing email: the unsubscribe footer follows the body.
+    assert mail.outbox[0].body.startswith("Hello Ann, your plan is pro.\n\n--\nUnsubscribe: ")
     assert mail.outbox[0].to == ["ann@example.com"]
     assert totals == {"events": 2, "enrollments": 1, "messages": 1, "webhooks": 0}
 
