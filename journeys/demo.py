@@ -394,14 +394,14 @@ SCENARIOS = [
         {
             1: [
                 ("project_created", 0.55, 1, {}),
-                ("subscription_started", 0.22, 9, {"amount": 49}),
+                ("subscription_started", 0.30, 9, {"amount": 49}),
             ],
             2: [
                 ("project_created", 0.65, 1, {}),
-                ("subscription_started", 0.36, 8, {"amount": 49}),
+                ("subscription_started", 0.42, 8, {"amount": 49}),
             ],
         },
-        traffic=3,
+        traffic=2.2,
     ),
     Scenario(
         SALES_FOLLOW_UP,
