@@ -302,7 +302,7 @@ def test_csv_defaults_to_the_version_comparison(client, viewer, api, journey):
     [("steps", ["welcome", "12", "5"]), ("daily", ["2026-06-01", "v1", "3", "1"]),
      ("paths", ["welcome → wait → nudge → convert", "11", "11"]),
      ("messages", ["welcome", "email", "v1", "12", "0"]), ("goals", ["Activated", "v1", "3"]),
-     ("time_to_convert", ["v1", "5", "108000.0", "108000.0"]), ("revisions", [])],
+     ("time_to_convert", ["v1", "5", "105544.0", "105544.0"]), ("revisions", [])],  # 30 h, read as its bucket's middle
 )  # fmt: skip
 def test_csv_of_every_table(client, viewer, journey, table, first):
     client.force_login(viewer)
