@@ -250,6 +250,15 @@ def _enrollment_where(ctx: ReportContext, alias: str = "e") -> tuple[str, list]:
     return " AND ".join(clauses), params
 
 
+def _tail_versions(ctx: ReportContext, alias: str) -> tuple[str, list]:
+    """The fact's own copy of its enrollment's version (visits, awards and achievements
+    carry one) filtered to the report's: redundant with the enrollment's, but it lets the
+    planner start a not-rolled-up tail from its few fact rows and reach enrollments by key,
+    instead of reading every enrollment of the journey to join them (seconds at a million)."""
+    ids = ctx.version_ids or [0]
+    return f"{alias}.version_id IN ({', '.join(['%s'] * len(ids))})", list(ids)
+
+
 def _fetch(sql: str, params: list) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -352,6 +361,7 @@ def cohorts(ctx: ReportContext, marks: dict | None = None) -> list[Cohort]:
     marks = marks or rollups.rolled_up()
     where, params = _enrollment_where(ctx)
     rwhere, rparams = _rollup_where(ctx)
+    award_versions, award_params = _tail_versions(ctx, "a")
     day = _day("e.started_at")
     rows = _fetch(
         f"""
@@ -369,7 +379,7 @@ def cohorts(ctx: ReportContext, marks: dict | None = None) -> list[Cohort]:
             SELECT e.version_id, e.held_out, {day}, 0,
                    CASE WHEN {rollups.FIRST_AWARD} THEN 1 ELSE 0 END, a.value
             FROM {AWARD} a JOIN {ENROLLMENT} e ON e.id = a.enrollment_id
-            WHERE a.id > %s AND a.conversion_id = %s AND {where}
+            WHERE a.id > %s AND a.conversion_id = %s AND {award_versions} AND {where}
         ) x
         GROUP BY x.version_id, x.held_out, x.day
         """,
@@ -381,6 +391,7 @@ def cohorts(ctx: ReportContext, marks: dict | None = None) -> list[Cohort]:
             *params,
             marks["award"],
             ctx.conversion.id,
+            *award_params,
             *params,
         ],
     )
@@ -507,6 +518,8 @@ def step_funnel(ctx: ReportContext, marks: dict | None = None) -> list[StepCount
     where, params = _enrollment_where(ctx)
     rwhere, rparams = _rollup_where(ctx)
     first_visit, first_award = rollups.FIRST_VISIT, rollups.FIRST_AWARD
+    visit_versions, visit_params = _tail_versions(ctx, "v")
+    award_versions, award_params = _tail_versions(ctx, "a")
     rows = _fetch(
         f"""
         SELECT x.version_id, x.step_key, SUM(x.entered), SUM(x.converted)
@@ -519,19 +532,20 @@ def step_funnel(ctx: ReportContext, marks: dict | None = None) -> list[StepCount
             UNION ALL
             SELECT e.version_id, v.step_key, 1, 0
             FROM {VISIT} v JOIN {ENROLLMENT} e ON e.id = v.enrollment_id
-            WHERE v.id > %s AND {first_visit} AND {where}
+            WHERE v.id > %s AND {visit_versions} AND {first_visit} AND {where}
             UNION ALL
             SELECT e.version_id, v.step_key, 0, 1
             FROM {VISIT} v JOIN {ENROLLMENT} e ON e.id = v.enrollment_id
             JOIN {AWARD} a ON a.enrollment_id = v.enrollment_id AND a.conversion_id = %s
                  AND a.id <= %s
-            WHERE v.id > %s AND {first_visit} AND {first_award} AND {where}
+            WHERE v.id > %s AND {visit_versions} AND {first_visit} AND {first_award}
+                  AND {where}
             UNION ALL
             SELECT e.version_id, v.step_key, 0, 1
             FROM {AWARD} a JOIN {ENROLLMENT} e ON e.id = a.enrollment_id
             JOIN {VISIT} v ON v.enrollment_id = a.enrollment_id
-            WHERE a.id > %s AND a.conversion_id = %s AND {first_award} AND {first_visit}
-                  AND {where}
+            WHERE a.id > %s AND a.conversion_id = %s AND {award_versions} AND {first_award}
+                  AND {first_visit} AND {where}
         ) x
         GROUP BY x.version_id, x.step_key
         """,
@@ -540,13 +554,16 @@ def step_funnel(ctx: ReportContext, marks: dict | None = None) -> list[StepCount
             ctx.conversion.id,
             *rparams,
             marks["visit"],
+            *visit_params,
             *params,
             ctx.conversion.id,
             marks["award"],
             marks["visit"],
+            *visit_params,
             *params,
             marks["award"],
             ctx.conversion.id,
+            *award_params,
             *params,
         ],
     )
@@ -727,6 +744,7 @@ def goal_achievements(ctx: ReportContext, marks: dict | None = None) -> list[Goa
     marks = marks or rollups.rolled_up()
     where, params = _enrollment_where(ctx)
     rwhere, rparams = _rollup_where(ctx)
+    achievement_versions, achievement_params = _tail_versions(ctx, "ga")
     rows = _fetch(
         f"""
         SELECT x.goal_id, x.version_id, x.bucket, SUM(x.n) FROM (
@@ -736,11 +754,11 @@ def goal_achievements(ctx: ReportContext, marks: dict | None = None) -> list[Goa
             SELECT ga.goal_id, e.version_id,
                    {rollups.bucket_sql("ga.achieved_at", "e.started_at")}, 1
             FROM {ACHIEVEMENT} ga JOIN {ENROLLMENT} e ON e.id = ga.enrollment_id
-            WHERE ga.id > %s AND {where}
+            WHERE ga.id > %s AND {achievement_versions} AND {where}
         ) x
         GROUP BY x.goal_id, x.version_id, x.bucket
         """,
-        [*rparams, marks["achievement"], *params],
+        [*rparams, marks["achievement"], *achievement_params, *params],
     )
     return _goal_rows(ctx, _histogram_percentiles(rows, 2))
 
@@ -785,6 +803,7 @@ def time_to_convert(ctx: ReportContext, marks: dict | None = None) -> list[Conve
     marks = marks or rollups.rolled_up()
     where, params = _enrollment_where(ctx)
     rwhere, rparams = _rollup_where(ctx)
+    award_versions, award_params = _tail_versions(ctx, "a")
     rows = _fetch(
         f"""
         SELECT x.version_id, x.bucket, SUM(x.n) FROM (
@@ -793,11 +812,12 @@ def time_to_convert(ctx: ReportContext, marks: dict | None = None) -> list[Conve
             UNION ALL
             SELECT e.version_id, {rollups.bucket_sql("a.awarded_at", "e.started_at")}, 1
             FROM {AWARD} a JOIN {ENROLLMENT} e ON e.id = a.enrollment_id
-            WHERE a.id > %s AND a.conversion_id = %s AND {where} AND {rollups.FIRST_AWARD}
+            WHERE a.id > %s AND a.conversion_id = %s AND {award_versions} AND {where}
+                  AND {rollups.FIRST_AWARD}
         ) x
         GROUP BY x.version_id, x.bucket
         """,
-        [ctx.conversion.id, *rparams, marks["award"], ctx.conversion.id, *params],
+        [ctx.conversion.id, *rparams, marks["award"], ctx.conversion.id, *award_params, *params],
     )
     return _convert_time_rows(ctx, _histogram_percentiles(rows, 1))
 
