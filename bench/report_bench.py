@@ -262,23 +262,24 @@ def measure(runs: int, key: str):
         """`fn` with the last `n` enrollments not rolled up, and as many of the last visits,
         awards and achievements as those enrollments have (the generator writes facts in no
         particular id order; the engine writes them in time order): the tail a report reads
-        while the engine writes faster than the refresh folds. Timing only: the rollups still hold those facts, so
-        the figures count them twice; the watermarks are put back afterwards."""
+        while the engine writes faster than the refresh folds. Timing only: the rollups
+        still hold those facts, so the figures count them twice; the watermarks are put
+        back afterwards."""
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT max(id) - %s FROM journeys_enrollment", [n])
+            first = cursor.fetchone()[0]
+            marks = {"enrollment": first}
+            for fact, table in (("visit", "journeys_stepvisit"),
+                                ("award", "conversions_conversionaward"),
+                                ("achievement", "conversions_goalachievement")):  # fmt: skip
+                cursor.execute(
+                    f"SELECT max(id) - count(*) FILTER (WHERE enrollment_id > %s) FROM {table}",
+                    [first],
+                )
+                marks[fact] = cursor.fetchone()[0]
 
         def call():
             saved = dict(RollupWatermark.objects.values_list("fact", "rolled_up"))
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT max(id) - %s FROM journeys_enrollment", [n])
-                first = cursor.fetchone()[0]
-                marks = {"enrollment": first}
-                for fact, table in (("visit", "journeys_stepvisit"),
-                                    ("award", "conversions_conversionaward"),
-                                    ("achievement", "conversions_goalachievement")):  # fmt: skip
-                    cursor.execute(
-                        f"SELECT max(id) - count(*) FILTER (WHERE enrollment_id > %s) FROM {table}",
-                        [first],
-                    )
-                    marks[fact] = cursor.fetchone()[0]
             try:
                 for fact, mark in marks.items():
                     RollupWatermark.objects.filter(fact=fact).update(rolled_up=mark)

@@ -1008,16 +1008,22 @@ SLOW_PANELS = ("paths", "messages", "goals", "time_to_convert")
 PANELS = (*FAST_PANELS, *SLOW_PANELS)
 
 
-def build_report(ctx: ReportContext, panels=PANELS) -> Report:
-    """The version comparison and the named panels: one query each, plus the watermarks."""
+def build_report(ctx: ReportContext, panels=PANELS, *, compare: bool = True) -> Report:
+    """The version comparison and the named panels: one query each, plus the watermarks.
+    Without `compare` (a panel loaded on its own) the statistics are left out, and the
+    cohorts are read only for the goals panel, whose shares need each version's enrolled."""
     marks = rollups.rolled_up()
-    rows = cohorts(ctx, marks)
+    rows = cohorts(ctx, marks) if compare or "goals" in panels else []
     counts = version_counts(ctx, rows)
+    if compare:
+        versions = version_rows(ctx, counts, rows)
+    else:
+        versions = [VersionRow(c.version, c.total, None, None, None, c.held_out) for c in counts]
     return Report(
         ctx,
-        version_rows(ctx, counts, rows),
+        versions,
         step_funnel(ctx, marks) if "steps" in panels else [],
-        holdout(counts),
+        holdout(counts) if compare else None,
         daily=daily_counts(ctx, rows) if "daily" in panels else [],
         revisions=conversion_revisions(ctx) if "revisions" in panels else [],
         paths=common_paths(ctx) if "paths" in panels else [],
