@@ -15,7 +15,7 @@ import dataclasses
 import heapq
 import itertools
 import random
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.test import override_settings
 from django.utils import timezone
@@ -519,7 +519,9 @@ def _publish_second(journey: Journey, scenario: Scenario, at: datetime) -> None:
 
 def _play(*, contacts_per_day: int, days: int, rng: random.Random, out) -> dict:
     end = timezone.now().replace(microsecond=0)
-    start = end - timedelta(days=days)
+    # From a UTC midnight, so that a split published at the start covers whole days and
+    # the report counts every enrollment as side by side.
+    start = (end - timedelta(days=days)).astimezone(UTC).replace(hour=0, minute=0, second=0)
     journeys = {}
     for scenario in SCENARIOS:
         journey, first, _ = create_journey(definition=scenario.definition)

@@ -1,3 +1,4 @@
+import datetime
 import re
 
 import pytest
@@ -34,6 +35,8 @@ def test_seed_demo_runs_the_engine_over_weeks_with_two_versions_each():
         assert [v.state for v in pair] == ["live", "live"]
         assert pair[1].traffic == 50
         assert pair[0].published_at == pair[1].published_at
+        # From a midnight: every enrollment falls on a whole day of the split.
+        assert pair[0].published_at.time() == datetime.time(0)
     assert [v.state for v in by_journey["sales-follow-up"]] == ["retired", "live"]
 
     for journey_versions in by_journey.values():
