@@ -19,7 +19,8 @@ from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.db.models import Case, Count, Max, Value, When
+from django.db import connection
+from django.db.models import Case, Count, Value, When
 from django.http import Http404, HttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
@@ -188,13 +189,11 @@ class DatabaseCollector:
             labels=["fact"],
         )
         marks = rolled_up()
-        highest = {
-            "enrollment": Enrollment.objects.aggregate(m=Max("id"))["m"],
-            "visit": StepVisit.objects.aggregate(m=Max("id"))["m"],
-            "award": ConversionAward.objects.aggregate(m=Max("id"))["m"],
-        }
-        for fact in FACT_TABLES:
-            lag.add_metric([fact], max((highest[fact] or 0) - marks.get(fact, 0), 0))
+        with connection.cursor() as cursor:
+            for fact, table in FACT_TABLES.items():
+                cursor.execute(f"SELECT MAX(id) FROM {connection.ops.quote_name(table)}")
+                highest = cursor.fetchone()[0] or 0
+                lag.add_metric([fact], max(highest - marks.get(fact, 0), 0))
         yield lag
 
 

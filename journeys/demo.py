@@ -21,12 +21,14 @@ import dataclasses
 import heapq
 import itertools
 import random
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from anymail.signals import AnymailTrackingEvent, EventType
 from django.test import override_settings
 from django.utils import timezone
 
+from conversions.models import Conversion, Goal, Revision
+from journeys.actions import enrollments
 from journeys.actions.delivery import record_delivery_events
 from journeys.actions.events import ingest_events
 from journeys.actions.sweep import run_due
@@ -316,11 +318,23 @@ def _second_version(definition: dict, changes) -> dict:
     return second
 
 
+def _rekey(d, old: str, new: str) -> None:
+    """Rename a step and every pointer to it: a key says what the step does (`wait-2d`
+    waits two days), so a version that changes the wait names it anew."""
+    for step in d["steps"]:
+        if step["key"] == old:
+            step["key"] = new
+        for pointer in ("next", "then", "else", "achieved", "not_achieved"):
+            if step.get(pointer) == old:
+                step[pointer] = new
+
+
 def _lead_v2(d):
     # Version 2 asks for the meeting straight away instead of waiting for engagement.
     steps = {s["key"]: s for s in d["steps"]}
     steps["welcome"]["subject"] = "{{ contact.attributes.first_name }}, your guide + a call?"
     steps["wait-2d"]["duration"] = "P1D"
+    _rekey(d, "wait-2d", "wait-1d")
 
 
 def _trial_v2(d):
@@ -332,6 +346,7 @@ def _trial_v2(d):
 def _sales_v2(d):
     steps = {s["key"]: s for s in d["steps"]}
     steps["wait-3d"]["duration"] = "P2D"
+    _rekey(d, "wait-3d", "wait-2d")
 
 
 def _renewal_v2(d):
@@ -346,12 +361,20 @@ class Scenario:
     definition: dict
     second: dict
     trigger: str
-    # Share of new enrollments for version 2 when it runs as a split test; None = replaces v1.
+    # Share of new enrollments for version 2 in a split test run from the demo's first day
+    # (so the whole comparison is randomized); None = version 2 replaces version 1 halfway.
     split_traffic: int | None
     # Per version: [(event name, probability, delay in days, properties)] after entry.
     behaviour: dict
+    # New contacts a day, as a multiple of `contacts_per_day`.
+    traffic: float = 1.0
 
 
+# The odds are sized so that, with the default seed, trial-to-paid's split reaches a verdict
+# (each version past 150 conversions and 150 non-conversions, always-valid p < 0.05 for a
+# 10-point difference) while renewal's split, 2 points apart, honestly does not; the lead
+# journey's 10% holdout is large enough to convert a few contacts.
+# journeys/tests/test_demo.py holds the default seed to those verdicts.
 SCENARIOS = [
     Scenario(
         LEAD_TO_CUSTOMER,
@@ -362,14 +385,15 @@ SCENARIOS = [
             1: [
                 ("content_clicked", 0.45, 3, {}),
                 ("meeting_booked", 0.20, 6, {}),
-                ("deal_won", 0.09, 12, {"amount": 1200}),
+                ("deal_won", 0.12, 12, {"amount": 1200}),
             ],
             2: [
                 ("content_clicked", 0.50, 2, {}),
                 ("meeting_booked", 0.28, 4, {}),
-                ("deal_won", 0.12, 10, {"amount": 1400}),
+                ("deal_won", 0.15, 10, {"amount": 1400}),
             ],
         },
+        traffic=1.5,
     ),
     Scenario(
         TRIAL_TO_PAID,
@@ -379,13 +403,14 @@ SCENARIOS = [
         {
             1: [
                 ("project_created", 0.55, 1, {}),
-                ("subscription_started", 0.16, 9, {"amount": 49}),
+                ("subscription_started", 0.30, 9, {"amount": 49}),
             ],
             2: [
                 ("project_created", 0.65, 1, {}),
-                ("subscription_started", 0.24, 8, {"amount": 49}),
+                ("subscription_started", 0.42, 8, {"amount": 49}),
             ],
         },
+        traffic=2.2,
     ),
     Scenario(
         SALES_FOLLOW_UP,
@@ -401,11 +426,12 @@ SCENARIOS = [
         RENEWAL,
         _second_version(RENEWAL, _renewal_v2),
         "renewal_due",
-        None,
+        50,
         {
-            1: [("subscription_renewed", 0.62, 6, {"amount": 600})],
-            2: [("subscription_renewed", 0.70, 5, {"amount": 600})],
+            1: [("subscription_renewed", 0.50, 6, {"amount": 600})],
+            2: [("subscription_renewed", 0.51, 5, {"amount": 600})],
         },
+        traffic=1.5,
     ),
 ]
 
@@ -475,17 +501,43 @@ def seed_demo(*, contacts_per_day: int = 14, days: int = 56, seed: int = 7, out=
         # The demo runs the engine in this process: no worker needs waking up.
         ENGINE_WAKEUPS=False,
     ):
+        # The engine draws splits and holdouts from its own source; seeding it too makes
+        # every load of the demo show the same figures (and the verdicts the tests hold).
+        enrollments._rng.seed(seed)
         return _play(contacts_per_day=contacts_per_day, days=days, rng=random.Random(seed), out=out)
+
+
+def _backdate(journey: Journey, at: datetime) -> None:
+    """Date the journey's goals and conversions, and their revisions, at the demo's start:
+    they existed before the first contact that earned them."""
+    Conversion.objects.filter(journey=journey).update(created_at=at, updated_at=at)
+    Goal.objects.filter(journey=journey).update(created_at=at, updated_at=at)
+    Revision.objects.filter(journey=journey).update(created_at=at)
+    Journey.objects.filter(pk=journey.pk).update(created_at=at)
+
+
+def _publish_second(journey: Journey, scenario: Scenario, at: datetime) -> None:
+    draft = save_draft_version(journey=journey, definition=scenario.second).version
+    publish_version(version=draft, traffic=scenario.split_traffic)
+    JourneyVersion.objects.filter(pk=draft.pk).update(published_at=at, created_at=at)
+    # Publishing writes no new goal or conversion here (both versions share them); any
+    # revision it did write is dated when it happened, not when the demo ran.
+    Revision.objects.filter(journey=journey, created_at__gt=at).update(created_at=at)
 
 
 def _play(*, contacts_per_day: int, days: int, rng: random.Random, out) -> dict:
     end = timezone.now().replace(microsecond=0)
-    start = end - timedelta(days=days)
+    # From a UTC midnight, so that a split published at the start covers whole days and
+    # the report counts every enrollment as side by side.
+    start = (end - timedelta(days=days)).astimezone(UTC).replace(hour=0, minute=0, second=0)
     journeys = {}
     for scenario in SCENARIOS:
         journey, first, _ = create_journey(definition=scenario.definition)
         publish_version(version=first)
         JourneyVersion.objects.filter(pk=first.pk).update(published_at=start, created_at=start)
+        _backdate(journey, start)
+        if scenario.split_traffic is not None:
+            _publish_second(journey, scenario, start)
         journeys[journey.key] = (journey, scenario)
 
     # Behaviour events not yet sent, as (time, tie-breaker, event) in a heap.
@@ -498,18 +550,18 @@ def _play(*, contacts_per_day: int, days: int, rng: random.Random, out) -> dict:
         day_end = min(today + timedelta(days=1), end)
         if day == days // 2:
             for journey, scenario in journeys.values():
-                draft = save_draft_version(journey=journey, definition=scenario.second).version
-                publish_version(version=draft, traffic=scenario.split_traffic)
-                JourneyVersion.objects.filter(pk=draft.pk).update(
-                    published_at=today, created_at=today
-                )
+                if scenario.split_traffic is None:
+                    _publish_second(journey, scenario, today)
 
         new_contacts = []
+        known_since = []
         batch = []
         for _journey, scenario in journeys.values():
-            for _ in range(rng.randint(contacts_per_day // 2, contacts_per_day)):
+            high = round(contacts_per_day * scenario.traffic)
+            for _ in range(rng.randint(high // 2, high)):
                 contacts += 1
                 external_id = f"demo-{contacts:05d}"
+                at = today + timedelta(minutes=rng.randint(0, 600))
                 new_contacts.append(
                     Contact(
                         external_id=external_id,
@@ -517,9 +569,14 @@ def _play(*, contacts_per_day: int, days: int, rng: random.Random, out) -> dict:
                         attributes=_contact_attributes(rng),
                     )
                 )
-                at = today + timedelta(minutes=rng.randint(0, 600))
+                # Known for a while (up to 90 days) before the event that brings them in.
+                known_since.append(at - timedelta(minutes=rng.randint(5, 60 * 24 * 90)))
                 batch.append(_event(external_id, scenario.trigger, at, {}))
-        Contact.objects.bulk_create(new_contacts)
+        created = Contact.objects.bulk_create(new_contacts)
+        # bulk_create stamps auto_now_add fields with the clock; the drawn dates go in after.
+        for contact, since in zip(created, known_since, strict=True):
+            contact.created_at = since
+        Contact.objects.bulk_update(created, ["created_at"], batch_size=500)
         while upcoming and upcoming[0][0] < day_end:
             batch.append(heapq.heappop(upcoming)[2])
         batch.sort(key=lambda event: event["timestamp"])

@@ -6,6 +6,8 @@ from django.contrib import admin
 
 from reporting.models import (
     ConversionDay,
+    ConvertTimeDay,
+    GoalTimeDay,
     RollupWatermark,
     StepConversionDay,
     StepDay,
@@ -49,6 +51,18 @@ class StepDayAdmin(RollupAdmin):
 @admin.register(StepConversionDay)
 class StepConversionDayAdmin(RollupAdmin):
     list_display = ["conversion", "version", "day", "step_key", "converted"]
+    date_hierarchy = "day"
+
+
+@admin.register(ConvertTimeDay)
+class ConvertTimeDayAdmin(RollupAdmin):
+    list_display = ["conversion", "version", "day", "bucket", "converted"]
+    date_hierarchy = "day"
+
+
+@admin.register(GoalTimeDay)
+class GoalTimeDayAdmin(RollupAdmin):
+    list_display = ["goal", "version", "day", "bucket", "achieved"]
     date_hierarchy = "day"
 
 

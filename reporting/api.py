@@ -39,7 +39,11 @@ class Group(Schema):
 
 class VersionOut(Schema):
     version: int
-    enrolled: int = Field(description="Enrollments started on the version, held out included.")
+    enrolled: int = Field(
+        description="Enrollments started on the version, held out included (the page's "
+        "'Enrolled (incl. held out)'; the journeys list's 'Enrolled (excl. held out)' leaves "
+        "them out)."
+    )
     converted: int = Field(description="Of them, those with at least one award.")
     rate: float | None
     ci_low: float | None = Field(description="95% Wilson score interval of the rate.")

@@ -7,7 +7,7 @@ watermark) to the rollups, so its figures are exact whether or not the refresh h
 
 from django.db import models
 
-from conversions.models import Conversion
+from conversions.models import Conversion, Goal
 from journeys.models import JourneyVersion
 
 
@@ -89,6 +89,49 @@ class StepConversionDay(models.Model):
         return f"{self.conversion_id} {self.version_id} {self.day} {self.step_key}"
 
 
+class ConvertTimeDay(models.Model):
+    """Of the enrollments started on a version that day: how many had their first award of
+    the conversion after a time in `bucket` (reporting/rollups.py: log-spaced buckets of
+    seconds from the start of the enrollment). Percentiles are read from these counts."""
+
+    conversion = models.ForeignKey(Conversion, on_delete=models.CASCADE, related_name="+")
+    version = models.ForeignKey(JourneyVersion, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    bucket = models.SmallIntegerField()
+    converted = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversion", "version", "day", "bucket"], name="converttimeday_unique"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.conversion_id} {self.version_id} {self.day} [{self.bucket}]"
+
+
+class GoalTimeDay(models.Model):
+    """Of the enrollments started on a version that day: how many achieved the goal after a
+    time in `bucket` (as ConvertTimeDay)."""
+
+    goal = models.ForeignKey(Goal, on_delete=models.CASCADE, related_name="+")
+    version = models.ForeignKey(JourneyVersion, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    bucket = models.SmallIntegerField()
+    achieved = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["goal", "version", "day", "bucket"], name="goaltimeday_unique"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.goal_id} {self.version_id} {self.day} [{self.bucket}]"
+
+
 class RollupWatermark(models.Model):
     """How far each fact table is rolled up. Rows with ids up to `rolled_up` are in the
     rollups; `seen` is the highest id at the previous refresh, folded in at the next one, so
@@ -98,6 +141,7 @@ class RollupWatermark(models.Model):
         ENROLLMENT = "enrollment", "Enrollments"
         VISIT = "visit", "Step visits"
         AWARD = "award", "Conversion awards"
+        ACHIEVEMENT = "achievement", "Goal achievements"
 
     fact = models.CharField(max_length=16, choices=Fact.choices, unique=True)
     rolled_up = models.BigIntegerField(default=0)

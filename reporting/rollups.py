@@ -17,10 +17,12 @@ import datetime
 
 from django.db import connection, transaction
 
-from conversions.models import ConversionAward
+from conversions.models import ConversionAward, GoalAchievement
 from journeys.models import Enrollment, StepVisit
 from reporting.models import (
     ConversionDay,
+    ConvertTimeDay,
+    GoalTimeDay,
     RollupWatermark,
     StepConversionDay,
     StepDay,
@@ -30,15 +32,26 @@ from reporting.models import (
 ENROLLMENT = Enrollment._meta.db_table
 VISIT = StepVisit._meta.db_table
 AWARD = ConversionAward._meta.db_table
+ACHIEVEMENT = GoalAchievement._meta.db_table
 VERSION_DAY = VersionDay._meta.db_table
 CONVERSION_DAY = ConversionDay._meta.db_table
 STEP_DAY = StepDay._meta.db_table
 STEP_CONVERSION_DAY = StepConversionDay._meta.db_table
+CONVERT_TIME_DAY = ConvertTimeDay._meta.db_table
+GOAL_TIME_DAY = GoalTimeDay._meta.db_table
+ROLLUP_MODELS = (VersionDay, ConversionDay, StepDay, StepConversionDay, ConvertTimeDay, GoalTimeDay)
 FACT_TABLES = {
     RollupWatermark.Fact.ENROLLMENT: ENROLLMENT,
     RollupWatermark.Fact.VISIT: VISIT,
     RollupWatermark.Fact.AWARD: AWARD,
+    RollupWatermark.Fact.ACHIEVEMENT: ACHIEVEMENT,
 }
+
+# Durations (time to convert, time to a goal) are counted in log-spaced buckets of seconds,
+# so that their percentiles add up across days and refreshes: bucket b holds durations d
+# with 2^(b/8) <= d + 1 < 2^((b+1)/8). Each bucket is 9% wide, and a percentile read as its
+# bucket's geometric middle is within 4.5% of the exact one (one second below 10 s).
+BUCKETS_PER_DOUBLING = 8
 
 FIRST_VISIT = (
     f"NOT EXISTS (SELECT 1 FROM {VISIT} v2 WHERE v2.enrollment_id = v.enrollment_id"
@@ -54,6 +67,24 @@ def day_sql(column: str) -> str:
     if connection.vendor == "postgresql":
         return f"CAST(({column} AT TIME ZONE 'UTC') AS date)"
     return f"date({column})"
+
+
+def seconds_sql(later: str, earlier: str) -> str:
+    if connection.vendor == "postgresql":
+        return f"EXTRACT(EPOCH FROM ({later} - {earlier}))"
+    return f"((julianday({later}) - julianday({earlier})) * 86400.0)"
+
+
+def bucket_sql(later: str, earlier: str) -> str:
+    """The bucket of the duration from `earlier` to `later` (negative ones count as 0)."""
+    seconds = seconds_sql(later, earlier)
+    clamped = f"(CASE WHEN {seconds} > 0 THEN {seconds} ELSE 0 END)"
+    return f"CAST(FLOOR({BUCKETS_PER_DOUBLING} * LN({clamped} + 1) / LN(2)) AS INTEGER)"
+
+
+def bucket_seconds(bucket: int) -> float:
+    """A bucket's geometric middle, in whole seconds: what a percentile in it reads as."""
+    return float(round(2 ** ((bucket + 0.5) / BUCKETS_PER_DOUBLING) - 1))
 
 
 def _execute(sql: str, params: list) -> None:
@@ -96,9 +127,35 @@ def _upsert(table: str, keys: str, counters: list[str], select_sql: str, params:
     )
 
 
-def _fold(*, enrollments: tuple[int, int], visits: tuple[int, int], awards: tuple[int, int]):
+def _fold(
+    *,
+    enrollments: tuple[int, int],
+    visits: tuple[int, int],
+    awards: tuple[int, int],
+    achievements: tuple[int, int],
+):
     """Add the facts with ids in each (after, up_to] range to the rollups."""
     day = day_sql("e.started_at")
+    _upsert(
+        CONVERT_TIME_DAY, "conversion_id, version_id, day, bucket", ["converted"],
+        f"""SELECT a.conversion_id, e.version_id, {day}, {bucket_sql("a.awarded_at", "e.started_at")},
+                   COUNT(*)
+            FROM {AWARD} a JOIN {ENROLLMENT} e ON e.id = a.enrollment_id
+            WHERE a.id > %s AND a.id <= %s AND {FIRST_AWARD}
+            GROUP BY a.conversion_id, e.version_id, {day},
+                     {bucket_sql("a.awarded_at", "e.started_at")}""",
+        list(awards),
+    )  # fmt: skip
+    _upsert(
+        GOAL_TIME_DAY, "goal_id, version_id, day, bucket", ["achieved"],
+        f"""SELECT ga.goal_id, e.version_id, {day}, {bucket_sql("ga.achieved_at", "e.started_at")},
+                   COUNT(*)
+            FROM {ACHIEVEMENT} ga JOIN {ENROLLMENT} e ON e.id = ga.enrollment_id
+            WHERE ga.id > %s AND ga.id <= %s
+            GROUP BY ga.goal_id, e.version_id, {day},
+                     {bucket_sql("ga.achieved_at", "e.started_at")}""",
+        list(achievements),
+    )  # fmt: skip
     _upsert(
         VERSION_DAY, "version_id, day, held_out", ["enrolled"],
         f"""SELECT e.version_id, {day}, e.held_out, COUNT(*) FROM {ENROLLMENT} e
@@ -158,6 +215,7 @@ def refresh_rollups() -> dict[str, int]:
             enrollments=ranges[RollupWatermark.Fact.ENROLLMENT],
             visits=ranges[RollupWatermark.Fact.VISIT],
             awards=ranges[RollupWatermark.Fact.AWARD],
+            achievements=ranges[RollupWatermark.Fact.ACHIEVEMENT],
         )
         for fact, mark in marks.items():
             mark.rolled_up = ranges[fact][1]
@@ -170,13 +228,14 @@ def rebuild_rollups() -> dict[str, int]:
     """Recompute every rollup from the facts, up to the highest ids now; one transaction."""
     with transaction.atomic():
         marks = _watermarks(lock=True)
-        for model in (VersionDay, ConversionDay, StepDay, StepConversionDay):
+        for model in ROLLUP_MODELS:
             model.objects.all().delete()
         latest = _max_ids()
         _fold(
             enrollments=(0, latest[RollupWatermark.Fact.ENROLLMENT]),
             visits=(0, latest[RollupWatermark.Fact.VISIT]),
             awards=(0, latest[RollupWatermark.Fact.AWARD]),
+            achievements=(0, latest[RollupWatermark.Fact.ACHIEVEMENT]),
         )
         for fact, mark in marks.items():
             mark.rolled_up = mark.seen = latest[fact]

@@ -4,9 +4,10 @@
 Each panel is a single SQL statement (CTEs and window functions both SQLite and PostgreSQL
 run) so that its cost does not grow with the number of versions, steps or days; the only
 vendor-specific parts are date arithmetic, in `_seconds_between` and `rollups.day_sql`.
-The cohorts (comparison, sample ratio, daily chart) and the step funnel read the rollups
-plus the facts not rolled up yet (reporting/rollups.py); each also has a `*_from_facts`
-twin that reads the facts alone, which tests and the benchmark hold them to.
+The cohorts (comparison, sample ratio, daily chart), the step funnel, goals and time to
+convert read the rollups plus the facts not rolled up yet (reporting/rollups.py); each also
+has a `*_from_facts` twin that reads the facts alone, which tests and the benchmark hold
+them to.
 
 Definitions used throughout:
 - the report's enrollments: those of the chosen versions (published ones only) started in
@@ -15,7 +16,9 @@ Definitions used throughout:
   of those awards' values; held-out enrollments count in their version (intent to treat) and
   are reported apart as the holdout;
 - percentiles are nearest-rank (the smallest duration with at least p% of the others at or
-  below it), which needs no interpolation and so is the same on every database.
+  below it), counted in log-spaced buckets of seconds (rollups.BUCKETS_PER_DOUBLING) so
+  that they add up across days and refreshes: each reads as its bucket's middle, within
+  4.5% of the exact value, the same on every database.
 """
 
 import datetime
@@ -231,14 +234,7 @@ def expected_shares(base: VersionInfo, other: VersionInfo) -> list[float] | None
 # SQL building blocks ---------------------------------------------------------------------
 
 
-def _postgres() -> bool:
-    return connection.vendor == "postgresql"
-
-
-def _seconds_between(later: str, earlier: str) -> str:
-    if _postgres():
-        return f"EXTRACT(EPOCH FROM ({later} - {earlier}))"
-    return f"((julianday({later}) - julianday({earlier})) * 86400.0)"
+_seconds_between = rollups.seconds_sql
 
 
 _day = rollups.day_sql
@@ -265,24 +261,19 @@ def _enrollment_where(ctx: ReportContext, alias: str = "e") -> tuple[str, list]:
     return " AND ".join(clauses), params
 
 
+def _tail_versions(ctx: ReportContext, alias: str) -> tuple[str, list]:
+    """The fact's own copy of its enrollment's version (visits, awards and achievements
+    carry one) filtered to the report's: redundant with the enrollment's, but it lets the
+    planner start a not-rolled-up tail from its few fact rows and reach enrollments by key,
+    instead of reading every enrollment of the journey to join them (seconds at a million)."""
+    ids = ctx.version_ids or [0]
+    return f"{alias}.version_id IN ({', '.join(['%s'] * len(ids))})", list(ids)
+
+
 def _fetch(sql: str, params: list) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
-
-
-def _percentile_sql(keys: str, inner: str) -> str:
-    """Rows (keys..., n, rank, seconds) at the nearest ranks of the 50th and 90th percentile
-    of `inner`'s column s within each group of `keys`."""
-    return f"""
-        SELECT {keys}, n, rn, s FROM (
-            SELECT {keys}, s,
-                   ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY s) AS rn,
-                   COUNT(*) OVER (PARTITION BY {keys}) AS n
-            FROM ({inner}) d
-        ) r
-        WHERE rn = (50 * n + 99) / 100 OR rn = (90 * n + 99) / 100
-    """
 
 
 @dataclass(frozen=True)
@@ -290,21 +281,6 @@ class Percentiles:
     count: int
     median: float | None  # seconds
     p90: float | None
-
-
-def _percentiles(rows: list[tuple], nkeys: int) -> dict[tuple, Percentiles]:
-    found: dict[tuple, dict] = defaultdict(dict)
-    for row in rows:
-        key, (n, rn, seconds) = tuple(row[:nkeys]), row[nkeys:]
-        found[key]["n"] = n
-        if rn == (50 * n + 99) // 100:
-            found[key]["median"] = float(seconds)
-        if rn == (90 * n + 99) // 100:
-            found[key]["p90"] = float(seconds)
-    return {
-        key: Percentiles(count=v["n"], median=v.get("median"), p90=v.get("p90"))
-        for key, v in found.items()
-    }
 
 
 def _money(value) -> float:
@@ -396,6 +372,7 @@ def cohorts(ctx: ReportContext, marks: dict | None = None) -> list[Cohort]:
     marks = marks or rollups.rolled_up()
     where, params = _enrollment_where(ctx)
     rwhere, rparams = _rollup_where(ctx)
+    award_versions, award_params = _tail_versions(ctx, "a")
     day = _day("e.started_at")
     rows = _fetch(
         f"""
@@ -413,7 +390,7 @@ def cohorts(ctx: ReportContext, marks: dict | None = None) -> list[Cohort]:
             SELECT e.version_id, e.held_out, {day}, 0,
                    CASE WHEN {rollups.FIRST_AWARD} THEN 1 ELSE 0 END, a.value
             FROM {AWARD} a JOIN {ENROLLMENT} e ON e.id = a.enrollment_id
-            WHERE a.id > %s AND a.conversion_id = %s AND {where}
+            WHERE a.id > %s AND a.conversion_id = %s AND {award_versions} AND {where}
         ) x
         GROUP BY x.version_id, x.held_out, x.day
         """,
@@ -425,6 +402,7 @@ def cohorts(ctx: ReportContext, marks: dict | None = None) -> list[Cohort]:
             *params,
             marks["award"],
             ctx.conversion.id,
+            *award_params,
             *params,
         ],
     )
@@ -551,6 +529,8 @@ def step_funnel(ctx: ReportContext, marks: dict | None = None) -> list[StepCount
     where, params = _enrollment_where(ctx)
     rwhere, rparams = _rollup_where(ctx)
     first_visit, first_award = rollups.FIRST_VISIT, rollups.FIRST_AWARD
+    visit_versions, visit_params = _tail_versions(ctx, "v")
+    award_versions, award_params = _tail_versions(ctx, "a")
     rows = _fetch(
         f"""
         SELECT x.version_id, x.step_key, SUM(x.entered), SUM(x.converted)
@@ -563,19 +543,20 @@ def step_funnel(ctx: ReportContext, marks: dict | None = None) -> list[StepCount
             UNION ALL
             SELECT e.version_id, v.step_key, 1, 0
             FROM {VISIT} v JOIN {ENROLLMENT} e ON e.id = v.enrollment_id
-            WHERE v.id > %s AND {first_visit} AND {where}
+            WHERE v.id > %s AND {visit_versions} AND {first_visit} AND {where}
             UNION ALL
             SELECT e.version_id, v.step_key, 0, 1
             FROM {VISIT} v JOIN {ENROLLMENT} e ON e.id = v.enrollment_id
             JOIN {AWARD} a ON a.enrollment_id = v.enrollment_id AND a.conversion_id = %s
                  AND a.id <= %s
-            WHERE v.id > %s AND {first_visit} AND {first_award} AND {where}
+            WHERE v.id > %s AND {visit_versions} AND {first_visit} AND {first_award}
+                  AND {where}
             UNION ALL
             SELECT e.version_id, v.step_key, 0, 1
             FROM {AWARD} a JOIN {ENROLLMENT} e ON e.id = a.enrollment_id
             JOIN {VISIT} v ON v.enrollment_id = a.enrollment_id
-            WHERE a.id > %s AND a.conversion_id = %s AND {first_award} AND {first_visit}
-                  AND {where}
+            WHERE a.id > %s AND a.conversion_id = %s AND {award_versions} AND {first_award}
+                  AND {first_visit} AND {where}
         ) x
         GROUP BY x.version_id, x.step_key
         """,
@@ -584,13 +565,16 @@ def step_funnel(ctx: ReportContext, marks: dict | None = None) -> list[StepCount
             ctx.conversion.id,
             *rparams,
             marks["visit"],
+            *visit_params,
             *params,
             ctx.conversion.id,
             marks["award"],
             marks["visit"],
+            *visit_params,
             *params,
             marks["award"],
             ctx.conversion.id,
+            *award_params,
             *params,
         ],
     )
@@ -761,24 +745,79 @@ class GoalCounts:
     p90_seconds: float | None
 
 
-def goal_achievements(ctx: ReportContext) -> list[GoalCounts]:
-    """Per goal and version: enrollments that achieved it and the time from the start of
-    the enrollment to the achievement (median, p90). Two queries: the goals, the figures."""
-    goals = list(Goal.objects.filter(journey=ctx.journey).order_by("position", "key"))
-    where, params = _enrollment_where(ctx)
-    inner = f"""
-        SELECT ga.goal_id AS goal_id, e.version_id AS version_id,
-               {_seconds_between("ga.achieved_at", "e.started_at")} AS s
-        FROM {ACHIEVEMENT} ga JOIN {ENROLLMENT} e ON e.id = ga.enrollment_id
-        WHERE {where}
-    """
-    found = _percentiles(_fetch(_percentile_sql("goal_id, version_id", inner), params), 2)
+def _histogram_percentiles(rows, nkeys: int) -> dict[tuple, Percentiles]:
+    """From rows (keys..., bucket, count): per key, the count and the nearest-rank median
+    and 90th percentile, each read as its bucket's middle (rollups.bucket_seconds)."""
+    found: dict[tuple, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for row in rows:
+        found[tuple(row[:nkeys])][int(row[nkeys])] += int(row[nkeys + 1])
+    result = {}
+    for key, buckets in found.items():
+        n = sum(buckets.values())
+        if not n:
+            continue
+        ranks = {"median": (50 * n + 99) // 100, "p90": (90 * n + 99) // 100}
+        values: dict[str, float] = {}
+        seen = 0
+        for bucket in sorted(buckets):
+            seen += buckets[bucket]
+            for name, rank in ranks.items():
+                if name not in values and seen >= rank:
+                    values[name] = rollups.bucket_seconds(bucket)
+        result[key] = Percentiles(count=n, median=values["median"], p90=values["p90"])
+    return result
+
+
+def _goal_rows(ctx: ReportContext, found: dict[tuple, Percentiles]) -> list[GoalCounts]:
     result = []
-    for goal in goals:
+    for goal in Goal.objects.filter(journey=ctx.journey).order_by("position", "key"):
         for v in ctx.versions:
             p = found.get((goal.id, v.id), Percentiles(0, None, None))
             result.append(GoalCounts(goal.key, goal.name, v.number, p.count, p.median, p.p90))
     return result
+
+
+def goal_achievements(ctx: ReportContext, marks: dict | None = None) -> list[GoalCounts]:
+    """Per goal and version: enrollments that achieved it and the time from the start of
+    the enrollment to the achievement (median, p90), from the per-day histograms plus the
+    achievements not rolled up yet. Two queries (three without the watermarks `marks`):
+    the goals, the figures. `goal_achievements_from_facts` must equal."""
+    marks = marks or rollups.rolled_up()
+    where, params = _enrollment_where(ctx)
+    rwhere, rparams = _rollup_where(ctx)
+    achievement_versions, achievement_params = _tail_versions(ctx, "ga")
+    rows = _fetch(
+        f"""
+        SELECT x.goal_id, x.version_id, x.bucket, SUM(x.n) FROM (
+            SELECT r.goal_id, r.version_id, r.bucket, r.achieved AS n
+            FROM {rollups.GOAL_TIME_DAY} r WHERE {rwhere}
+            UNION ALL
+            SELECT ga.goal_id, e.version_id,
+                   {rollups.bucket_sql("ga.achieved_at", "e.started_at")}, 1
+            FROM {ACHIEVEMENT} ga JOIN {ENROLLMENT} e ON e.id = ga.enrollment_id
+            WHERE ga.id > %s AND {achievement_versions} AND {where}
+        ) x
+        GROUP BY x.goal_id, x.version_id, x.bucket
+        """,
+        [*rparams, marks["achievement"], *achievement_params, *params],
+    )
+    return _goal_rows(ctx, _histogram_percentiles(rows, 2))
+
+
+def goal_achievements_from_facts(ctx: ReportContext) -> list[GoalCounts]:
+    """What `goal_achievements` answers, from the achievements alone; two queries."""
+    where, params = _enrollment_where(ctx)
+    rows = _fetch(
+        f"""
+        SELECT ga.goal_id, e.version_id,
+               {rollups.bucket_sql("ga.achieved_at", "e.started_at")}, COUNT(*)
+        FROM {ACHIEVEMENT} ga JOIN {ENROLLMENT} e ON e.id = ga.enrollment_id
+        WHERE {where}
+        GROUP BY ga.goal_id, e.version_id, {rollups.bucket_sql("ga.achieved_at", "e.started_at")}
+        """,
+        params,
+    )
+    return _goal_rows(ctx, _histogram_percentiles(rows, 2))
 
 
 @dataclass(frozen=True)
@@ -789,27 +828,55 @@ class ConvertTime:
     p90_seconds: float | None
 
 
-def time_to_convert(ctx: ReportContext) -> list[ConvertTime]:
-    """Per version: from the start of an enrollment to its first award of the conversion,
-    median and 90th percentile; one query."""
-    where, params = _enrollment_where(ctx)
-    inner = f"""
-        SELECT e.version_id AS version_id,
-               {_seconds_between("a.first_at", "e.started_at")} AS s
-        FROM {ENROLLMENT} e JOIN (
-            SELECT enrollment_id, MIN(awarded_at) AS first_at FROM {AWARD}
-            WHERE conversion_id = %s GROUP BY enrollment_id
-        ) a ON a.enrollment_id = e.id
-        WHERE {where}
-    """
-    found = _percentiles(
-        _fetch(_percentile_sql("version_id", inner), [ctx.conversion.id, *params]), 1
-    )
+def _convert_time_rows(ctx: ReportContext, found: dict[tuple, Percentiles]) -> list[ConvertTime]:
     result = []
     for v in ctx.versions:
         p = found.get((v.id,), Percentiles(0, None, None))
         result.append(ConvertTime(v.number, p.count, p.median, p.p90))
     return result
+
+
+def time_to_convert(ctx: ReportContext, marks: dict | None = None) -> list[ConvertTime]:
+    """Per version: from the start of an enrollment to its first award of the conversion
+    (the first recorded), median and 90th percentile, from the per-day histograms plus the
+    awards not rolled up yet; one query (two without the watermarks `marks`).
+    `time_to_convert_from_facts` must equal."""
+    marks = marks or rollups.rolled_up()
+    where, params = _enrollment_where(ctx)
+    rwhere, rparams = _rollup_where(ctx)
+    award_versions, award_params = _tail_versions(ctx, "a")
+    rows = _fetch(
+        f"""
+        SELECT x.version_id, x.bucket, SUM(x.n) FROM (
+            SELECT r.version_id, r.bucket, r.converted AS n
+            FROM {rollups.CONVERT_TIME_DAY} r WHERE r.conversion_id = %s AND {rwhere}
+            UNION ALL
+            SELECT e.version_id, {rollups.bucket_sql("a.awarded_at", "e.started_at")}, 1
+            FROM {AWARD} a JOIN {ENROLLMENT} e ON e.id = a.enrollment_id
+            WHERE a.id > %s AND a.conversion_id = %s AND {award_versions} AND {where}
+                  AND {rollups.FIRST_AWARD}
+        ) x
+        GROUP BY x.version_id, x.bucket
+        """,
+        [ctx.conversion.id, *rparams, marks["award"], ctx.conversion.id, *award_params, *params],
+    )
+    return _convert_time_rows(ctx, _histogram_percentiles(rows, 1))
+
+
+def time_to_convert_from_facts(ctx: ReportContext) -> list[ConvertTime]:
+    """What `time_to_convert` answers, from the awards alone; one query."""
+    where, params = _enrollment_where(ctx)
+    bucket = rollups.bucket_sql("a.awarded_at", "e.started_at")
+    rows = _fetch(
+        f"""
+        SELECT e.version_id, {bucket}, COUNT(*)
+        FROM {AWARD} a JOIN {ENROLLMENT} e ON e.id = a.enrollment_id
+        WHERE a.conversion_id = %s AND {where} AND {rollups.FIRST_AWARD}
+        GROUP BY e.version_id, {bucket}
+        """,
+        [ctx.conversion.id, *params],
+    )
+    return _convert_time_rows(ctx, _histogram_percentiles(rows, 1))
 
 
 @dataclass(frozen=True)
@@ -975,29 +1042,35 @@ class Report:
 
 
 # Panels beyond the version comparison (always there: every panel leans on its counts).
-# The first three come from the rollups; the rest read the raw facts, so the page loads
-# them on their own, after it has answered.
+# The page answers with the first three; the rest load on their own, after it has answered
+# (goals and time to convert read histograms; paths and messages still read raw facts).
 FAST_PANELS = ("steps", "daily", "revisions")
 SLOW_PANELS = ("paths", "messages", "goals", "time_to_convert")
 PANELS = (*FAST_PANELS, *SLOW_PANELS)
 
 
-def build_report(ctx: ReportContext, panels=PANELS) -> Report:
-    """The version comparison and the named panels: one query each, plus the watermarks."""
+def build_report(ctx: ReportContext, panels=PANELS, *, compare: bool = True) -> Report:
+    """The version comparison and the named panels: one query each, plus the watermarks.
+    Without `compare` (a panel loaded on its own) the statistics are left out, and the
+    cohorts are read only for the goals panel, whose shares need each version's enrolled."""
     marks = rollups.rolled_up()
-    rows = cohorts(ctx, marks)
+    rows = cohorts(ctx, marks) if compare or "goals" in panels else []
     counts = version_counts(ctx, rows)
+    if compare:
+        versions = version_rows(ctx, counts, rows)
+    else:
+        versions = [VersionRow(c.version, c.total, None, None, None, c.held_out) for c in counts]
     return Report(
         ctx,
-        version_rows(ctx, counts, rows),
+        versions,
         step_funnel(ctx, marks) if "steps" in panels else [],
-        holdout(counts),
+        holdout(counts) if compare else None,
         daily=daily_counts(ctx, rows) if "daily" in panels else [],
         revisions=conversion_revisions(ctx) if "revisions" in panels else [],
         paths=common_paths(ctx) if "paths" in panels else [],
         messages=message_attribution(ctx) if "messages" in panels else [],
-        goals=goal_achievements(ctx) if "goals" in panels else [],
-        convert_times=time_to_convert(ctx) if "time_to_convert" in panels else [],
+        goals=goal_achievements(ctx, marks) if "goals" in panels else [],
+        convert_times=time_to_convert(ctx, marks) if "time_to_convert" in panels else [],
     )
 
 

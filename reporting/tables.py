@@ -126,6 +126,10 @@ FORMATS: dict[str, Callable] = {
 
 # A spreadsheet runs a cell that begins with one of these as a formula (OWASP's "CSV
 # injection"): a goal named =HYPERLINK(...) would run on the marketer's machine.
+# The comparison counts held-out enrollments in their version (intent to treat); the journeys
+# list leaves them out. Each says so in its label, the same words everywhere.
+ENROLLED_WITH_HOLDOUT = "Enrolled (incl. held out)"
+
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -183,7 +187,7 @@ def versions_table(report: selectors.Report) -> Table:
         f"Version comparison: {report.ctx.conversion.name}",
         [
             Column("Version"),
-            Column("Enrolled", "int"),
+            Column(ENROLLED_WITH_HOLDOUT, "int"),
             Column("Held out", "int", page=False),
             Column("Converted", "int"),
             Column("Rate", "pct"),

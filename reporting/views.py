@@ -203,14 +203,15 @@ PANEL_TITLES = {
 
 @permission_required(VIEW, raise_exception=True)
 def report_panel(request, key: str, panel: str):
-    """One of the panels that read the raw facts, loaded by the page after it answered."""
+    """One of the panels loaded by the page after it answered (paths and messages read the
+    raw facts, goals and time to convert their histograms); none needs the statistics."""
     journey = get_object_or_404(Journey, key=key)
     if panel not in selectors.SLOW_PANELS:
         raise Http404(f"No report panel '{panel}'.")
     form, ctx, problem, errors = _filters(request, journey)
     if ctx is None:
         return _bad_request(request, errors or [{"loc": [], "message": problem}])
-    report = selectors.build_report(ctx, (panel,))
+    report = selectors.build_report(ctx, (panel,), compare=False)
     table = report_tables(report, query=_query(request), only=(panel,))[panel]
     return render(
         request,

@@ -6,11 +6,18 @@ import datetime
 import pytest
 from django.core.management import call_command
 
-from conversions.models import ConversionAward
-from conversions.tests.factories import ConversionAwardFactory
+from conversions.models import ConversionAward, GoalAchievement
+from conversions.tests.factories import ConversionAwardFactory, GoalAchievementFactory
 from journeys.models import Enrollment, StepVisit
 from reporting import rollups, selectors
-from reporting.models import ConversionDay, StepConversionDay, StepDay, VersionDay
+from reporting.models import (
+    ConversionDay,
+    ConvertTimeDay,
+    GoalTimeDay,
+    StepConversionDay,
+    StepDay,
+    VersionDay,
+)
 from reporting.tasks import refresh_report_rollups
 from reporting.tests.factories import StepVisitFactory, enroll, trial_history
 from reporting.tests.test_selectors import T0, D, H, history  # noqa: F401 - a fixture
@@ -47,6 +54,8 @@ def assert_rollups_equal_facts(journey):
     for ctx in contexts(journey):
         assert selectors.cohorts(ctx) == selectors.cohorts_from_facts(ctx)
         assert selectors.step_funnel(ctx) == selectors.step_funnel_from_facts(ctx)
+        assert selectors.time_to_convert(ctx) == selectors.time_to_convert_from_facts(ctx)
+        assert selectors.goal_achievements(ctx) == selectors.goal_achievements_from_facts(ctx)
 
 
 def test_rebuilt_rollups_equal_the_facts(history):  # noqa: F811
@@ -56,10 +65,12 @@ def test_rebuilt_rollups_equal_the_facts(history):  # noqa: F811
         "enrollment": Enrollment.objects.order_by("-id").first().id,
         "visit": StepVisit.objects.order_by("-id").first().id,
         "award": ConversionAward.objects.order_by("-id").first().id,
+        "achievement": GoalAchievement.objects.order_by("-id").first().id,
     }
     assert sum(VersionDay.objects.values_list("enrolled", flat=True)) == Enrollment.objects.count()
     assert ConversionDay.objects.exists() and StepDay.objects.exists()
     assert StepConversionDay.objects.exists()
+    assert ConvertTimeDay.objects.exists() and GoalTimeDay.objects.exists()
     assert_rollups_equal_facts(journey)
 
 
@@ -72,6 +83,7 @@ def test_a_believable_history_rolls_up_exactly():
 
 def test_incremental_refreshes_equal_the_facts_at_every_stage(history):  # noqa: F811
     journey, paid = history["journey"], history["paid"]
+    activated = journey.goals.get(key="activated")
     v1 = journey.versions.get(number=1)
     refresh_report_rollups()  # records what it saw; folds it in next time
     assert rollups.rolled_up()["enrollment"] == 0
@@ -84,6 +96,7 @@ def test_incremental_refreshes_equal_the_facts_at_every_stage(history):  # noqa:
     # enrollments converted long ago, a second visit of a step, a second award.
     late = enroll(v1, T0 + 2 * D, path=("welcome",))
     ConversionAwardFactory(enrollment=late, conversion=paid, awarded_at=T0 + 3 * D, dedupe_key="x")
+    GoalAchievementFactory(enrollment=late, goal=activated, achieved_at=T0 + 2 * D + 5 * H)
     assert_rollups_equal_facts(journey)
     refresh_report_rollups()
     assert_rollups_equal_facts(journey)
@@ -97,7 +110,9 @@ def test_incremental_refreshes_equal_the_facts_at_every_stage(history):  # noqa:
     refresh_report_rollups()
     assert_rollups_equal_facts(journey)
     ConversionAwardFactory(enrollment=late, conversion=paid, awarded_at=T0 + 5 * D, dedupe_key="y")
-    fresh = enroll(v1, T0 + 3 * D, path=("welcome", "wait"), awards=((paid, H),))
+    fresh = enroll(
+        v1, T0 + 3 * D, path=("welcome", "wait"), awards=((paid, H),), goals=((activated, 30 * H),)
+    )
     refresh_report_rollups()
     assert_rollups_equal_facts(journey)
     refresh_report_rollups()

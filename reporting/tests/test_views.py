@@ -146,7 +146,7 @@ def test_table_numbers_equal_the_api(client, viewer, api, journey):
     tables = tables_of(client.get(URL).content.decode())
     rows = tables["Version comparison: Started paid plan"]
     header, v1, v2 = rows
-    assert header[:5] == ["Version", "Enrolled", "Converted", "Rate", "95% CI"]
+    assert header[:5] == ["Version", "Enrolled (incl. held out)", "Converted", "Rate", "95% CI"]
     body = api.get("/api/v1/journeys/trial-nurture/report").json()
     for row, version in zip((v1, v2), body["versions"], strict=True):
         assert row[1] == str(version["enrolled"])
@@ -302,7 +302,7 @@ def test_csv_defaults_to_the_version_comparison(client, viewer, api, journey):
     [("steps", ["welcome", "12", "5"]), ("daily", ["2026-06-01", "v1", "3", "1"]),
      ("paths", ["welcome → wait → nudge → convert", "11", "11"]),
      ("messages", ["welcome", "email", "v1", "12", "0", "0", "0", "0", "0", "0"]), ("goals", ["Activated", "v1", "3"]),
-     ("time_to_convert", ["v1", "5", "108000.0", "108000.0"]), ("revisions", [])],
+     ("time_to_convert", ["v1", "5", "105544.0", "105544.0"]), ("revisions", [])],  # 30 h, read as its bucket's middle
 )  # fmt: skip
 def test_csv_of_every_table(client, viewer, journey, table, first):
     client.force_login(viewer)
@@ -425,3 +425,22 @@ def test_a_split_states_its_stopping_rule_and_when_it_will_be_known(client, view
     assert "Looking every day is safe" in html
     assert "When will we know? v2 vs v1: with the enrollments so far, a difference of" in html
     assert "Always-valid p" in html and "Chance to beat" in html
+
+
+def test_enrolled_says_whether_it_counts_the_holdout_on_the_list_the_report_and_the_api(
+    client, viewer, api, journey
+):
+    # 22 enrollments, one of them held out: the list leaves it out, the report counts it in
+    # its version, and each says which figure it is.
+    client.force_login(viewer)
+    listing = tables_of(client.get("/journeys/").content.decode())["Journeys"]
+    column = listing[0].index("Enrolled (excl. held out)")
+    assert listing[1][column] == "21"
+
+    report = tables_of(client.get(URL).content.decode())["Version comparison: Started paid plan"]
+    column = report[0].index("Enrolled (incl. held out)")
+    assert [row[column] for row in report[1:]] == ["12", "10"]
+
+    schema = api.get("/api/v1/openapi.json").json()["components"]["schemas"]["VersionOut"]
+    assert "held out included" in schema["properties"]["enrolled"]["description"]
+    assert "Enrolled (excl. held out)" in schema["properties"]["enrolled"]["description"]

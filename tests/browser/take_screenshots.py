@@ -55,6 +55,12 @@ def main(base_url: str, username: str, password: str) -> None:
         page.locator("a.row-title").first.click()
         page.get_by_role("heading", name="Timeline").wait_for()
         page.screenshot(path=OUT / "contact.png", full_page=True)
+
+        # The README's report picture: the demo's split with a verdict, its panels loaded.
+        page.goto(f"{base_url}/journeys/trial-to-paid/report/")
+        page.locator(".verdict").first.wait_for()
+        page.wait_for_load_state("networkidle")
+        page.screenshot(path=OUT / "report.png", full_page=True)
         browser.close()
     print(f"Saved screenshots to {OUT}")
 
