@@ -201,11 +201,10 @@ ANYMAIL = {
 }
 # Our own click tracking (journeys/clicks.py): links in HTML emails become signed redirects.
 CLICK_TRACKING = env.bool("CLICK_TRACKING", default=False)
-# Where links in messages point (contract 6.1): the public address of this installation.
+# Where links in messages (unsubscribe, click redirects) point, contract 6.1: the public
+# address of this installation, no trailing slash.
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Waypoint <journeys@localhost>")
-# Where contacts reach this site from a message (unsubscribe links): no trailing slash.
-PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
 # Dotted path of the SMS backend class; the console one prints, a provider's sends.
 SMS_BACKEND = env.str("SMS_BACKEND", default="journeys.sms.ConsoleSMSBackend")
 # The zone of contacts whose own `timezone` is blank: quiet hours are read in it.
