@@ -1,9 +1,9 @@
 """Contacts from a CSV file (docs/contract.md §6.3; docs/integrations.md, "CSV import").
 
 Columns `external_id` (required), `email`, `timezone` (an IANA name, the contact's own
-field), `phone`, and any others, which become attributes (`phone` among them: the SMS step
-reads the attribute). Rows are upserted by external id: a cell
-left empty changes nothing, the others are merged into the contact, and a contact whose
+field), `subscription_email` and `subscription_sms` (the contact's consent on that channel),
+`phone`, and any others, which become attributes (`phone` among them: the SMS step reads
+the attribute). Rows are upserted by external id: a cell left empty changes nothing, the others are merged into the contact, and a contact whose
 values are already those of its row is not written at all (no `updated_at` churn), so
 importing the same file again changes nothing.
 
@@ -41,13 +41,23 @@ from django.db.models import F, Q
 
 from journeys.bulk import claim
 from journeys.definition import storable_text
-from journeys.models import Contact, ContactImport, ContactImportRefusal
+from journeys.models import (
+    SUBSCRIPTION_CHANNELS,
+    Contact,
+    ContactImport,
+    ContactImportRefusal,
+    Subscription,
+    default_subscriptions,
+)
 from journeys.wakeups import wake
 
 logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMN = "external_id"
-KNOWN_COLUMNS = ("external_id", "email", "phone", "timezone")
+# `subscription_email` and `subscription_sms` set the contact's consent on that channel
+# (subscribed, unsubscribed, bounced, complained; empty: unchanged).
+SUBSCRIPTION_COLUMNS = {f"subscription_{channel}": channel for channel in SUBSCRIPTION_CHANNELS}
+KNOWN_COLUMNS = ("external_id", "email", "phone", "timezone", *SUBSCRIPTION_COLUMNS)
 BATCH_SIZE = 5000
 PREVIEW_ROWS = 5
 _CHUNK = 1024 * 1024
@@ -200,9 +210,18 @@ def parse_row(cells: list[str], columns: list[str], zones: set[str]) -> tuple[di
     zone = values.pop("timezone", "")
     if zone and zone not in zones:
         return None, f"timezone '{zone[:100]}' is not an IANA time zone name (e.g. Europe/Paris)."
+    subscriptions = {}
+    for column, channel in SUBSCRIPTION_COLUMNS.items():
+        status = values.pop(column, "").lower()
+        if status and status not in Subscription.values:
+            return None, (
+                f"{column} '{status[:100]}' is not one of {', '.join(Subscription.values)}."
+            )
+        if status:
+            subscriptions[channel] = status
     attributes = {column: value for column, value in values.items() if value != ""}
     row = {"external_id": external_id, "email": email, "timezone": zone}
-    return {**row, "attributes": attributes}, ""
+    return {**row, "subscriptions": subscriptions, "attributes": attributes}, ""
 
 
 def _bucket(external_id: str) -> int:
@@ -504,11 +523,12 @@ def _upsert_copy(rows: list[dict], now: datetime) -> tuple[int, int]:
     with connection.cursor() as cursor:
         cursor.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {_TEMP_TABLE} "
-            "(external_id text, email text, timezone text, attributes jsonb)"
-            " ON COMMIT DELETE ROWS"
+            "(external_id text, email text, timezone text, subscriptions jsonb,"
+            " attributes jsonb) ON COMMIT DELETE ROWS"
         )
         with cursor.cursor.copy(
-            f"COPY {_TEMP_TABLE} (external_id, email, timezone, attributes) FROM STDIN"
+            f"COPY {_TEMP_TABLE} (external_id, email, timezone, subscriptions, attributes)"
+            " FROM STDIN"
         ) as copy:
             for row in rows:
                 copy.write_row(
@@ -516,26 +536,29 @@ def _upsert_copy(rows: list[dict], now: datetime) -> tuple[int, int]:
                         row["external_id"],
                         row["email"],
                         row["timezone"],
+                        json.dumps(row.get("subscriptions") or {}),
                         json.dumps(row["attributes"]),
                     )
                 )
         cursor.execute(
             f"INSERT INTO {table} AS c"
-            " (external_id, email, timezone, attributes, created_at, updated_at)"
-            f" SELECT external_id, email, timezone, attributes, %s, %s FROM {_TEMP_TABLE}"
-            " ORDER BY external_id"
+            " (external_id, email, timezone, subscriptions, attributes, created_at, updated_at)"
+            " SELECT external_id, email, timezone, %s::jsonb || subscriptions, attributes, %s, %s"
+            f" FROM {_TEMP_TABLE} ORDER BY external_id"
             " ON CONFLICT (external_id) DO UPDATE SET"
             " email = CASE WHEN excluded.email = '' THEN c.email ELSE excluded.email END,"
             " timezone = CASE WHEN excluded.timezone = '' THEN c.timezone"
             " ELSE excluded.timezone END,"
+            " subscriptions = c.subscriptions || excluded.subscriptions,"
             " attributes = c.attributes || excluded.attributes,"
             " updated_at = excluded.updated_at"
             " WHERE c.erased_at IS NULL AND ("
             "  (excluded.email <> '' AND excluded.email <> c.email)"
             "  OR (excluded.timezone <> '' AND excluded.timezone <> c.timezone)"
+            "  OR NOT c.subscriptions @> excluded.subscriptions"
             "  OR NOT c.attributes @> excluded.attributes)"
             " RETURNING (xmax = 0)",
-            [now, now],
+            [json.dumps(default_subscriptions()), now, now],
         )
         results = [inserted for (inserted,) in cursor.fetchall()]
     created = sum(results)
@@ -556,6 +579,7 @@ def _upsert_bulk(rows: list[dict], now: datetime) -> tuple[int, int]:
                     external_id=row["external_id"],
                     email=row["email"],
                     timezone=row["timezone"],
+                    subscriptions={**default_subscriptions(), **row.get("subscriptions", {})},
                     attributes=row["attributes"],
                     created_at=now,
                     updated_at=now,
@@ -566,13 +590,22 @@ def _upsert_bulk(rows: list[dict], now: datetime) -> tuple[int, int]:
             continue
         email = row["email"] or contact.email
         zone = row["timezone"] or contact.timezone
+        subscriptions = {**(contact.subscriptions or {}), **row.get("subscriptions", {})}
         attributes = {**(contact.attributes or {}), **row["attributes"]}
-        if (email, zone, attributes) != (contact.email, contact.timezone, contact.attributes):
-            contact.email, contact.timezone, contact.attributes = email, zone, attributes
+        new_values = (email, zone, subscriptions, attributes)
+        if new_values != (
+            contact.email,
+            contact.timezone,
+            contact.subscriptions,
+            contact.attributes,
+        ):
+            contact.email, contact.timezone, contact.subscriptions, contact.attributes = new_values
             contact.updated_at = now
             changed.append(contact)
     Contact.objects.bulk_create(new)
-    Contact.objects.bulk_update(changed, ["email", "timezone", "attributes", "updated_at"])
+    Contact.objects.bulk_update(
+        changed, ["email", "timezone", "subscriptions", "attributes", "updated_at"]
+    )
     return len(new), len(changed)
 
 

@@ -272,3 +272,25 @@ def test_a_viewer_cannot_import(client, viewer):
     client.force_login(viewer)
     assert client.get("/contacts/import/").status_code == 403
     assert upload(client, GOOD.encode()).status_code == 403
+
+
+def test_subscription_columns_set_consent_per_channel_and_are_checked(tmp_path, capsys):
+    Contact.objects.create(external_id="bob", subscriptions={"email": "subscribed"})
+    text = (
+        "external_id,subscription_email,subscription_sms\n"
+        "ann,unsubscribed,\n"
+        "bob,,unsubscribed\n"
+        "cat,maybe,\n"
+    )
+    result = run(write(tmp_path, text), capsys)
+    assert Contact.objects.get(external_id="ann").subscriptions == {
+        "email": "unsubscribed",
+        "sms": "subscribed",
+    }
+    assert Contact.objects.get(external_id="bob").subscriptions == {
+        "email": "subscribed",
+        "sms": "unsubscribed",
+    }
+    assert not Contact.objects.filter(external_id="cat").exists()
+    assert "line 4: subscription_email 'maybe' is not one of" in result.err
+    assert "subscription_email" not in Contact.objects.get(external_id="ann").attributes
