@@ -53,4 +53,45 @@
     var box = document.getElementById("request-problem");
     if (box) box.hidden = true;
   });
+
+  // A step's side panel with changes not yet saved: leaving it (another step, Close,
+  // Escape, a link) asks first instead of dropping the edit without a word.
+  var LEAVE = "This step has changes that are not saved. Leave them?";
+  function dirtyForm() {
+    return document.querySelector("form[data-guard-unsaved][data-dirty]");
+  }
+  function markDirty(event) {
+    var form = event.target.form;
+    if (form && form.hasAttribute("data-guard-unsaved")) form.setAttribute("data-dirty", "");
+  }
+  document.addEventListener("input", markDirty);
+  document.addEventListener("change", markDirty);
+  document.addEventListener("submit", function (event) {
+    event.target.removeAttribute("data-dirty");
+  });
+  document.addEventListener("htmx:confirm", function (event) {
+    var form = dirtyForm();
+    var elt = event.detail.elt;
+    if (!form || form.contains(elt)) return;
+    // Tools beside the form that leave it in place (the preview, a test send) go on.
+    var panel = form.closest("#step-panel");
+    var target = event.detail.target;
+    if (panel && panel.contains(elt) && !(target && target.contains(panel))) return;
+    event.preventDefault();
+    if (window.confirm(LEAVE)) {
+      form.removeAttribute("data-dirty");
+      event.detail.issueRequest(true);
+    }
+  });
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Escape") return;
+    var close = document.querySelector("#step-panel [data-close-panel]");
+    if (close && !document.querySelector("dialog[open]")) close.click();
+  });
+  window.addEventListener("beforeunload", function (event) {
+    if (dirtyForm()) {
+      event.preventDefault();
+      event.returnValue = LEAVE;
+    }
+  });
 })();

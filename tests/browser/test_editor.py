@@ -222,3 +222,49 @@ def test_convert_step_new_conversion_inline_cannot_duplicate_a_name(page, live_s
     update_step(page)
     expect(page.locator(".step-card", has_text="Award: Signed contract")).to_be_visible()
     assert journey.conversions.count() == 2
+
+
+TWO_STEPS = {
+    **SIMPLE,
+    "steps": [
+        {
+            "key": "welcome",
+            "type": "send_email",
+            "subject": "Hi",
+            "body": "Welcome",
+            "next": "nudge",
+        },
+        {"key": "nudge", "type": "send_email", "subject": "Still there?", "body": "Hello"},
+    ],
+}
+
+
+def test_an_unsaved_step_edit_is_not_lost_without_asking(page, live_server, editor):
+    create_journey(definition=TWO_STEPS)
+    log_in(page, live_server, editor)
+    page.goto(f"{live_server.url}/journeys/onboarding/")
+    page.get_by_role("link", name="welcome").click()
+    panel = page.locator("#step-panel")
+    panel.get_by_label("Subject").fill("Hi there")
+
+    # Another step: the browser asks, and "Cancel" keeps the edit in place.
+    questions = []
+    page.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.dismiss()))
+    page.get_by_role("link", name="nudge").click()
+    expect(panel.get_by_label("Subject")).to_have_value("Hi there")
+    assert questions == ["This step has changes that are not saved. Leave them?"]
+
+    # Escape closes the panel the same way; accepting leaves the edit.
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.keyboard.press("Escape")
+    expect(page.locator("#step-panel")).to_have_count(0)
+
+    # Saved, or untouched: no question.
+    page.get_by_role("link", name="welcome").click()
+    page.locator("#step-panel").get_by_label("Subject").fill("Hi again")
+    update_step(page)
+    page.on("dialog", lambda dialog: pytest.fail(f"asked: {dialog.message}"))
+    page.get_by_role("link", name="nudge").click()
+    expect(page.locator("#step-panel").get_by_label("Subject")).to_have_value("Still there?")
+    page.keyboard.press("Escape")
+    expect(page.locator("#step-panel")).to_have_count(0)
