@@ -153,7 +153,8 @@ def path_label(path: tuple[str, ...]) -> str:
 
 def contacts_url(report: selectors.Report, path: tuple[str, ...], query: dict) -> str:
     url = reverse("reporting:path_contacts", args=[report.ctx.journey.key])
-    return f"{url}?{urlencode({**query, 'path': ','.join(path)})}"
+    # doseq: a filter may hold several values (versions=1&versions=2), never a list's repr.
+    return f"{url}?{urlencode({**query, 'path': ','.join(path)}, doseq=True)}"
 
 
 def report_tables(

@@ -444,3 +444,20 @@ def test_enrolled_says_whether_it_counts_the_holdout_on_the_list_the_report_and_
     schema = api.get("/api/v1/openapi.json").json()["components"]["schemas"]["VersionOut"]
     assert "held out included" in schema["properties"]["enrolled"]["description"]
     assert "Enrolled (excl. held out)" in schema["properties"]["enrolled"]["description"]
+
+
+def test_path_link_keeps_multi_valued_filters_after_apply(client, viewer, journey):
+    # Issue 14 bug 1: the link carried versions=['1', '2'] and found nobody.
+    client.force_login(viewer)
+    query = "?conversion=paid&versions=1&versions=2&start=2026-06-01"
+    html = client.get("/journeys/trial-nurture/report/panels/paths/" + query).content.decode()
+    links = re.findall(r'href="(/journeys/trial-nurture/report/contacts/\?[^"]*)"', html)
+    assert links
+    for link in links:
+        link = link.replace("&amp;", "&")
+        assert "%5B" not in link and "versions=1&versions=2" in link
+    link = next(x for x in links if x.endswith("path=welcome%2Cwait")).replace("&amp;", "&")
+    response = client.get(link)
+    assert response.status_code == 200
+    rows = tables_of(response.content.decode())["Contacts who took this path"]
+    assert len(rows) == 1 + 7
