@@ -427,6 +427,17 @@ class VersionCounts:
         return self.treated + self.held_out
 
 
+def split_begins(ctx: ReportContext) -> dict[int, datetime.datetime]:
+    """For each version randomized against the baseline: when they began side by side."""
+    base = ctx.by_number(ctx.baseline) if ctx.versions else None
+    begins = {}
+    for v in ctx.versions:
+        window = split_window(base, v) if base and v.id != base.id else None
+        if window:
+            begins[v.number] = window[0].astimezone(datetime.UTC)
+    return begins
+
+
 def split_days(ctx: ReportContext) -> dict[int, tuple[datetime.date, datetime.date | None]]:
     """For each version randomized against the baseline: the whole UTC days both took
     enrollments side by side, as [first, end)."""
@@ -926,6 +937,8 @@ class VersionRow:
     held_out: Counts
     # For a randomized comparison: the first whole day both versions took enrollments.
     split_from: datetime.date | None = None
+    # ...and the moment the split began, which the note states as it was.
+    split_since: datetime.datetime | None = None
 
     @property
     def enrolled(self) -> int:
@@ -1010,7 +1023,10 @@ def version_rows(
                 enrolled_per_day=_enrolled_per_day(rows, (info.id, base.id)),
             )
         split_from = split[c.version][0] if c.version in split else None
-        result.append(VersionRow(c.version, total, low, high, comparison, c.held_out, split_from))
+        since = split_begins(ctx).get(c.version)
+        result.append(
+            VersionRow(c.version, total, low, high, comparison, c.held_out, split_from, since)
+        )
     return result
 
 

@@ -358,8 +358,9 @@ def test_randomized_report_offers_the_side_by_side_period_alone(client, viewer):
     enroll(v1, T0 + D)
     client.force_login(viewer)
     html = client.get("/journeys/split/report/").content.decode()
-    assert "ran side by side from Jun 5, 2026" in html
+    assert "ran side by side from Jun 4, 2026 09:00 UTC" in html
     assert 'href="/journeys/split/report/?start=2026-06-05"' in html
+    assert "(from Jun 5, its first whole day" in html
     html = client.get("/journeys/split/report/?start=2026-06-05").content.decode()
     assert "ran side by side" not in html
 
@@ -461,3 +462,30 @@ def test_path_link_keeps_multi_valued_filters_after_apply(client, viewer, journe
     assert response.status_code == 200
     rows = tables_of(response.content.decode())["Contacts who took this path"]
     assert len(rows) == 1 + 7
+
+
+def test_a_split_published_today_states_its_real_start_and_offers_no_empty_period(
+    client, viewer, time_machine
+):
+    # Issue 14 bug 2: published Nov 30 16:18 UTC, the note said "from Dec 1" and its link
+    # showed 0 enrolled, since Dec 1 had not begun.
+    published = datetime.datetime(2026, 11, 30, 16, 18, tzinfo=datetime.UTC)
+    time_machine.move_to(published + 2 * H, tick=False)
+    journey = JourneyFactory(key="split")
+    ConversionFactory(journey=journey, key="paid")
+    v1 = JourneyVersionFactory(
+        journey=journey, number=1, definition=DEFINITION, published_at=published - 9 * D
+    )
+    JourneyVersionFactory(
+        journey=journey, number=2, definition=DEFINITION, published_at=published,
+        split_with=v1, traffic=50,
+    )  # fmt: skip
+    enroll(v1, published - D)
+    client.force_login(viewer)
+    html = client.get("/journeys/split/report/").content.decode()
+    assert "ran side by side from Nov 30, 2026 16:18 UTC" in html
+    assert "start=2026-12-01" not in html
+    assert "can be compared from Dec 1, its first whole day" in html
+    time_machine.move_to(published + D, tick=False)
+    html = client.get("/journeys/split/report/").content.decode()
+    assert 'href="/journeys/split/report/?start=2026-12-01"' in html
