@@ -72,6 +72,8 @@ class VersionInfo:
     published_at: datetime.datetime | None
     retired_at: datetime.datetime | None
     steps: tuple[tuple[str, str], ...]  # (key, type) in definition order
+    # (key, name) of the steps the marketer named: reports show the name, the key is the id.
+    step_names: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,11 @@ def report_context(
                 (s.get("key", ""), s.get("type", ""))
                 for s in (v.definition or {}).get("steps", [])
                 if isinstance(s, dict)
+            ),
+            step_names=tuple(
+                (s["key"], s["name"])
+                for s in (v.definition or {}).get("steps", [])
+                if isinstance(s, dict) and s.get("key") and s.get("name")
             ),
         )
         for v in JourneyVersion.objects.filter(journey=journey, published_at__isnull=False)
@@ -608,6 +615,17 @@ def _funnel_result(ctx: ReportContext, rows) -> list[StepCounts]:
             entered, converted = found.get((v.id, key), (0, 0))
             result.append(StepCounts(v.number, key, types.get(key, ""), entered, converted))
     return result
+
+
+def step_labels(ctx: ReportContext) -> dict[str, str]:
+    """What reports call each step: the name the marketer gave it in the newest version that
+    names it (every published one, so a path through an older version reads the same), its
+    key where none does."""
+    labels: dict[str, str] = {}
+    for v in reversed(ctx.all_versions):
+        for key, name in v.step_names:
+            labels.setdefault(key, name)
+    return labels
 
 
 def step_order(ctx: ReportContext) -> list[str]:

@@ -489,3 +489,32 @@ def test_a_split_published_today_states_its_real_start_and_offers_no_empty_perio
     time_machine.move_to(published + D, tick=False)
     html = client.get("/journeys/split/report/").content.decode()
     assert 'href="/journeys/split/report/?start=2026-12-01"' in html
+
+
+def test_reports_name_steps_by_their_labels_and_keep_the_key_in_the_csv(client, viewer):
+    # Issue 14 bug 4: the report said `evaluate-goal-1`, not the name the marketer gave it.
+    journey = JourneyFactory(key="named")
+    ConversionFactory(journey=journey, key="paid")
+    steps = [
+        {"key": "welcome", "type": "send_email", "name": "Welcome email", "next": "nudge"},
+        {"key": "nudge", "type": "send_sms", "next": None},
+    ]
+    version = JourneyVersionFactory(
+        journey=journey, number=1, definition={**DEFINITION, "steps": steps}, published_at=T0
+    )
+    enroll(version, T0, path=("welcome", "nudge"))
+    client.force_login(viewer)
+    html = client.get("/journeys/named/report/").content.decode()
+    assert [row[0] for row in tables_of(html)["Step funnel"][1:]] == ["Welcome email", "nudge"]
+    assert "Welcome email" in html.split('aria-label="Step funnel')[1].split("</svg>")[0]
+    panel = client.get("/journeys/named/report/panels/paths/").content.decode()
+    assert tables_of(panel)["Most common paths"][1][0] == "Welcome email → nudge"
+    panel = client.get("/journeys/named/report/panels/messages/").content.decode()
+    assert tables_of(panel)["Messages"][1][0] == "Welcome email"
+    rows = read_csv(client.get("/journeys/named/report.csv?table=steps"))
+    assert (rows[0][0], rows[0][-1]) == ("Step", "Step key")
+    assert (rows[1][0], rows[1][-1]) == ("Welcome email", "welcome")
+    rows = read_csv(client.get("/journeys/named/report.csv?table=paths"))
+    assert (rows[1][0], rows[1][-1]) == ("Welcome email → nudge", "welcome → nudge")
+    rows = read_csv(client.get("/journeys/named/report.csv?table=messages"))
+    assert (rows[1][0], rows[1][-1]) == ("Welcome email", "welcome")
