@@ -32,6 +32,7 @@ from django.db.models import Exists, F, OuterRef
 from conversions.models import Conversion, ConversionAward, Goal, GoalAchievement, Revision
 from journeys.models import Enrollment, Journey, JourneyVersion, OutboxMessage, StepVisit
 from reporting import rollups, stats
+from reporting.models import PathDay, RollupWatermark
 
 MESSAGE_STEP_TYPES = ("send_email", "send_sms")
 PATH_LIMIT = 10
@@ -649,8 +650,67 @@ class PathCounts:
         return stats.rate(self.converted, self.enrolled)
 
 
-def common_paths(ctx: ReportContext, *, limit: int = PATH_LIMIT) -> list[PathCounts]:
-    """The most common routes (Enrollment.path) of treated enrollments; one query."""
+def _path_order(p: PathCounts):
+    return (-p.enrolled, -p.converted, p.path)
+
+
+def common_paths(
+    ctx: ReportContext, marks: dict[str, int] | None = None, *, limit: int = PATH_LIMIT
+) -> list[PathCounts]:
+    """The most common routes of treated enrollments: the path rollups, plus the enrollments
+    the facts past the watermarks move from one path to another (rollups.path_moves)."""
+    marks = marks if marks is not None else rollups.rolled_up()
+    where, params = _rollup_where(ctx)
+    enrolled: dict[str, int] = defaultdict(int)
+    converted: dict[str, int] = defaultdict(int)
+    for key, n in _fetch(
+        f"SELECT r.path_hash, SUM(r.enrolled) FROM {rollups.PATH_DAY} r WHERE {where}"
+        " GROUP BY r.path_hash",
+        params,
+    ):
+        enrolled[key] += n
+    for key, n in _fetch(
+        f"SELECT r.path_hash, SUM(r.converted) FROM {rollups.PATH_CONVERSION_DAY} r"
+        f" WHERE {where} AND r.conversion_id = %s GROUP BY r.path_hash",
+        [*params, ctx.conversion.id],
+    ):
+        converted[key] += n
+    fact = RollupWatermark.Fact
+    before = (marks[fact.ENROLLMENT], marks[fact.VISIT], marks[fact.AWARD])
+    touched = rollups.touched_enrollments(
+        enrollments=(before[0], rollups.INFINITY),
+        visits=(before[1], rollups.INFINITY),
+        awards=(before[2], rollups.INFINITY),
+        version_ids=list(ctx.version_ids),
+    )
+    moves = rollups.path_moves(touched, before=before, after=(rollups.INFINITY,) * 3)
+    for (_, day, key), n in moves.enrolled.items():
+        if _in_days(ctx, day):
+            enrolled[key] += n
+    for (conversion_id, _, day, key), n in moves.converted.items():
+        if conversion_id == ctx.conversion.id and _in_days(ctx, day):
+            converted[key] += n
+    ranked = sorted(
+        ((key, n, converted.get(key, 0)) for key, n in enrolled.items() if n > 0),
+        key=lambda t: (-t[1], -t[2]),
+    )
+    # Ties on the counts are broken by the path: keep every path tied with the last shown.
+    cut = (ranked[limit - 1][1], ranked[limit - 1][2]) if len(ranked) >= limit else (0, 0)
+    top = [t for t in ranked if (t[1], t[2]) >= cut]
+    paths = dict(moves.paths)
+    missing = [key for key, _, _ in top if key not in paths] or [""]
+    for key, path in PathDay.objects.filter(path_hash__in=missing).values_list("path_hash", "path"):
+        paths[key] = tuple(path)
+    result = [PathCounts(paths[key], n, c) for key, n, c in top]
+    return sorted(result, key=_path_order)[:limit]
+
+
+def _in_days(ctx: ReportContext, day: datetime.date) -> bool:
+    return (ctx.start is None or day >= ctx.start) and (ctx.end is None or day <= ctx.end)
+
+
+def common_paths_from_facts(ctx: ReportContext, *, limit: int = PATH_LIMIT) -> list[PathCounts]:
+    """The most common routes (Enrollment.path) of treated enrollments, from the facts."""
     where, params = _enrollment_where(ctx)
     rows = _fetch(
         f"""
@@ -659,17 +719,15 @@ def common_paths(ctx: ReportContext, *, limit: int = PATH_LIMIT) -> list[PathCou
         FROM {ENROLLMENT} e LEFT JOIN a ON a.enrollment_id = e.id
         WHERE {where} AND e.held_out = %s
         GROUP BY e.path
-        ORDER BY COUNT(*) DESC, COUNT(a.enrollment_id) DESC
-        LIMIT %s
         """,
-        [ctx.conversion.id, *params, False, limit],
+        [ctx.conversion.id, *params, False],
     )
     result = []
     for path, enrolled, converted in rows:
         if isinstance(path, (str, bytes)):
             path = json.loads(path)
         result.append(PathCounts(tuple(path or ()), enrolled, converted))
-    return result
+    return sorted(result, key=_path_order)[:limit]
 
 
 @dataclass(frozen=True)
@@ -1101,7 +1159,7 @@ def build_report(ctx: ReportContext, panels=PANELS, *, compare: bool = True) -> 
         holdout(counts) if compare else None,
         daily=daily_counts(ctx, rows) if "daily" in panels else [],
         revisions=conversion_revisions(ctx) if "revisions" in panels else [],
-        paths=common_paths(ctx) if "paths" in panels else [],
+        paths=common_paths(ctx, marks) if "paths" in panels else [],
         messages=message_attribution(ctx) if "messages" in panels else [],
         goals=goal_achievements(ctx, marks) if "goals" in panels else [],
         convert_times=time_to_convert(ctx, marks) if "time_to_convert" in panels else [],
