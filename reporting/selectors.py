@@ -663,12 +663,14 @@ def common_paths(
     where, params = _rollup_where(ctx)
     enrolled: dict[str, int] = defaultdict(int)
     converted: dict[str, int] = defaultdict(int)
-    for key, n in _fetch(
-        f"SELECT r.path_hash, SUM(r.enrolled) FROM {rollups.PATH_DAY} r WHERE {where}"
-        " GROUP BY r.path_hash",
+    some_row: dict[str, int] = {}  # a PathDay row of each path, to read the path from
+    for key, n, row_id in _fetch(
+        f"SELECT r.path_hash, SUM(r.enrolled), MIN(r.id) FROM {rollups.PATH_DAY} r"
+        f" WHERE {where} GROUP BY r.path_hash",
         params,
     ):
         enrolled[key] += n
+        some_row[key] = row_id
     for key, n in _fetch(
         f"SELECT r.path_hash, SUM(r.converted) FROM {rollups.PATH_CONVERSION_DAY} r"
         f" WHERE {where} AND r.conversion_id = %s GROUP BY r.path_hash",
@@ -698,8 +700,8 @@ def common_paths(
     cut = (ranked[limit - 1][1], ranked[limit - 1][2]) if len(ranked) >= limit else (0, 0)
     top = [t for t in ranked if (t[1], t[2]) >= cut]
     paths = dict(moves.paths)
-    missing = [key for key, _, _ in top if key not in paths] or [""]
-    for key, path in PathDay.objects.filter(path_hash__in=missing).values_list("path_hash", "path"):
+    missing = [some_row[key] for key, _, _ in top if key not in paths] or [0]
+    for key, path in PathDay.objects.filter(id__in=missing).values_list("path_hash", "path"):
         paths[key] = tuple(path)
     result = [PathCounts(paths[key], n, c) for key, n, c in top]
     return sorted(result, key=_path_order)[:limit]
