@@ -8,6 +8,8 @@ from reporting.models import (
     ConversionDay,
     ConvertTimeDay,
     GoalTimeDay,
+    PathConversionDay,
+    PathDay,
     RollupWatermark,
     StepConversionDay,
     StepDay,
@@ -63,6 +65,18 @@ class ConvertTimeDayAdmin(RollupAdmin):
 @admin.register(GoalTimeDay)
 class GoalTimeDayAdmin(RollupAdmin):
     list_display = ["goal", "version", "day", "bucket", "achieved"]
+    date_hierarchy = "day"
+
+
+@admin.register(PathDay)
+class PathDayAdmin(RollupAdmin):
+    list_display = ["version", "day", "path", "enrolled"]
+    date_hierarchy = "day"
+
+
+@admin.register(PathConversionDay)
+class PathConversionDayAdmin(RollupAdmin):
+    list_display = ["conversion", "version", "day", "path_hash", "converted"]
     date_hierarchy = "day"
 
 

@@ -197,6 +197,10 @@ def over_time_chart(report: selectors.Report) -> SafeString | None:
     return inline_svg(chart, label="Conversions per day and version")
 
 
+# Long step names overlapped the bars; pygal keeps the whole name in the label's title.
+FUNNEL_LABEL_CHARS = 18
+
+
 def funnel_chart(report: selectors.Report) -> SafeString | None:
     """Share of each version's enrollments that entered each step, steps lined up by key."""
     order = selectors.step_order(report.ctx)
@@ -205,14 +209,15 @@ def funnel_chart(report: selectors.Report) -> SafeString | None:
     enrolled = {row.version: row.enrolled for row in report.versions}
     found = {(s.version, s.step): s.entered for s in report.steps}
     chart = pygal.HorizontalBar(
-        **COMMON,
+        **{**COMMON, "truncate_label": FUNNEL_LABEL_CHARS},
         height=max(220, 60 + 44 * len(order) * max(1, len(enrolled)) // 2),
         width=560,
         value_formatter=percent,
         x_title="Entered the step (% of enrolled)",
         range=(0, 100),
     )
-    chart.x_labels = list(reversed(order))
+    labels = selectors.step_labels(report.ctx)
+    chart.x_labels = [labels.get(key, key) for key in reversed(order)]
     for number, total in enrolled.items():
         chart.add(
             f"v{number}",

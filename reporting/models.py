@@ -150,3 +150,47 @@ class RollupWatermark(models.Model):
 
     def __str__(self):
         return f"{self.fact} up to {self.rolled_up}"
+
+
+class PathDay(models.Model):
+    """Of the treated enrollments started on a version that day: how many have taken exactly
+    this path (their step keys in order, as far as the visits rolled up go). An enrollment
+    moves from its old path to its new one at each refresh that sees new visits of it."""
+
+    version = models.ForeignKey(JourneyVersion, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    path_hash = models.CharField(max_length=32)
+    path = models.JSONField()
+    # Signed: a refresh adds and subtracts; the sum over the facts is never negative.
+    enrolled = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["version", "day", "path_hash"], name="pathday_unique")
+        ]
+
+    def __str__(self):
+        return f"{self.version_id} {self.day} {self.path}: {self.enrolled}"
+
+
+class PathConversionDay(models.Model):
+    """Of those enrollments on that path: how many have an award of the conversion."""
+
+    conversion = models.ForeignKey(Conversion, on_delete=models.CASCADE, related_name="+")
+    version = models.ForeignKey(JourneyVersion, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    path_hash = models.CharField(max_length=32)
+    converted = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversion", "version", "day", "path_hash"],
+                name="pathconversionday_unique",
+            )
+        ]
+
+    def __str__(self):
+        return (
+            f"{self.conversion_id} {self.version_id} {self.day} {self.path_hash}: {self.converted}"
+        )

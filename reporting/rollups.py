@@ -14,6 +14,9 @@ apply the same rule to the not-yet-rolled-up tail, so rollup + tail equals the f
 """
 
 import datetime
+import hashlib
+import json
+from collections import defaultdict
 
 from django.db import connection, transaction
 
@@ -23,6 +26,8 @@ from reporting.models import (
     ConversionDay,
     ConvertTimeDay,
     GoalTimeDay,
+    PathConversionDay,
+    PathDay,
     RollupWatermark,
     StepConversionDay,
     StepDay,
@@ -39,7 +44,12 @@ STEP_DAY = StepDay._meta.db_table
 STEP_CONVERSION_DAY = StepConversionDay._meta.db_table
 CONVERT_TIME_DAY = ConvertTimeDay._meta.db_table
 GOAL_TIME_DAY = GoalTimeDay._meta.db_table
-ROLLUP_MODELS = (VersionDay, ConversionDay, StepDay, StepConversionDay, ConvertTimeDay, GoalTimeDay)
+PATH_DAY = PathDay._meta.db_table
+PATH_CONVERSION_DAY = PathConversionDay._meta.db_table
+ROLLUP_MODELS = (
+    VersionDay, ConversionDay, StepDay, StepConversionDay, ConvertTimeDay, GoalTimeDay, PathDay,
+    PathConversionDay,
+)  # fmt: skip
 FACT_TABLES = {
     RollupWatermark.Fact.ENROLLMENT: ENROLLMENT,
     RollupWatermark.Fact.VISIT: VISIT,
@@ -201,6 +211,173 @@ def _fold(
     )  # fmt: skip
 
 
+# Paths ------------------------------------------------------------------------------------
+#
+# An enrollment's path as of a visit watermark is the keys of its visits up to it, in seq
+# order (the engine appends to Enrollment.path and writes the visit together). Folding a
+# range moves each enrollment touched by it (new, newly visited, newly awarded) from what it
+# counted for at the old watermarks to what it counts for at the new ones; reads move the
+# not-rolled-up tail the same way, so rollup + tail equals the facts.
+
+# Ids of enrollments folded per round trip in a rebuild: bounds memory at a million.
+PATH_CHUNK = 20_000
+INFINITY = 2**62
+
+
+def path_hash(path: tuple[str, ...]) -> str:
+    return hashlib.sha256("\x1f".join(path).encode()).hexdigest()[:32]
+
+
+Marks = tuple[int, int, int]  # enrollment, visit, award ids counted up to
+
+
+class PathMoves:
+    """Signed changes of PathDay and PathConversionDay counts."""
+
+    def __init__(self):
+        self.enrolled: dict[tuple, int] = defaultdict(int)  # (version, day, hash)
+        self.converted: dict[tuple, int] = defaultdict(int)  # (conversion, version, day, hash)
+        self.paths: dict[str, tuple[str, ...]] = {}
+
+    def count(self, version_id, day, path, conversions, sign: int) -> None:
+        key = path_hash(path)
+        self.paths[key] = path
+        self.enrolled[(version_id, day, key)] += sign
+        for conversion_id in conversions:
+            self.converted[(conversion_id, version_id, day, key)] += sign
+
+
+def _in_list(ids) -> str:
+    return ", ".join(["%s"] * len(ids))
+
+
+def path_moves(enrollments: list[tuple], *, before: Marks | None, after: Marks) -> PathMoves:
+    """The moves of these treated enrollments (id, version_id, started_at) from what they
+    counted for at `before` (None: nothing) to what they count for at `after`."""
+    moves = PathMoves()
+    ids = [row[0] for row in enrollments]
+    visits: dict[int, list] = defaultdict(list)
+    awards: dict[int, list] = defaultdict(list)
+    # At least one round (IN (0) when nothing was touched): a report takes the same
+    # number of queries whatever the data.
+    for start in range(0, max(len(ids), 1), PATH_CHUNK):
+        chunk = ids[start : start + PATH_CHUNK] or [0]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT enrollment_id, id, step_key FROM {VISIT}"
+                f" WHERE enrollment_id IN ({_in_list(chunk)}) AND id <= %s ORDER BY seq, id",
+                [*chunk, after[1]],
+            )
+            for enrollment_id, visit_id, key in cursor.fetchall():
+                visits[enrollment_id].append((visit_id, key))
+            cursor.execute(
+                f"SELECT enrollment_id, id, conversion_id FROM {AWARD}"
+                f" WHERE enrollment_id IN ({_in_list(chunk)}) AND id <= %s",
+                [*chunk, after[2]],
+            )
+            for enrollment_id, award_id, conversion_id in cursor.fetchall():
+                awards[enrollment_id].append((award_id, conversion_id))
+    for enrollment_id, version_id, started_at in enrollments:
+        day = _utc_day(started_at)
+        for marks, sign in ((before, -1), (after, 1)):
+            if marks is None or enrollment_id > marks[0]:
+                continue
+            path = tuple(key for visit_id, key in visits[enrollment_id] if visit_id <= marks[1])
+            conversions = {c for award_id, c in awards[enrollment_id] if award_id <= marks[2]}
+            moves.count(version_id, day, path, conversions, sign)
+    return moves
+
+
+def _utc_day(value) -> datetime.date:
+    if isinstance(value, str):  # SQLite through a raw cursor
+        value = datetime.datetime.fromisoformat(value)
+    if value.tzinfo is not None:
+        value = value.astimezone(datetime.UTC)
+    return value.date()
+
+
+def touched_enrollments(
+    *, enrollments: tuple[int, int], visits: tuple[int, int], awards: tuple[int, int],
+    version_ids: list[int] | None = None,
+) -> list[tuple]:  # fmt: skip
+    """Treated enrollments (id, version_id, started_at) that are new in the enrollment range
+    or have a visit or an award in theirs, optionally of these versions only."""
+    versions, params = "", []
+    if version_ids is not None:
+        versions = f" AND x.version_id IN ({_in_list(version_ids or [0])})"
+        params = list(version_ids or [0])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""SELECT e.id, e.version_id, e.started_at FROM {ENROLLMENT} e WHERE e.id IN (
+                    SELECT x.id FROM {ENROLLMENT} x WHERE x.id > %s AND x.id <= %s{versions}
+                    UNION SELECT x.enrollment_id FROM {VISIT} x
+                        WHERE x.id > %s AND x.id <= %s{versions}
+                    UNION SELECT x.enrollment_id FROM {AWARD} x
+                        WHERE x.id > %s AND x.id <= %s{versions})
+                AND e.held_out = %s""",
+            [*enrollments, *params, *visits, *params, *awards, *params, False],
+        )
+        return cursor.fetchall()
+
+
+def _apply_path_moves(moves: PathMoves) -> None:
+    with connection.cursor() as cursor:
+        rows = [
+            (version_id, day_param(day), key, _json(moves.paths[key]), n)
+            for (version_id, day, key), n in moves.enrolled.items()
+            if n
+        ]
+        if rows:
+            cursor.executemany(
+                f"INSERT INTO {PATH_DAY} (version_id, day, path_hash, path, enrolled)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (version_id, day, path_hash)"
+                f" DO UPDATE SET enrolled = {PATH_DAY}.enrolled + excluded.enrolled",
+                rows,
+            )
+        rows = [
+            (conversion_id, version_id, day_param(day), key, n)
+            for (conversion_id, version_id, day, key), n in moves.converted.items()
+            if n
+        ]
+        if rows:
+            cursor.executemany(
+                f"INSERT INTO {PATH_CONVERSION_DAY}"
+                " (conversion_id, version_id, day, path_hash, converted)"
+                " VALUES (%s, %s, %s, %s, %s)"
+                " ON CONFLICT (conversion_id, version_id, day, path_hash)"
+                f" DO UPDATE SET converted = {PATH_CONVERSION_DAY}.converted + excluded.converted",
+                rows,
+            )
+
+
+def _json(path: tuple[str, ...]) -> str:
+    return json.dumps(list(path))
+
+
+def _fold_paths(ranges: dict[str, tuple[int, int]]) -> None:
+    e, v, a = (
+        ranges[RollupWatermark.Fact.ENROLLMENT],
+        ranges[RollupWatermark.Fact.VISIT],
+        ranges[RollupWatermark.Fact.AWARD],
+    )
+    before, after = (e[0], v[0], a[0]), (e[1], v[1], a[1])
+    if before == after:
+        return
+    if before == (0, 0, 0):
+        # A rebuild: every enrollment, a chunk of ids at a time.
+        with connection.cursor() as cursor:
+            for low in range(0, e[1], PATH_CHUNK):
+                cursor.execute(
+                    f"SELECT id, version_id, started_at FROM {ENROLLMENT}"
+                    " WHERE id > %s AND id <= %s AND held_out = %s",
+                    [low, min(low + PATH_CHUNK, e[1]), False],
+                )
+                _apply_path_moves(path_moves(cursor.fetchall(), before=None, after=after))
+        return
+    touched = touched_enrollments(enrollments=e, visits=v, awards=a)
+    _apply_path_moves(path_moves(touched, before=before, after=after))
+
+
 def refresh_rollups() -> dict[str, int]:
     """Fold the facts seen at the previous refresh into the rollups. Locks the watermark
     rows, so concurrent refreshes run one after the other; safe to run at any time."""
@@ -217,6 +394,7 @@ def refresh_rollups() -> dict[str, int]:
             awards=ranges[RollupWatermark.Fact.AWARD],
             achievements=ranges[RollupWatermark.Fact.ACHIEVEMENT],
         )
+        _fold_paths(ranges)
         for fact, mark in marks.items():
             mark.rolled_up = ranges[fact][1]
             mark.seen = latest[fact]
@@ -237,6 +415,7 @@ def rebuild_rollups() -> dict[str, int]:
             awards=(0, latest[RollupWatermark.Fact.AWARD]),
             achievements=(0, latest[RollupWatermark.Fact.ACHIEVEMENT]),
         )
+        _fold_paths({fact: (0, latest[fact]) for fact in FACT_TABLES})
         for fact, mark in marks.items():
             mark.rolled_up = mark.seen = latest[fact]
             mark.save(update_fields=["rolled_up", "seen", "updated_at"])

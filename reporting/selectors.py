@@ -32,6 +32,7 @@ from django.db.models import Exists, F, OuterRef
 from conversions.models import Conversion, ConversionAward, Goal, GoalAchievement, Revision
 from journeys.models import Enrollment, Journey, JourneyVersion, OutboxMessage, StepVisit
 from reporting import rollups, stats
+from reporting.models import PathDay, RollupWatermark
 
 MESSAGE_STEP_TYPES = ("send_email", "send_sms")
 PATH_LIMIT = 10
@@ -72,6 +73,8 @@ class VersionInfo:
     published_at: datetime.datetime | None
     retired_at: datetime.datetime | None
     steps: tuple[tuple[str, str], ...]  # (key, type) in definition order
+    # (key, name) of the steps the marketer named: reports show the name, the key is the id.
+    step_names: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,11 @@ def report_context(
                 (s.get("key", ""), s.get("type", ""))
                 for s in (v.definition or {}).get("steps", [])
                 if isinstance(s, dict)
+            ),
+            step_names=tuple(
+                (s["key"], s["name"])
+                for s in (v.definition or {}).get("steps", [])
+                if isinstance(s, dict) and s.get("key") and s.get("name")
             ),
         )
         for v in JourneyVersion.objects.filter(journey=journey, published_at__isnull=False)
@@ -427,6 +435,17 @@ class VersionCounts:
         return self.treated + self.held_out
 
 
+def split_begins(ctx: ReportContext) -> dict[int, datetime.datetime]:
+    """For each version randomized against the baseline: when they began side by side."""
+    base = ctx.by_number(ctx.baseline) if ctx.versions else None
+    begins = {}
+    for v in ctx.versions:
+        window = split_window(base, v) if base and v.id != base.id else None
+        if window:
+            begins[v.number] = window[0].astimezone(datetime.UTC)
+    return begins
+
+
 def split_days(ctx: ReportContext) -> dict[int, tuple[datetime.date, datetime.date | None]]:
     """For each version randomized against the baseline: the whole UTC days both took
     enrollments side by side, as [first, end)."""
@@ -599,6 +618,17 @@ def _funnel_result(ctx: ReportContext, rows) -> list[StepCounts]:
     return result
 
 
+def step_labels(ctx: ReportContext) -> dict[str, str]:
+    """What reports call each step: the name the marketer gave it in the newest version that
+    names it (every published one, so a path through an older version reads the same), its
+    key where none does."""
+    labels: dict[str, str] = {}
+    for v in reversed(ctx.all_versions):
+        for key, name in v.step_names:
+            labels.setdefault(key, name)
+    return labels
+
+
 def step_order(ctx: ReportContext) -> list[str]:
     """Step keys in the order of the newest version, then any older-only steps."""
     order: list[str] = []
@@ -620,8 +650,69 @@ class PathCounts:
         return stats.rate(self.converted, self.enrolled)
 
 
-def common_paths(ctx: ReportContext, *, limit: int = PATH_LIMIT) -> list[PathCounts]:
-    """The most common routes (Enrollment.path) of treated enrollments; one query."""
+def _path_order(p: PathCounts):
+    return (-p.enrolled, -p.converted, p.path)
+
+
+def common_paths(
+    ctx: ReportContext, marks: dict[str, int] | None = None, *, limit: int = PATH_LIMIT
+) -> list[PathCounts]:
+    """The most common routes of treated enrollments: the path rollups, plus the enrollments
+    the facts past the watermarks move from one path to another (rollups.path_moves)."""
+    marks = marks if marks is not None else rollups.rolled_up()
+    where, params = _rollup_where(ctx)
+    enrolled: dict[str, int] = defaultdict(int)
+    converted: dict[str, int] = defaultdict(int)
+    some_row: dict[str, int] = {}  # a PathDay row of each path, to read the path from
+    for key, n, row_id in _fetch(
+        f"SELECT r.path_hash, SUM(r.enrolled), MIN(r.id) FROM {rollups.PATH_DAY} r"
+        f" WHERE {where} GROUP BY r.path_hash",
+        params,
+    ):
+        enrolled[key] += n
+        some_row[key] = row_id
+    for key, n in _fetch(
+        f"SELECT r.path_hash, SUM(r.converted) FROM {rollups.PATH_CONVERSION_DAY} r"
+        f" WHERE {where} AND r.conversion_id = %s GROUP BY r.path_hash",
+        [*params, ctx.conversion.id],
+    ):
+        converted[key] += n
+    fact = RollupWatermark.Fact
+    before = (marks[fact.ENROLLMENT], marks[fact.VISIT], marks[fact.AWARD])
+    touched = rollups.touched_enrollments(
+        enrollments=(before[0], rollups.INFINITY),
+        visits=(before[1], rollups.INFINITY),
+        awards=(before[2], rollups.INFINITY),
+        version_ids=list(ctx.version_ids),
+    )
+    moves = rollups.path_moves(touched, before=before, after=(rollups.INFINITY,) * 3)
+    for (_, day, key), n in moves.enrolled.items():
+        if _in_days(ctx, day):
+            enrolled[key] += n
+    for (conversion_id, _, day, key), n in moves.converted.items():
+        if conversion_id == ctx.conversion.id and _in_days(ctx, day):
+            converted[key] += n
+    ranked = sorted(
+        ((key, n, converted.get(key, 0)) for key, n in enrolled.items() if n > 0),
+        key=lambda t: (-t[1], -t[2]),
+    )
+    # Ties on the counts are broken by the path: keep every path tied with the last shown.
+    cut = (ranked[limit - 1][1], ranked[limit - 1][2]) if len(ranked) >= limit else (0, 0)
+    top = [t for t in ranked if (t[1], t[2]) >= cut]
+    paths = dict(moves.paths)
+    missing = [some_row[key] for key, _, _ in top if key not in paths] or [0]
+    for key, path in PathDay.objects.filter(id__in=missing).values_list("path_hash", "path"):
+        paths[key] = tuple(path)
+    result = [PathCounts(paths[key], n, c) for key, n, c in top]
+    return sorted(result, key=_path_order)[:limit]
+
+
+def _in_days(ctx: ReportContext, day: datetime.date) -> bool:
+    return (ctx.start is None or day >= ctx.start) and (ctx.end is None or day <= ctx.end)
+
+
+def common_paths_from_facts(ctx: ReportContext, *, limit: int = PATH_LIMIT) -> list[PathCounts]:
+    """The most common routes (Enrollment.path) of treated enrollments, from the facts."""
     where, params = _enrollment_where(ctx)
     rows = _fetch(
         f"""
@@ -630,17 +721,15 @@ def common_paths(ctx: ReportContext, *, limit: int = PATH_LIMIT) -> list[PathCou
         FROM {ENROLLMENT} e LEFT JOIN a ON a.enrollment_id = e.id
         WHERE {where} AND e.held_out = %s
         GROUP BY e.path
-        ORDER BY COUNT(*) DESC, COUNT(a.enrollment_id) DESC
-        LIMIT %s
         """,
-        [ctx.conversion.id, *params, False, limit],
+        [ctx.conversion.id, *params, False],
     )
     result = []
     for path, enrolled, converted in rows:
         if isinstance(path, (str, bytes)):
             path = json.loads(path)
         result.append(PathCounts(tuple(path or ()), enrolled, converted))
-    return result
+    return sorted(result, key=_path_order)[:limit]
 
 
 @dataclass(frozen=True)
@@ -926,6 +1015,8 @@ class VersionRow:
     held_out: Counts
     # For a randomized comparison: the first whole day both versions took enrollments.
     split_from: datetime.date | None = None
+    # ...and the moment the split began, which the note states as it was.
+    split_since: datetime.datetime | None = None
 
     @property
     def enrolled(self) -> int:
@@ -1010,7 +1101,10 @@ def version_rows(
                 enrolled_per_day=_enrolled_per_day(rows, (info.id, base.id)),
             )
         split_from = split[c.version][0] if c.version in split else None
-        result.append(VersionRow(c.version, total, low, high, comparison, c.held_out, split_from))
+        since = split_begins(ctx).get(c.version)
+        result.append(
+            VersionRow(c.version, total, low, high, comparison, c.held_out, split_from, since)
+        )
     return result
 
 
@@ -1067,7 +1161,7 @@ def build_report(ctx: ReportContext, panels=PANELS, *, compare: bool = True) -> 
         holdout(counts) if compare else None,
         daily=daily_counts(ctx, rows) if "daily" in panels else [],
         revisions=conversion_revisions(ctx) if "revisions" in panels else [],
-        paths=common_paths(ctx) if "paths" in panels else [],
+        paths=common_paths(ctx, marks) if "paths" in panels else [],
         messages=message_attribution(ctx) if "messages" in panels else [],
         goals=goal_achievements(ctx, marks) if "goals" in panels else [],
         convert_times=time_to_convert(ctx, marks) if "time_to_convert" in panels else [],

@@ -147,13 +147,15 @@ def csv_value(value):
     return value
 
 
-def path_label(path: tuple[str, ...]) -> str:
-    return " → ".join(path) if path else "(no steps yet)"
+def path_label(path: tuple[str, ...], labels: dict[str, str] | None = None) -> str:
+    labels = labels or {}
+    return " → ".join(labels.get(key, key) for key in path) if path else "(no steps yet)"
 
 
 def contacts_url(report: selectors.Report, path: tuple[str, ...], query: dict) -> str:
     url = reverse("reporting:path_contacts", args=[report.ctx.journey.key])
-    return f"{url}?{urlencode({**query, 'path': ','.join(path)})}"
+    # doseq: a filter may hold several values (versions=1&versions=2), never a list's repr.
+    return f"{url}?{urlencode({**query, 'path': ','.join(path)}, doseq=True)}"
 
 
 def report_tables(
@@ -286,16 +288,19 @@ def steps_table(report: selectors.Report) -> Table:
     for n in numbers:
         columns += [Column(f"v{n} entered", "int"), Column(f"v{n} converted", "int"),
                     Column(f"v{n} converted of entered", "pct")]  # fmt: skip
+    # The key last, so the columns before it stay where they were.
+    columns.append(Column("Step key", page=False))
     table = Table("steps", "Step funnel", columns, empty="No steps.")
     found = {(s.version, s.step): s for s in report.steps}
+    labels = selectors.step_labels(report.ctx)
     for key in selectors.step_order(report.ctx):
-        cells: list = [key]
+        cells: list = [labels.get(key, key)]
         for n in numbers:
             s = found.get((n, key))
             cells += (
                 [s.entered, s.converted, stats.rate(s.converted, s.entered)] if s else [None] * 3
             )
-        table.add(*cells)
+        table.add(*cells, key)
     return table
 
 
@@ -308,12 +313,14 @@ def paths_table(report: selectors.Report, query: dict) -> Table:
             Column("Enrolled", "int"),
             Column("Converted", "int"),
             Column("Rate", "pct"),
+            Column("Path keys", page=False),
         ],
         empty="No enrollment has taken a step yet.",
     )
+    labels = selectors.step_labels(report.ctx)
     for p in report.paths:
         table.add(
-            path_label(p.path), p.enrolled, p.converted, p.rate,
+            path_label(p.path, labels), p.enrolled, p.converted, p.rate, path_label(p.path),
             link=contacts_url(report, p.path, query),
         )  # fmt: skip
     return table
@@ -336,14 +343,16 @@ def messages_table(report: selectors.Report) -> Table:
             Column("Conversions attributed", "int"),
             Column("Value attributed", "money"),
             Column("Conversions per 100 sent", "money"),
+            Column("Step key", page=False),
         ],  # fmt: skip
         empty="This journey sends no messages.",
     )
+    labels = selectors.step_labels(report.ctx)
     for m in report.messages:
         per_100 = m.conversions * 100 / m.sent if m.sent else None
         table.add(
-            m.step, m.channel, f"v{m.version}", m.sent, m.delivered, m.opened, m.clicked,
-            m.bounced, m.unsubscribed, m.conversions, m.value, per_100,
+            labels.get(m.step, m.step), m.channel, f"v{m.version}", m.sent, m.delivered, m.opened, m.clicked,
+            m.bounced, m.unsubscribed, m.conversions, m.value, per_100, m.step,
         )  # fmt: skip
     return table
 

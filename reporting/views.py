@@ -1,6 +1,7 @@
 """The report page (and its HTMX fragment), its CSV download and the contacts behind a path."""
 
 import csv
+import datetime
 import math
 
 from csp.constants import SELF, UNSAFE_INLINE
@@ -10,6 +11,7 @@ from django.core.exceptions import NON_FIELD_ERRORS
 from django.db.models import F
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
 
 from conversions.models import Conversion
 from journeys.models import Journey, JourneyVersion
@@ -84,9 +86,14 @@ def _bad_request(request, errors: list[dict], *, page: tuple[str, dict] | None =
     return JsonResponse({"errors": errors}, status=400)
 
 
-def _split_notes(request, report: selectors.Report) -> list[dict]:
+def _split_notes(request, report: selectors.Report, *, today: datetime.date) -> list[dict]:
     """Randomized comparisons whose report also holds enrollments from before the split:
-    offer the side-by-side period alone, the comparison the randomization protects."""
+    offer the side-by-side period alone, the comparison the randomization protects.
+
+    The note states when the split really began. Report filters are whole UTC days, and the
+    day a split began also holds the baseline's enrollments from before it, so the link
+    starts at the first whole day, and is offered only once that day has begun (before,
+    it would show nobody enrolled)."""
     notes = []
     for row in report.versions:
         if row.split_from is None:
@@ -95,7 +102,16 @@ def _split_notes(request, report: selectors.Report) -> list[dict]:
             continue
         query = request.GET.copy()
         query["start"] = row.split_from.isoformat()
-        notes.append({"version": row.version, "since": row.split_from, "query": query.urlencode()})
+        since = row.split_since
+        notes.append(
+            {
+                "version": row.version,
+                "since": since,
+                "at_midnight": since.time() == datetime.time(),
+                "first_day": row.split_from,
+                "query": query.urlencode() if row.split_from <= today else None,
+            }
+        )
     return notes
 
 
@@ -176,7 +192,7 @@ def report(request, key: str):
             sequential=any(c.kind == "sequential" for c in comparisons),
             outlooks=[_outlook_text(c) for c in comparisons if c.kind == stats.RANDOMIZED],
             mismatches=[c for c in comparisons if c.sample_ratio and c.sample_ratio.mismatch],
-            split_notes=_split_notes(request, full),
+            split_notes=_split_notes(request, full, today=timezone.now().date()),
             kpis=_kpis(full),
             holdout_text=_holdout_text(full.holdout),
             rates_chart=charts.rates_chart(full),

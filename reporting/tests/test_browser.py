@@ -62,3 +62,28 @@ def test_a_filter_out_of_range_shows_its_error_in_place(logged_in_page, live_ser
     assert answer.value.status == 400
     page.get_by_text("Give a date from year 1 to 9998").first.wait_for()
     assert not page.locator("#request-problem").is_visible()
+
+
+@pytest.mark.parametrize("width", [1280, 800])
+def test_wide_tables_fit_or_scroll_inside_their_card(logged_in_page, live_server, width):
+    # Issue 14 bug 4: the messages table looked cut off on the right of its half-width card.
+    page = logged_in_page
+    trial_history(days=14, per_day=20)
+    page.set_viewport_size({"width": width, "height": 900})
+    page.goto(f"{live_server.url}/journeys/trial-to-paid/report/")
+    page.wait_for_selector("#panel-messages table")
+    overflow = page.evaluate(
+        """() => [...document.querySelectorAll('.report-table')].map(wrap => {
+            const card = wrap.closest('.card').getBoundingClientRect();
+            return wrap.getBoundingClientRect().right - card.right;
+        }).filter(d => d > 1)"""
+    )
+    assert overflow == []
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    wrap = page.locator("#panel-messages .report-table")
+    clipped = wrap.evaluate("w => w.scrollWidth > w.clientWidth + 1")
+    assert clipped == (width < 1200)  # whole at desktop width, scrolls on a narrow one
+    sticky = page.locator("#panel-messages tbody th").first.evaluate(
+        "th => getComputedStyle(th).position"
+    )
+    assert sticky == "sticky"  # the step's name stays in view while scrolling

@@ -14,6 +14,8 @@ from reporting.models import (
     ConversionDay,
     ConvertTimeDay,
     GoalTimeDay,
+    PathConversionDay,
+    PathDay,
     StepConversionDay,
     StepDay,
     VersionDay,
@@ -56,6 +58,15 @@ def assert_rollups_equal_facts(journey):
         assert selectors.step_funnel(ctx) == selectors.step_funnel_from_facts(ctx)
         assert selectors.time_to_convert(ctx) == selectors.time_to_convert_from_facts(ctx)
         assert selectors.goal_achievements(ctx) == selectors.goal_achievements_from_facts(ctx)
+        assert selectors.common_paths(ctx) == selectors.common_paths_from_facts(ctx)
+
+
+def visit(enrollment, key, seq, at):
+    """A visit as the engine writes it: with the step appended to the enrollment's path."""
+    StepVisitFactory(enrollment=enrollment, step_key=key, seq=seq, entered_at=at)
+    enrollment.refresh_from_db()
+    enrollment.path = [*enrollment.path, key]
+    enrollment.save(update_fields=["path"])
 
 
 def test_rebuilt_rollups_equal_the_facts(history):  # noqa: F811
@@ -71,6 +82,7 @@ def test_rebuilt_rollups_equal_the_facts(history):  # noqa: F811
     assert ConversionDay.objects.exists() and StepDay.objects.exists()
     assert StepConversionDay.objects.exists()
     assert ConvertTimeDay.objects.exists() and GoalTimeDay.objects.exists()
+    assert PathDay.objects.exists() and PathConversionDay.objects.exists()
     assert_rollups_equal_facts(journey)
 
 
@@ -100,12 +112,12 @@ def test_incremental_refreshes_equal_the_facts_at_every_stage(history):  # noqa:
     assert_rollups_equal_facts(journey)
     refresh_report_rollups()
     assert_rollups_equal_facts(journey)
-    StepVisitFactory(enrollment=late, step_key="wait", seq=1, entered_at=T0 + 3 * D)
-    StepVisitFactory(enrollment=late, step_key="welcome", seq=2, entered_at=T0 + 4 * D)
+    visit(late, "wait", 1, T0 + 3 * D)
+    visit(late, "welcome", 2, T0 + 4 * D)
     converted_long_ago = (
         Enrollment.objects.filter(awards__conversion=paid, held_out=False).order_by("id").first()
     )
-    StepVisitFactory(enrollment=converted_long_ago, step_key="nudge", seq=10, entered_at=T0 + 9 * D)
+    visit(converted_long_ago, "nudge", 10, T0 + 9 * D)
     assert_rollups_equal_facts(journey)
     refresh_report_rollups()
     assert_rollups_equal_facts(journey)
@@ -125,6 +137,9 @@ def test_incremental_refreshes_equal_the_facts_at_every_stage(history):  # noqa:
     VersionDay.objects.update(enrolled=0)
     after = selectors.version_counts(ctx, selectors.cohorts(ctx))
     assert [c.total.enrolled for c in after] == [0, 0] != [c.total.enrolled for c in before]
+    paths = selectors.common_paths(ctx)
+    PathDay.objects.update(enrolled=0)
+    assert paths and selectors.common_paths(ctx) == []
 
 
 def test_rebuild_command_repairs_drifted_rollups(history, capsys):  # noqa: F811

@@ -358,8 +358,9 @@ def test_randomized_report_offers_the_side_by_side_period_alone(client, viewer):
     enroll(v1, T0 + D)
     client.force_login(viewer)
     html = client.get("/journeys/split/report/").content.decode()
-    assert "ran side by side from Jun 5, 2026" in html
+    assert "ran side by side from Jun 4, 2026 09:00 UTC" in html
     assert 'href="/journeys/split/report/?start=2026-06-05"' in html
+    assert "(from Jun 5, its first whole day" in html
     html = client.get("/journeys/split/report/?start=2026-06-05").content.decode()
     assert "ran side by side" not in html
 
@@ -444,3 +445,76 @@ def test_enrolled_says_whether_it_counts_the_holdout_on_the_list_the_report_and_
     schema = api.get("/api/v1/openapi.json").json()["components"]["schemas"]["VersionOut"]
     assert "held out included" in schema["properties"]["enrolled"]["description"]
     assert "Enrolled (excl. held out)" in schema["properties"]["enrolled"]["description"]
+
+
+def test_path_link_keeps_multi_valued_filters_after_apply(client, viewer, journey):
+    # Issue 14 bug 1: the link carried versions=['1', '2'] and found nobody.
+    client.force_login(viewer)
+    query = "?conversion=paid&versions=1&versions=2&start=2026-06-01"
+    html = client.get("/journeys/trial-nurture/report/panels/paths/" + query).content.decode()
+    links = re.findall(r'href="(/journeys/trial-nurture/report/contacts/\?[^"]*)"', html)
+    assert links
+    for link in links:
+        link = link.replace("&amp;", "&")
+        assert "%5B" not in link and "versions=1&versions=2" in link
+    link = next(x for x in links if x.endswith("path=welcome%2Cwait")).replace("&amp;", "&")
+    response = client.get(link)
+    assert response.status_code == 200
+    rows = tables_of(response.content.decode())["Contacts who took this path"]
+    assert len(rows) == 1 + 7
+
+
+def test_a_split_published_today_states_its_real_start_and_offers_no_empty_period(
+    client, viewer, time_machine
+):
+    # Issue 14 bug 2: published Nov 30 16:18 UTC, the note said "from Dec 1" and its link
+    # showed 0 enrolled, since Dec 1 had not begun.
+    published = datetime.datetime(2026, 11, 30, 16, 18, tzinfo=datetime.UTC)
+    time_machine.move_to(published + 2 * H, tick=False)
+    journey = JourneyFactory(key="split")
+    ConversionFactory(journey=journey, key="paid")
+    v1 = JourneyVersionFactory(
+        journey=journey, number=1, definition=DEFINITION, published_at=published - 9 * D
+    )
+    JourneyVersionFactory(
+        journey=journey, number=2, definition=DEFINITION, published_at=published,
+        split_with=v1, traffic=50,
+    )  # fmt: skip
+    enroll(v1, published - D)
+    client.force_login(viewer)
+    html = client.get("/journeys/split/report/").content.decode()
+    assert "ran side by side from Nov 30, 2026 16:18 UTC" in html
+    assert "start=2026-12-01" not in html
+    assert "can be compared from Dec 1, its first whole day" in html
+    time_machine.move_to(published + D, tick=False)
+    html = client.get("/journeys/split/report/").content.decode()
+    assert 'href="/journeys/split/report/?start=2026-12-01"' in html
+
+
+def test_reports_name_steps_by_their_labels_and_keep_the_key_in_the_csv(client, viewer):
+    # Issue 14 bug 4: the report said `evaluate-goal-1`, not the name the marketer gave it.
+    journey = JourneyFactory(key="named")
+    ConversionFactory(journey=journey, key="paid")
+    steps = [
+        {"key": "welcome", "type": "send_email", "name": "Welcome email", "next": "nudge"},
+        {"key": "nudge", "type": "send_sms", "next": None},
+    ]
+    version = JourneyVersionFactory(
+        journey=journey, number=1, definition={**DEFINITION, "steps": steps}, published_at=T0
+    )
+    enroll(version, T0, path=("welcome", "nudge"))
+    client.force_login(viewer)
+    html = client.get("/journeys/named/report/").content.decode()
+    assert [row[0] for row in tables_of(html)["Step funnel"][1:]] == ["Welcome email", "nudge"]
+    assert "Welcome email" in html.split('aria-label="Step funnel')[1].split("</svg>")[0]
+    panel = client.get("/journeys/named/report/panels/paths/").content.decode()
+    assert tables_of(panel)["Most common paths"][1][0] == "Welcome email → nudge"
+    panel = client.get("/journeys/named/report/panels/messages/").content.decode()
+    assert tables_of(panel)["Messages"][1][0] == "Welcome email"
+    rows = read_csv(client.get("/journeys/named/report.csv?table=steps"))
+    assert (rows[0][0], rows[0][-1]) == ("Step", "Step key")
+    assert (rows[1][0], rows[1][-1]) == ("Welcome email", "welcome")
+    rows = read_csv(client.get("/journeys/named/report.csv?table=paths"))
+    assert (rows[1][0], rows[1][-1]) == ("Welcome email → nudge", "welcome → nudge")
+    rows = read_csv(client.get("/journeys/named/report.csv?table=messages"))
+    assert (rows[1][0], rows[1][-1]) == ("Welcome email", "welcome")
