@@ -383,7 +383,8 @@ def step_detail(request, key: str, step_key: str):
         return _render_editor(request, context, fragment="workspace")
     _require(request, EDIT)
     form = step_form(step, state.definition, data=request.POST)
-    if not form.is_valid():
+    # "Add condition" shows the form again with one more row; nothing is saved yet.
+    if getattr(form, "adding_row", False) or not form.is_valid():
         context = editor_context(request, journey, selected=step_key, form=form)
         return _render_editor(request, context, fragment="workspace")
     new_step = form.to_step()
@@ -470,7 +471,7 @@ def rule_add(request, key: str, section: str):
     conversions, goals = rule_choices()
     prefix = "trigger" if section == "triggers" else "exit"
     form = RuleForm(request.POST, prefix=prefix, conversions=conversions, goals=goals)
-    if not form.is_valid():
+    if form.adding_row or not form.is_valid():
         return _left_change(request, journey, forms={prefix: form})
     definition = dict(state.definition)
     definition[section] = [
