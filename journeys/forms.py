@@ -202,17 +202,21 @@ MAX_ROWS = 20
 
 
 def rows_data(data, *, prefix: str, button: str):
-    """The posted data, with one more row when the form's "Add …" button was pressed (the
-    form is then shown again, not saved); None for an unbound form."""
-    if data is None or button not in data:
-        return data
+    """The posted data for a list of rows: none when the list was not posted at all (a form
+    posted without its rows), and one more row when the form's "Add …" button was pressed
+    (the form is then shown again, not saved); None for an unbound form."""
     total = f"{prefix}-TOTAL_FORMS"
-    try:
-        count = int(data.get(total, ""))
-    except ValueError:
-        return data  # The formset reports its broken management form itself.
+    if data is None or (button not in data and total in data):
+        return data
     data = data.copy()
-    data[total] = str(min(count + 1, MAX_ROWS))
+    if total not in data:
+        data.update({total: "0", f"{prefix}-INITIAL_FORMS": "0"})
+    if button in data:
+        try:
+            count = int(data[total])
+        except ValueError:
+            return data  # The formset reports its broken management form itself.
+        data[total] = str(min(count + 1, MAX_ROWS))
     return data
 
 
@@ -290,7 +294,7 @@ class RuleForm(forms.Form):
         label="Goal", required=False, widget=forms.Select(attrs={"data-show-for": "goal"})
     )
 
-    def __init__(self, data=None, *, conversions=(), goals=(), **kwargs):
+    def __init__(self, data=None, *, conversions=(), goals=(), filters=None, **kwargs):
         super().__init__(data, **kwargs)
         self.fields["conversion"].choices = [("", "Choose a conversion")] + list(conversions)
         self.fields["goal"].choices = [("", "Choose a goal")] + list(goals)
@@ -299,8 +303,31 @@ class RuleForm(forms.Form):
         self.filters = FilterRows(
             rows_data(data, prefix=prefix, button=self.add_prefix(self.ADD_ROW)),
             prefix=prefix,
-            initial=[{"op": "eq"}],
+            initial=filters or [{"op": "eq"}],
         )
+
+    @classmethod
+    def for_rule(cls, rule: dict, *, journey_key: str, **kwargs) -> "RuleForm | None":
+        """The form showing a stored rule; None when its filters nest groups that the rows
+        cannot show (it is then removed and added again, or changed over the API)."""
+        kind = rule.get("type")
+        initial = {"type": kind, "event": rule.get("event", ""), "match": "all"}
+        if kind in ("conversion", "goal"):
+            initial[kind] = f"{rule.get('journey') or journey_key}:{rule.get(kind)}"
+        where = rule.get("where") or []
+        if len(where) == 1 and isinstance(where[0], dict) and "any" in where[0]:
+            initial["match"], where = "any", where[0]["any"]
+        if not all(isinstance(item, dict) and "property" in item for item in where):
+            return None
+        filters = [
+            {
+                "property": item["property"],
+                "op": item.get("op", "eq"),
+                "compare": format_scalar(item.get("value")),
+            }
+            for item in where
+        ]
+        return cls(initial=initial, filters=filters, **kwargs)
 
     def clean(self):
         data = super().clean()

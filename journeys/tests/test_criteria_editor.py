@@ -119,15 +119,17 @@ def test_no_row_at_all_is_an_error(client, editor):
     assert saved_criteria() == PLAN_C
 
 
-def test_a_broken_management_form_is_an_inline_error_not_a_500(client, editor):
+def test_a_broken_or_missing_list_of_rows_is_an_inline_error_not_a_500(client, editor):
     journey_with_condition(PLAN_C)
     client.force_login(editor)
-    data = rows(PLAN, extra={"if-TOTAL_FORMS": "many", "add_condition": "1"})
-    response = htmx(client, "post", STEP_URL, data)
-    assert response.status_code == 200
+    data = rows(PLAN, extra={"if-TOTAL_FORMS": "many"})
+    for extra in ({"add_condition": "1"}, {}):
+        response = htmx(client, "post", STEP_URL, {**data, **extra})
+        assert response.status_code == 200
+        assert "Check the conditions marked below." in response.content.decode()
     response = htmx(client, "post", STEP_URL, {k: v for k, v in data.items() if "FORMS" not in k})
     assert response.status_code == 200
-    assert "Check the conditions marked below." in response.content.decode()
+    assert "Add at least one condition." in response.content.decode()
     assert saved_criteria() == PLAN_C
 
 
@@ -254,3 +256,84 @@ def test_add_filter_shows_another_row_and_a_bad_filter_is_inline(client, editor)
     ).content.decode()
     assert "Give a value to compare the property with." in html
     assert draft_definition(journey) == before
+
+
+def edit_data(*filters, match="all", extra=None):
+    fields = {"trigger-0-type": "event", "trigger-0-event": "signed_up", "trigger-0-match": match}
+    return formset_data("trigger-0-where", filters, fields, extra)
+
+
+def test_a_trigger_with_two_filters_is_shown_again_in_its_edit_form_and_saved(client, editor):
+    where = [{"any": STORED_F}]
+    create_journey(
+        definition={**BASE, "triggers": [{"type": "event", "event": "signed_up", "where": where}]}
+    )
+    client.force_login(editor)
+    html = htmx(client, "get", "/journeys/trial-nurture/triggers/0/", target="left-panel")
+    html = html.content.decode()
+    assert 'action="/journeys/trial-nurture/triggers/0/"' in html
+    assert 'name="trigger-0-where-TOTAL_FORMS" value="2"' in html
+    assert 'name="trigger-0-where-1-property" value="seats"' in html
+    assert 'name="trigger-0-where-1-compare" value="5"' in html
+    assert '<option value="any" selected>' in html
+    # Without HTMX the same form is on the editor page.
+    page = client.get("/journeys/trial-nurture/triggers/0/").content.decode()
+    assert 'name="trigger-0-where-1-property" value="seats"' in page
+
+    country = {"property": "country", "op": "in", "compare": "FR, DE"}
+    response = htmx(
+        client,
+        "post",
+        "/journeys/trial-nurture/triggers/0/",
+        edit_data(PLAN_F, {**SEATS_F, "DELETE": "on"}, country),
+        "left-panel",
+    )
+    assert "Trigger saved to the draft." in response.content.decode()
+    assert draft_definition(Journey.objects.get())["triggers"] == [
+        {
+            "type": "event",
+            "event": "signed_up",
+            "where": [STORED_F[0], {"property": "country", "op": "in", "value": ["FR", "DE"]}],
+        }
+    ]
+
+
+def test_editing_a_rule_keeps_errors_inline_and_refuses_what_rows_cannot_show(client, editor):
+    nested = {"any": [{"all": STORED_F}, STORED_F[0]]}
+    triggers = [
+        {"type": "event", "event": "signed_up"},
+        {"type": "event", "event": "upgraded", "where": [nested]},
+    ]
+    journey, _, _ = create_journey(definition={**BASE, "triggers": triggers})
+    client.force_login(editor)
+    before = draft_definition(journey)
+    html = htmx(
+        client,
+        "post",
+        "/journeys/trial-nurture/triggers/0/",
+        edit_data({"property": "plan", "op": "gt", "compare": ""}, extra={"trigger-0-event": ""}),
+        "left-panel",
+    ).content.decode()
+    assert "Name the event that starts it." in html
+    assert "Give a value to compare the property with." in html
+    html = htmx(
+        client, "get", "/journeys/trial-nurture/triggers/1/", target="left-panel"
+    ).content.decode()
+    assert "nests groups of filters" in html
+    assert htmx(client, "get", "/journeys/trial-nurture/triggers/7/").status_code == 404
+    assert draft_definition(journey) == before
+
+
+def test_an_exit_rule_on_a_conversion_is_edited_and_a_viewer_cannot(client, editor, viewer):
+    exits = [{"type": "conversion", "conversion": "paid"}]
+    create_journey(definition={**BASE, "exit_when": exits})
+    client.force_login(viewer)
+    assert client.get("/journeys/trial-nurture/exit-rules/0/").status_code == 403
+    client.force_login(editor)
+    html = htmx(client, "get", "/journeys/trial-nurture/exit-rules/0/", target="left-panel")
+    assert '<option value="trial-nurture:paid" selected>' in html.content.decode()
+    data = {"exit-0-type": "event", "exit-0-event": "cancelled"}
+    htmx(client, "post", "/journeys/trial-nurture/exit-rules/0/", data, "left-panel")
+    assert draft_definition(Journey.objects.get())["exit_when"] == [
+        {"type": "event", "event": "cancelled"}
+    ]
