@@ -688,9 +688,10 @@ def criteria_json_problems(definition: dict, step_key: str, criteria) -> list[st
     return []
 
 
-class ConditionForm(StepForm):
-    """Its criteria as rows matched all or any; criteria the rows cannot show are read as a
-    sentence and edited as JSON."""
+class CriteriaRowsForm(forms.Form):
+    """Criteria as rows matched all or any; criteria the rows cannot show are read as a
+    sentence and edited as JSON (journeys/_criteria_rows.html draws them). A form calls
+    show_criteria() once bound and reads `criterion` after cleaning."""
 
     ADD_ROW = "add_condition"
     ROWS = "if"
@@ -700,14 +701,13 @@ class ConditionForm(StepForm):
         label="Edit as JSON",
         error_messages={"required": "Give the criteria as JSON."},
         widget=forms.Textarea(attrs={"rows": 10, "spellcheck": "false"}),
-        help_text="Checked against the definition's rules when you update the step.",
+        help_text="Checked against the definition's rules when you save.",
     )
 
-    def __init__(self, data=None, **kwargs):
-        super().__init__(data, **kwargs)
-        current = self.step.get("if")
-        self.sentence = describe_criteria(current)
-        shown = criteria_rows(current)
+    def show_criteria(self, current, data, *, blank: dict | None = None) -> None:
+        """Rows for `current` (`blank` is the one row of a form without criteria yet)."""
+        self.sentence = describe_criteria(current) if current is not None else ""
+        shown = criteria_rows(current) if current is not None else ("all", [blank or {}])
         self.as_json = shown is None
         self.adding_row = data is not None and self.ADD_ROW in data
         self.rows = None
@@ -723,8 +723,9 @@ class ConditionForm(StepForm):
             initial=shown[1],
         )
 
-    def content_fields(self):
-        return []  # _step_panel.html draws the criteria itself.
+    def criteria_problems(self, criteria) -> list[str]:
+        """What is wrong with criteria typed as JSON; the form's own check, if it has one."""
+        return []
 
     def clean(self):
         data = super().clean()
@@ -746,9 +747,21 @@ class ConditionForm(StepForm):
         except ValueError as exc:
             self.add_error("criteria_json", f"This is not valid JSON: {exc}.")
             return None
-        for problem in criteria_json_problems(self.definition, self.step["key"], criteria):
+        for problem in self.criteria_problems(criteria):
             self.add_error("criteria_json", problem)
         return criteria
+
+
+class ConditionForm(StepForm, CriteriaRowsForm):
+    def __init__(self, data=None, **kwargs):
+        super().__init__(data, **kwargs)
+        self.show_criteria(self.step.get("if"), data)
+
+    def content_fields(self):
+        return []  # _step_panel.html draws the criteria itself.
+
+    def criteria_problems(self, criteria):
+        return criteria_json_problems(self.definition, self.step["key"], criteria)
 
     def content(self):
         return {"if": self.criterion}
