@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from conversions.models import Goal
 from journeys.actions.versions import create_journey
 from journeys.models import Journey
 from journeys.tests.test_views import BASE, draft_definition, htmx
@@ -337,3 +338,48 @@ def test_an_exit_rule_on_a_conversion_is_edited_and_a_viewer_cannot(client, edit
     assert draft_definition(Journey.objects.get())["exit_when"] == [
         {"type": "event", "event": "cancelled"}
     ]
+
+
+# --- A goal's criteria (what an Evaluate goal step checks) --------------------------------
+
+
+def journey_with_goal(criteria):
+    goal = {"key": "activated", "name": "Activated", "criteria": criteria}
+    create_journey(definition={**BASE, "goals": [goal]})
+
+
+def test_a_goals_criteria_are_rows_matched_all_or_any(client, editor):
+    journey_with_goal({"event": "project_created"})
+    client.force_login(editor)
+    html = client.get("/journeys/trial-nurture/goals-conversions/?edit=goal:activated")
+    assert 'name="if-0-event" value="project_created"' in html.content.decode()
+    data = formset_data("if", [PLAN, INVITED], {"name": "Activated", "match": "any"})
+    response = htmx(client, "post", "/journeys/trial-nurture/goals/activated/", data, "left-panel")
+    assert "Goal “Activated” saved." in response.content.decode()
+    assert Goal.objects.get(key="activated").criteria == {
+        "any": [PLAN_C, {"event": "invited", "within": "P7D"}]
+    }
+    # A new goal starts with one event row.
+    html = client.get("/journeys/trial-nurture/goals-conversions/?add=goal").content.decode()
+    assert '<option value="event" selected>' in html
+
+
+def test_a_goals_nested_criteria_round_trip_as_json_and_bad_json_is_inline(client, editor):
+    journey_with_goal(NESTED)
+    client.force_login(editor)
+    html = client.get("/journeys/trial-nurture/goals-conversions/?edit=goal:activated")
+    html = html.content.decode()
+    assert "(plan = pro or (did invited within 1 week and seats ≥ 5))" in html
+    assert "Edit as JSON" in html
+    url = "/journeys/trial-nurture/goals/activated/"
+    text = json.dumps(NESTED, indent=2)
+    htmx(client, "post", url, {"name": "Activated", "criteria_json": text}, "left-panel")
+    assert Goal.objects.get(key="activated").criteria == NESTED
+    for bad, message in (("{", "This is not valid JSON"), ('{"any": []}', "at least one")):
+        response = htmx(
+            client, "post", url, {"name": "Activated", "criteria_json": bad}, "left-panel"
+        )
+        assert response.status_code == 200
+        assert 'id="id_criteria_json_error"' in response.content.decode()
+        assert message in response.content.decode()
+    assert Goal.objects.get(key="activated").criteria == NESTED
