@@ -16,7 +16,7 @@ from django import forms
 from conversions.actions import check_conversion, check_goal
 from conversions.models import Conversion, Counting, Goal
 from journeys.definition import DefinitionError, format_duration
-from journeys.forms import CriteriaFields, DurationField, clean_criteria, criteria_initial
+from journeys.forms import CriteriaRowsForm, DurationField
 
 
 def conversion_data(*, name, value, counting, window, event, where, value_property) -> dict:
@@ -144,12 +144,15 @@ class ConversionForm(DefinitionItemForm, forms.Form):
         return data
 
 
-class GoalForm(DefinitionItemForm, CriteriaFields):
+class GoalForm(DefinitionItemForm, CriteriaRowsForm):
+    """A goal: achieved when its criteria hold, as rows matched all or any (or as JSON when
+    the rows cannot show them)."""
+
     error_fields = {
         ("name",): "name",
         ("key",): "name",
         ("conversion",): "conversion",
-        ("criteria",): "criteria_kind",
+        ("criteria",): "criteria_json",
     }
 
     name = forms.CharField(label="Name", max_length=200, widget=NAME_INPUT)
@@ -158,45 +161,30 @@ class GoalForm(DefinitionItemForm, CriteriaFields):
         required=False,
         help_text="Optional: the conversion awarded when the goal is achieved.",
     )
-    field_order = [
-        "name",
-        "criteria_kind",
-        "event",
-        "within",
-        "attribute",
-        "op",
-        "compare",
-        "conversion",
-    ]
+    field_order = ["name", "match", "criteria_json", "conversion"]
 
-    def __init__(self, *args, conversions=(), keep_criteria=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.keep_criteria = keep_criteria
+    def __init__(self, data=None, *, conversions=(), criteria=None, **kwargs):
+        super().__init__(data, **kwargs)
         self.fields["conversion"].choices = [("", "None")] + list(conversions)
-        self.fields["criteria_kind"].label = "Achieved when"
+        self.fields["match"].label = "Achieved when it matches"
+        self.show_criteria(criteria, data, blank={"criteria_kind": "event"})
 
     @classmethod
     def for_goal(cls, goal, *, conversions, data=None):
-        initial = {"criteria_kind": "event"}
-        keep = None
+        initial = {}
         if goal is not None:
             initial = {
                 "name": goal.name,
                 "conversion": goal.conversion.key if goal.conversion_id else "",
-                **criteria_initial(goal.criteria),
             }
-            if isinstance(goal.criteria, dict) and (
-                "all" in goal.criteria or "any" in goal.criteria
-            ):
-                keep = goal.criteria
-        return cls(data, initial=initial, conversions=conversions, keep_criteria=keep)
+        criteria = goal.criteria if goal is not None else None
+        return cls(data, initial=initial, conversions=conversions, criteria=criteria)
 
     def clean(self):
         data = super().clean()
-        criteria = clean_criteria(self, data, keep=self.keep_criteria)
         if not self.errors:
             self.definition = goal_data(
-                name=data["name"], criteria=criteria, conversion=data.get("conversion")
+                name=data["name"], criteria=self.criterion, conversion=data.get("conversion")
             )
         return data
 

@@ -174,11 +174,7 @@ def goal_save(request, key: str, goal_key: str | None = None):
         raise PermissionDenied
     journey = _journey(key)
     row = _row(Goal, journey, goal_key) if goal_key else None
-    form = GoalForm(
-        request.POST,
-        conversions=_conversion_choices(journey),
-        keep_criteria=GoalForm.for_goal(row, conversions=[]).keep_criteria if row else None,
-    )
+    form = GoalForm.for_goal(row, conversions=_conversion_choices(journey), data=request.POST)
     return _save_item(
         request,
         journey,

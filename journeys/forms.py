@@ -7,8 +7,20 @@ import json
 from django import forms
 from django.core.validators import RegexValidator
 
-from journeys.definition import ADDRESS_PROBLEM, is_plain_address, parse_clock
-from journeys.editing import STEP_TYPE_LABELS, humanize_duration, parse_human_duration, step_ports
+from journeys.definition import (
+    ADDRESS_PROBLEM,
+    DefinitionError,
+    is_plain_address,
+    parse_clock,
+    parse_definition,
+)
+from journeys.editing import (
+    STEP_TYPE_LABELS,
+    describe_criteria,
+    humanize_duration,
+    parse_human_duration,
+    step_ports,
+)
 from journeys.models import Subscription
 
 SLUG_VALIDATOR = RegexValidator(
@@ -184,9 +196,78 @@ class SettingsForm(forms.Form):
         return result
 
 
+MATCH_CHOICES = [("all", "all of these"), ("any", "any of these")]
+# Rows of one list in a form: enough for any real rule, few enough to read.
+MAX_ROWS = 20
+
+
+def rows_data(data, *, prefix: str, button: str):
+    """The posted data for a list of rows: none when the list was not posted at all (a form
+    posted without its rows), and one more row when the form's "Add …" button was pressed
+    (the form is then shown again, not saved); None for an unbound form."""
+    total = f"{prefix}-TOTAL_FORMS"
+    if data is None or (button not in data and total in data):
+        return data
+    data = data.copy()
+    if total not in data:
+        data.update({total: "0", f"{prefix}-INITIAL_FORMS": "0"})
+    if button in data:
+        try:
+            count = int(data[total])
+        except ValueError:
+            return data  # The formset reports its broken management form itself.
+        data[total] = str(min(count + 1, MAX_ROWS))
+    return data
+
+
+def kept_rows(formset) -> list:
+    """What the rows say, leaving out removed and blank rows."""
+    # A row left as it was added is not cleaned at all, so it has no result.
+    results = [
+        getattr(row, "result", None) for row in formset.forms if not row.cleaned_data.get("DELETE")
+    ]
+    return [result for result in results if result is not None]
+
+
+def joined(items: list, match: str) -> dict | None:
+    """One item as itself (so simple cases are stored as before), several in a group."""
+    if not items:
+        return None
+    return items[0] if len(items) == 1 else {match or "all": items}
+
+
+class FilterRowForm(forms.Form):
+    """One property filter of an event; a row left without a property is ignored."""
+
+    property = forms.CharField(label="Where property", required=False, max_length=100)
+    op = forms.ChoiceField(label="Operator", choices=OP_CHOICES, required=False)
+    compare = forms.CharField(label="Compared with", required=False, max_length=200)
+
+    def clean(self):
+        data = super().clean()
+        self.result = None
+        name = (data.get("property") or "").strip()
+        if not name:
+            return data
+        op = data.get("op") or "eq"
+        self.result = {"property": name, "op": op}
+        if op != "exists":
+            if not (data.get("compare") or "").strip():
+                self.add_error("compare", "Give a value to compare the property with.")
+            self.result["value"] = parse_scalar(data.get("compare") or "", op)
+        return data
+
+
+FilterRows = forms.formset_factory(
+    FilterRowForm, extra=0, can_delete=True, max_num=MAX_ROWS, validate_max=True
+)
+
+
 class RuleForm(forms.Form):
-    """A trigger or an exit rule: an event (with an optional property filter), or a
-    conversion or goal of this or another journey, picked from a list."""
+    """A trigger or an exit rule: an event (with property filters, matched all or any), or
+    a conversion or goal of this or another journey, picked from a list."""
+
+    ADD_ROW = "add_filter"
 
     type = forms.ChoiceField(
         label="When",
@@ -198,17 +279,11 @@ class RuleForm(forms.Form):
         widget=forms.Select(attrs={"data-controls": "type"}),
     )
     event = forms.CharField(label="Event", required=False, max_length=100, widget=EVENT_INPUT)
-    property = forms.CharField(
-        label="Where property", required=False, max_length=100, widget=EVENT_INPUT
-    )
-    op = forms.ChoiceField(
-        label="Operator",
-        choices=OP_CHOICES,
+    match = forms.ChoiceField(
+        label="Its properties match",
+        choices=MATCH_CHOICES,
         required=False,
         widget=forms.Select(attrs={"data-show-for": "event"}),
-    )
-    compare = forms.CharField(
-        label="Compared with", required=False, max_length=200, widget=EVENT_INPUT
     )
     conversion = forms.ChoiceField(
         label="Conversion",
@@ -219,10 +294,40 @@ class RuleForm(forms.Form):
         label="Goal", required=False, widget=forms.Select(attrs={"data-show-for": "goal"})
     )
 
-    def __init__(self, *args, conversions=(), goals=(), **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, data=None, *, conversions=(), goals=(), filters=None, **kwargs):
+        super().__init__(data, **kwargs)
         self.fields["conversion"].choices = [("", "Choose a conversion")] + list(conversions)
         self.fields["goal"].choices = [("", "Choose a goal")] + list(goals)
+        prefix = f"{self.prefix}-where" if self.prefix else "where"
+        self.adding_row = data is not None and self.add_prefix(self.ADD_ROW) in data
+        self.filters = FilterRows(
+            rows_data(data, prefix=prefix, button=self.add_prefix(self.ADD_ROW)),
+            prefix=prefix,
+            initial=filters or [{"op": "eq"}],
+        )
+
+    @classmethod
+    def for_rule(cls, rule: dict, *, journey_key: str, **kwargs) -> "RuleForm | None":
+        """The form showing a stored rule; None when its filters nest groups that the rows
+        cannot show (it is then removed and added again, or changed over the API)."""
+        kind = rule.get("type")
+        initial = {"type": kind, "event": rule.get("event", ""), "match": "all"}
+        if kind in ("conversion", "goal"):
+            initial[kind] = f"{rule.get('journey') or journey_key}:{rule.get(kind)}"
+        where = rule.get("where") or []
+        if len(where) == 1 and isinstance(where[0], dict) and "any" in where[0]:
+            initial["match"], where = "any", where[0]["any"]
+        if not all(isinstance(item, dict) and "property" in item for item in where):
+            return None
+        filters = [
+            {
+                "property": item["property"],
+                "op": item.get("op", "eq"),
+                "compare": format_scalar(item.get("value")),
+            }
+            for item in where
+        ]
+        return cls(initial=initial, filters=filters, **kwargs)
 
     def clean(self):
         data = super().clean()
@@ -230,8 +335,8 @@ class RuleForm(forms.Form):
         if kind == "event":
             if not data.get("event", "").strip():
                 self.add_error("event", "Name the event that starts it.")
-            if data.get("property") and data.get("op") != "exists" and not data.get("compare"):
-                self.add_error("compare", "Give a value to compare the property with.")
+            if not self.filters.is_valid():
+                self.add_error(None, "Check the property filters marked below.")
         elif kind in ("conversion", "goal") and not data.get(kind):
             self.add_error(kind, f"Choose a {kind}.")
         return data
@@ -241,11 +346,12 @@ class RuleForm(forms.Form):
         kind = data["type"]
         if kind == "event":
             rule = {"type": "event", "event": data["event"].strip()}
-            if data.get("property"):
-                where = {"property": data["property"].strip(), "op": data.get("op") or "eq"}
-                if where["op"] != "exists":
-                    where["value"] = parse_scalar(data["compare"], where["op"])
-                rule["where"] = [where]
+            filters = kept_rows(self.filters)
+            # The format's `where` list is matched all; "any" is one any-of group in it.
+            if len(filters) > 1 and data.get("match") == "any":
+                filters = [{"any": filters}]
+            if filters:
+                rule["where"] = filters
             return rule
         source_journey, _, target = data[kind].partition(":")
         rule = {"type": kind, kind: target}
@@ -528,22 +634,134 @@ def clean_criteria(form: forms.Form, data: dict, *, keep=None):
     return criterion
 
 
-def _compound(criteria):
-    return (
-        criteria
-        if isinstance(criteria, dict) and ("all" in criteria or "any" in criteria)
-        else None
-    )
-
-
-class ConditionForm(StepForm, CriteriaFields):
-    def initial_from(self, step):
-        return {**super().initial_from(step), **criteria_initial(step.get("if"))}
+class CriterionRowForm(CriteriaFields):
+    """One row of a criteria list; a row left without an attribute or event is ignored."""
 
     def clean(self):
         data = super().clean()
-        self.criterion = clean_criteria(self, data, keep=_compound(self.step.get("if")))
+        named = data.get("event") if data.get("criteria_kind") == "event" else data.get("attribute")
+        self.result = clean_criteria(self, data) if (named or "").strip() else None
         return data
+
+
+CriteriaRows = forms.formset_factory(
+    CriterionRowForm, extra=0, can_delete=True, max_num=MAX_ROWS, validate_max=True
+)
+
+
+def criteria_rows(criteria) -> tuple[str, list[dict]] | None:
+    """How a criterion shows as rows: ("all" or "any", one initial per row); None when the
+    rows cannot show it (a group inside a group, an event with property filters)."""
+
+    def row(item) -> dict | None:
+        if not isinstance(item, dict) or item.get("where"):
+            return None
+        return criteria_initial(item) if "event" in item or "attribute" in item else None
+
+    if not isinstance(criteria, dict):
+        return "all", [criteria_initial(None)]
+    for match in ("all", "any"):
+        if match in criteria:
+            items = criteria[match]
+            rows = [row(item) for item in items] if isinstance(items, list) else [None]
+            return (match, rows) if len(rows) > 1 and None not in rows else None
+    single = row(criteria)
+    return ("all", [single]) if single is not None else None
+
+
+def criteria_json_problems(definition: dict, step_key: str, criteria) -> list[str]:
+    """What the definition's own rules say of `criteria` as this step's `if`; the rest of
+    the draft may be unfinished, so only problems inside the criteria count."""
+    steps = definition.get("steps") or []
+    index = next(i for i, s in enumerate(steps) if s.get("key") == step_key)
+    changed = [{**s, "if": criteria} if i == index else s for i, s in enumerate(steps)]
+    try:
+        parse_definition({**definition, "steps": changed})
+    except DefinitionError as exc:
+        problems = []
+        for error in exc.errors:
+            loc = error.get("loc") or []
+            if loc[:3] == ["steps", index, "if"]:
+                where = " › ".join(str(part) for part in loc[3:])
+                problems.append(f"{where}: {error['message']}" if where else error["message"])
+        return problems
+    return []
+
+
+class CriteriaRowsForm(forms.Form):
+    """Criteria as rows matched all or any; criteria the rows cannot show are read as a
+    sentence and edited as JSON (journeys/_criteria_rows.html draws them). A form calls
+    show_criteria() once bound and reads `criterion` after cleaning."""
+
+    ADD_ROW = "add_condition"
+    ROWS = "if"
+
+    match = forms.ChoiceField(label="Match", choices=MATCH_CHOICES, required=False)
+    criteria_json = forms.CharField(
+        label="Edit as JSON",
+        error_messages={"required": "Give the criteria as JSON."},
+        widget=forms.Textarea(attrs={"rows": 10, "spellcheck": "false"}),
+        help_text="Checked against the definition's rules when you save.",
+    )
+
+    def show_criteria(self, current, data, *, blank: dict | None = None) -> None:
+        """Rows for `current` (`blank` is the one row of a form without criteria yet)."""
+        self.sentence = describe_criteria(current) if current is not None else ""
+        shown = criteria_rows(current) if current is not None else ("all", [blank or {}])
+        self.as_json = shown is None
+        self.adding_row = data is not None and self.ADD_ROW in data
+        self.rows = None
+        if self.as_json:
+            del self.fields["match"]
+            self.fields["criteria_json"].initial = json.dumps(current, indent=2)
+            return
+        del self.fields["criteria_json"]
+        self.fields["match"].initial = shown[0]
+        self.rows = CriteriaRows(
+            rows_data(data, prefix=self.ROWS, button=self.ADD_ROW),
+            prefix=self.ROWS,
+            initial=shown[1],
+        )
+
+    def criteria_problems(self, criteria) -> list[str]:
+        """What is wrong with criteria typed as JSON; the form's own check, if it has one."""
+        return []
+
+    def clean(self):
+        data = super().clean()
+        self.criterion = None
+        if self.as_json:
+            if data.get("criteria_json"):
+                self.criterion = self._criterion_from_json(data["criteria_json"])
+        elif not self.rows.is_valid():
+            self.add_error(None, "Check the conditions marked below.")
+        else:
+            self.criterion = joined(kept_rows(self.rows), data.get("match"))
+            if self.criterion is None:
+                self.add_error(None, "Add at least one condition.")
+        return data
+
+    def _criterion_from_json(self, text: str):
+        try:
+            criteria = json.loads(text)
+        except ValueError as exc:
+            self.add_error("criteria_json", f"This is not valid JSON: {exc}.")
+            return None
+        for problem in self.criteria_problems(criteria):
+            self.add_error("criteria_json", problem)
+        return criteria
+
+
+class ConditionForm(StepForm, CriteriaRowsForm):
+    def __init__(self, data=None, **kwargs):
+        super().__init__(data, **kwargs)
+        self.show_criteria(self.step.get("if"), data)
+
+    def content_fields(self):
+        return []  # _step_panel.html draws the criteria itself.
+
+    def criteria_problems(self, criteria):
+        return criteria_json_problems(self.definition, self.step["key"], criteria)
 
     def content(self):
         return {"if": self.criterion}

@@ -44,6 +44,12 @@ urlpatterns = [
         name="trigger-add",
     ),
     path(
+        "journeys/<slug:key>/triggers/<int:index>/",
+        views.rule_edit,
+        {"section": "triggers"},
+        name="trigger-edit",
+    ),
+    path(
         "journeys/<slug:key>/triggers/<int:index>/delete/",
         views.rule_delete,
         {"section": "triggers"},
@@ -54,6 +60,12 @@ urlpatterns = [
         views.rule_add,
         {"section": "exit_when"},
         name="exit-add",
+    ),
+    path(
+        "journeys/<slug:key>/exit-rules/<int:index>/",
+        views.rule_edit,
+        {"section": "exit_when"},
+        name="exit-edit",
     ),
     path(
         "journeys/<slug:key>/exit-rules/<int:index>/delete/",

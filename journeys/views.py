@@ -291,6 +291,7 @@ def editor_context(
         context["exit_form"] = forms.get("exit") or RuleForm(
             prefix="exit", conversions=conversions, goals=goals
         )
+        context["editing"] = forms.get("editing")
     if context["can_publish"]:
         context["publish_form"] = PublishForm()
     return context
@@ -383,7 +384,8 @@ def step_detail(request, key: str, step_key: str):
         return _render_editor(request, context, fragment="workspace")
     _require(request, EDIT)
     form = step_form(step, state.definition, data=request.POST)
-    if not form.is_valid():
+    # "Add condition" shows the form again with one more row; nothing is saved yet.
+    if getattr(form, "adding_row", False) or not form.is_valid():
         context = editor_context(request, journey, selected=step_key, form=form)
         return _render_editor(request, context, fragment="workspace")
     new_step = form.to_step()
@@ -470,7 +472,7 @@ def rule_add(request, key: str, section: str):
     conversions, goals = rule_choices()
     prefix = "trigger" if section == "triggers" else "exit"
     form = RuleForm(request.POST, prefix=prefix, conversions=conversions, goals=goals)
-    if not form.is_valid():
+    if form.adding_row or not form.is_valid():
         return _left_change(request, journey, forms={prefix: form})
     definition = dict(state.definition)
     definition[section] = [
@@ -480,6 +482,33 @@ def rule_add(request, key: str, section: str):
     journey, _ = _save(request, journey, definition)
     what = "Trigger" if section == "triggers" else "Exit rule"
     return _left_change(request, journey, notice=f"{what} added to the draft.")
+
+
+def rule_edit(request, key: str, section: str, index: int):
+    """A stored trigger or exit rule in its form (GET), and the changed one saved in its
+    place (POST)."""
+    _require(request, EDIT)
+    journey = _load(key)
+    rules = list(_state(journey).definition.get(section) or [])
+    if not 0 <= index < len(rules):
+        raise Http404("No such rule")
+    conversions, goals = rule_choices()
+    kind = "trigger" if section == "triggers" else "exit"
+    what = "Trigger" if section == "triggers" else "Exit rule"
+    options = {"prefix": f"{kind}-{index}", "conversions": conversions, "goals": goals}
+    form = RuleForm.for_rule(rules[index], journey_key=journey.key, **options)
+    if form is None:
+        notice = f"{what} {index + 1} nests groups of filters, which the editor cannot show: remove it and add it again, or change it over the API."
+        return _left_change(request, journey, notice=notice)
+    if request.method == "POST":
+        form = RuleForm(request.POST, **options)
+        if not form.adding_row and form.is_valid():
+            rules[index] = form.rule(journey_key=journey.key, section=section)
+            definition = {**_state(journey).definition, section: rules}
+            journey, _ = _save(request, journey, definition)
+            return _left_change(request, journey, notice=f"{what} saved to the draft.")
+    editing = {"section": "triggers" if section == "triggers" else "exit", "index": index}
+    return _left_change(request, journey, forms={"editing": {**editing, "form": form}})
 
 
 @require_POST

@@ -40,6 +40,8 @@ EDIT_TO_VIEW = {
     "journeys:import-report",
     "journeys:step-preview",
     "journeys:step-preview-html",
+    "journeys:trigger-edit",
+    "journeys:exit-edit",
 }
 # Pages whose POST changes something; every other page only reads. A new page route must be
 # put in one of the two (test_every_page_route_is_in_the_matrix says so).
@@ -55,6 +57,8 @@ WRITE_ROUTES = {
     "journeys:trigger-delete",
     "journeys:exit-add",
     "journeys:exit-delete",
+    "journeys:trigger-edit",
+    "journeys:exit-edit",
     "journeys:publish",
     "journeys:version-publish",
     "journeys:contact-import",

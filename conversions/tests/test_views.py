@@ -212,10 +212,12 @@ def test_adding_a_goal_with_attribute_criteria_and_linked_conversion(client, edi
         "/journeys/trial/goals/",
         {
             "name": "Is pro",
-            "criteria_kind": "attribute",
-            "attribute": "plan",
-            "op": "eq",
-            "compare": "pro",
+            "if-TOTAL_FORMS": "1",
+            "if-INITIAL_FORMS": "1",
+            "if-0-criteria_kind": "attribute",
+            "if-0-attribute": "plan",
+            "if-0-op": "eq",
+            "if-0-compare": "pro",
             "conversion": "paid",
         },
     )
@@ -227,9 +229,16 @@ def test_adding_a_goal_with_attribute_criteria_and_linked_conversion(client, edi
 def test_goal_without_criteria_is_refused_inline(client, editor, journey):
     client.force_login(editor)
     html = htmx_post(
-        client, "/journeys/trial/goals/", {"name": "Nothing", "criteria_kind": "event"}
+        client,
+        "/journeys/trial/goals/",
+        {
+            "name": "Nothing",
+            "if-TOTAL_FORMS": "1",
+            "if-INITIAL_FORMS": "1",
+            "if-0-criteria_kind": "event",
+        },
     ).content.decode()
-    assert "Name the event." in html
+    assert "Add at least one condition." in html
     assert not Goal.objects.filter(name="Nothing").exists()
 
 
@@ -240,9 +249,11 @@ def test_editing_a_goal_keeps_its_key(client, editor, journey):
         "/journeys/trial/goals/activated/",
         {
             "name": "Activated account",
-            "criteria_kind": "event",
-            "event": "project_created",
-            "within": "7 days",
+            "if-TOTAL_FORMS": "1",
+            "if-INITIAL_FORMS": "1",
+            "if-0-criteria_kind": "event",
+            "if-0-event": "project_created",
+            "if-0-within": "7 days",
         },
     )
     goal = Goal.objects.get(key="activated")

@@ -6,7 +6,8 @@
   // the choice made. Without this script every field stays visible and still works.
   function applyToggles(root) {
     root.querySelectorAll("select[data-controls]").forEach(function (select) {
-      var form = select.form;
+      // A row of a list (data-toggle-scope) has its own choice for its own fields.
+      var form = select.closest("[data-toggle-scope]") || select.form;
       if (!form) return;
       form.querySelectorAll("[data-show-for]").forEach(function (element) {
         var wanted = element.getAttribute("data-show-for").split(" ");

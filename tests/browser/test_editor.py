@@ -268,3 +268,49 @@ def test_an_unsaved_step_edit_is_not_lost_without_asking(page, live_server, edit
     expect(page.locator("#step-panel").get_by_label("Subject")).to_have_value("Still there?")
     page.keyboard.press("Escape")
     expect(page.locator("#step-panel")).to_have_count(0)
+
+
+def test_an_any_condition_is_built_from_rows(page, live_server, editor):
+    steps = [
+        {
+            "key": "is-pro",
+            "type": "condition",
+            "if": {"attribute": "plan", "op": "eq", "value": "free"},
+            "then": "welcome",
+            "else": None,
+        },
+        {"key": "welcome", "type": "send_email", "subject": "Hi", "body": "Welcome"},
+    ]
+    create_journey(definition={**SIMPLE, "steps": steps})
+    log_in(page, live_server, editor)
+    page.goto(f"{live_server.url}/journeys/onboarding/")
+    page.get_by_role("link", name="is-pro").click()
+    panel = page.locator("#step-panel")
+    panel.get_by_label("Match").select_option("any")
+    panel.get_by_label("Compared with").fill("pro")
+    panel.get_by_role("button", name="Add condition").click()
+
+    second = panel.locator("fieldset.criteria-row").nth(1)
+    expect(second.get_by_label("Event", exact=True)).to_be_hidden()
+    second.get_by_label("Check").select_option("event")
+    # Each row shows the fields of its own choice; the first row keeps its attribute.
+    expect(second.get_by_label("Attribute")).to_be_hidden()
+    expect(panel.locator("fieldset.criteria-row").first.get_by_label("Attribute")).to_be_visible()
+    second.get_by_label("Event", exact=True).fill("demo_booked")
+    second.get_by_label("Within").fill("7 days")
+    update_step(page)
+    expect(page.locator(".step-card", has_text="did demo_booked within 1 week")).to_be_visible()
+
+    _, raw_key = create_api_key(name="browser-test")
+    request = urllib.request.Request(
+        f"{live_server.url}/api/v1/journeys/onboarding/definition",
+        headers={"Authorization": f"Bearer {raw_key}"},
+    )
+    with urllib.request.urlopen(request) as response:
+        definition = json.load(response)
+    assert definition["steps"][0]["if"] == {
+        "any": [
+            {"attribute": "plan", "op": "eq", "value": "pro"},
+            {"event": "demo_booked", "within": "P7D"},
+        ]
+    }
