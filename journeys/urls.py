@@ -62,6 +62,7 @@ urlpatterns = [
         name="exit-delete",
     ),
     path("journeys/<slug:key>/publish/", views.publish, name="publish"),
+    path("journeys/<slug:key>/lifecycle/<slug:change>/", views.lifecycle, name="lifecycle"),
     path("contacts/", views.contact_list, name="contacts"),
     # Before contacts/<path:external_id>/, which would take these paths as contact ids.
     path("contacts/import/", views.contact_import, name="contact-import"),

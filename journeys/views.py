@@ -18,6 +18,7 @@ from django.core.mail import get_connection
 from django.http import Http404, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
@@ -31,6 +32,12 @@ from journeys.actions.imports import (
     inspect_csv,
     refused_rows_csv,
     start_contact_import,
+)
+from journeys.actions.lifecycle import (
+    LifecycleRefused,
+    pause_journey,
+    resume_journey,
+    stop_journey,
 )
 from journeys.actions.messages import (
     PreparedMessage,
@@ -76,6 +83,7 @@ from journeys.models import (
     SUBSCRIPTION_CHANNELS,
     Contact,
     ContactImport,
+    Enrollment,
     Journey,
     JourneyVersion,
     OutboxMessage,
@@ -293,7 +301,21 @@ def editor_context(
         )
     if context["can_publish"]:
         context["publish_form"] = PublishForm()
+    if request.user.has_perm(PUBLISH) and journey.status in _LIFECYCLE_FROM_STATUS:
+        context["lifecycle"] = {
+            "running": Enrollment.objects.filter(
+                journey=journey, state=Enrollment.State.ACTIVE
+            ).count(),
+            "can": _LIFECYCLE_FROM_STATUS[journey.status],
+        }
     return context
+
+
+# Which lifecycle buttons the editor offers in each status (contract 6.2).
+_LIFECYCLE_FROM_STATUS = {
+    Journey.Status.LIVE: ("pause", "stop"),
+    Journey.Status.PAUSED: ("resume", "stop"),
+}
 
 
 def _render_editor(request, context: dict, *, fragment: str | None = None, status: int = 200):
@@ -540,6 +562,34 @@ def publish(request, key: str, number: int | None = None):
         errors_override=problems,
     )
     return _render_editor(request, context, fragment="workspace")
+
+
+_LIFECYCLE_CHANGES = {
+    "pause": (lambda journey: pause_journey(journey=journey), "Journey paused."),
+    "resume": (lambda journey: resume_journey(journey=journey), "Journey resumed."),
+    "stop": (
+        lambda journey: stop_journey(journey=journey, now=timezone.now()),
+        "Journey stopped: publish a new version to make it live again.",
+    ),
+}
+
+
+@require_POST
+def lifecycle(request, key: str, change: str):
+    """Pause, resume or stop the journey (Publisher role), then the editor again with what
+    happened, or why not."""
+    _require(request, PUBLISH)
+    journey = get_object_or_404(Journey, key=key)
+    if change not in _LIFECYCLE_CHANGES:
+        raise Http404("No such change")
+    action, notice = _LIFECYCLE_CHANGES[change]
+    try:
+        action(journey)
+    except LifecycleRefused as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, notice)
+    return HttpResponseRedirect(reverse("journeys:editor", args=[key]))
 
 
 # --- Contacts -------------------------------------------------------------------------------
