@@ -35,6 +35,8 @@ from journeys.actions.imports import (
 )
 from journeys.actions.lifecycle import (
     LifecycleRefused,
+    discard_draft,
+    duplicate_journey,
     pause_journey,
     resume_journey,
     stop_journey,
@@ -133,6 +135,14 @@ def journey_list(request):
     return render(request, template, context)
 
 
+def _errors_onto(form, exc: DefinitionError) -> None:
+    """A definition's errors on the form's fields they name (the key, the name), the rest
+    above the form."""
+    for error in exc.errors:
+        field = (error.get("loc") or [None])[0]
+        form.add_error(field if field in form.fields else None, error["message"])
+
+
 @permission_required(EDIT, raise_exception=True)
 def journey_create(request):
     form = JourneyCreateForm(request.POST or None)
@@ -146,9 +156,7 @@ def journey_create(request):
                 user=request.user,
             )
         except DefinitionError as exc:
-            for error in exc.errors:
-                field = (error.get("loc") or [None])[0]
-                form.add_error(field if field in form.fields else None, error["message"])
+            _errors_onto(form, exc)
         else:
             return HttpResponseRedirect(reverse("journeys:editor", args=[journey.key]))
     return render(request, "journeys/create.html", {"nav": "journeys", "form": form})
@@ -301,6 +309,16 @@ def editor_context(
         )
     if context["can_publish"]:
         context["publish_form"] = PublishForm()
+    # Two live versions are a split: either may take every new enrollment alone.
+    context["end_split"] = (
+        state.live if request.user.has_perm(PUBLISH) and len(state.live) == 2 else []
+    )
+    if can_edit and state.draft is not None and len(journey.history) > 1:
+        context["can_discard"] = True
+    if request.user.has_perm(EDIT):
+        context["duplicate_form"] = JourneyCreateForm(
+            prefix="copy", initial={"key": f"{journey.key}-copy", "name": f"{journey.name} (copy)"}
+        )
     if request.user.has_perm(PUBLISH) and journey.status in _LIFECYCLE_FROM_STATUS:
         context["lifecycle"] = {
             "running": Enrollment.objects.filter(
@@ -590,6 +608,46 @@ def lifecycle(request, key: str, change: str):
     else:
         messages.success(request, notice)
     return HttpResponseRedirect(reverse("journeys:editor", args=[key]))
+
+
+@require_POST
+def draft_discard(request, key: str):
+    """Throw the draft away (Editor role); the editor shows the live version again."""
+    _require(request, EDIT)
+    journey = get_object_or_404(Journey, key=key)
+    try:
+        draft = discard_draft(journey=journey)
+    except LifecycleRefused as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Draft version {draft.number} discarded.")
+    return HttpResponseRedirect(reverse("journeys:editor", args=[key]))
+
+
+@require_POST
+def journey_duplicate(request, key: str):
+    """A copy of the journey under a new key, its newest version as the copy's draft, with
+    goals and conversions (Editor role); a bad or taken key is shown on the form."""
+    _require(request, EDIT)
+    journey = _load(key)
+    form = JourneyCreateForm(request.POST, prefix="copy")
+    if form.is_valid():
+        try:
+            copy = duplicate_journey(
+                journey=journey,
+                key=form.cleaned_data["key"],
+                name=form.cleaned_data["name"],
+                user=request.user,
+            )
+        except DefinitionError as exc:
+            _errors_onto(form, exc)
+        else:
+            messages.success(request, f"Copied from '{journey.key}': this is its draft.")
+            return HttpResponseRedirect(reverse("journeys:editor", args=[copy.key]))
+    context = editor_context(request, journey)
+    context["duplicate_form"] = form
+    context["duplicate_open"] = True
+    return _render_editor(request, context, status=400)
 
 
 # --- Contacts -------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""A journey's lifecycle (contract 6.2): pause, resume and stop.
+"""A journey's lifecycle (contract 6.2): pause, resume and stop; and discarding a draft and
+duplicating a journey.
 
 Paused: no new enrollments (live_flows and enroll_contact leave the journey out, events are
 still stored and event conversions of running enrollments still count); the engine's claim
@@ -14,8 +15,10 @@ from datetime import datetime
 from django.db import transaction
 
 from journeys.actions.enrollments import end_fields
+from journeys.actions.versions import create_journey
 from journeys.bulk import share_lock
-from journeys.models import Contact, Enrollment, Journey, OutboxMessage
+from journeys.models import Contact, Enrollment, Journey, JourneyVersion, OutboxMessage
+from journeys.selectors import journey_definition, latest_version
 from webhooks.outbox import enqueue_webhook_events
 
 JOURNEY_STOPPED = "journey_stopped"
@@ -112,3 +115,37 @@ def stop_journey(*, journey: Journey, now: datetime) -> tuple[Journey, int]:
             now=now,
         )
     return row, exited
+
+
+def discard_draft(*, journey: Journey) -> JourneyVersion:
+    """Delete the journey's draft; the editor shows the live version again. Refused when the
+    draft is the journey's only version (nothing would be left to show: delete the journey
+    instead). Locks the journey row, as a publish does, so a draft being published is not
+    discarded at the same time; a second run is refused (no draft left)."""
+    with transaction.atomic():
+        row = Journey.objects.select_for_update().get(pk=journey.pk)
+        draft = row.versions.filter(state=JourneyVersion.State.DRAFT).first()
+        if draft is None:
+            raise LifecycleRefused(f"Journey '{row.key}' has no draft to discard.")
+        if not row.versions.exclude(pk=draft.pk).exists():
+            raise LifecycleRefused(
+                f"Version {draft.number} of journey '{row.key}' was never published: it is "
+                "the journey's only version; delete the journey instead."
+            )
+        draft.delete()
+        row.save(update_fields=["updated_at"])
+    return draft
+
+
+def duplicate_journey(*, journey: Journey, key: str, name: str, user=None) -> Journey:
+    """A new journey `key` whose version 1 is a draft of this one's newest version (the draft
+    if there is one), with its goals and conversions copied. Raises DefinitionError (loc
+    `key`, `name` or the definition's) for a key taken or invalid, or a draft that does not
+    validate yet. Locks nothing but the new rows' unique keys: a second run is refused (the
+    key is taken)."""
+    version = latest_version(journey=journey)
+    source = journey_definition(journey=journey, version=version) if version else {}
+    definition = {**source, "key": key, "name": name}
+    definition.setdefault("steps", [])
+    new, _, _ = create_journey(definition=definition, user=user)
+    return new

@@ -4,7 +4,9 @@ first with what happens to the contacts running."""
 import pytest
 from django.urls import reverse
 
-from journeys.models import Enrollment, Journey
+from journeys.actions.versions import publish_version, save_draft_version
+from journeys.models import Enrollment, Journey, JourneyVersion
+from journeys.selectors import journey_definition
 from journeys.tests.actions.scenarios import T0, WAIT_STEPS, run, send
 from journeys.tests.factories import ContactFactory
 from journeys.tests.flows import live_journey
@@ -82,3 +84,77 @@ def test_an_unknown_change_or_journey_is_a_404(client, publisher, running):
         client.post(reverse("journeys:lifecycle", args=["nurture", "archive"])).status_code == 404
     )
     assert client.post(reverse("journeys:lifecycle", args=["nope", "pause"])).status_code == 404
+
+
+def test_the_editor_ends_a_split_by_publishing_one_version_alone(client, publisher, running):
+    draft = save_draft_version(journey=running, definition=journey_definition(journey=running))
+    publish_version(version=draft.version, traffic=30)
+    client.force_login(publisher)
+    html = client.get("/journeys/nurture/").content.decode()
+    assert "Versions 1 and 2 share new enrollments" in html
+    assert "Publish v1 alone" in html and "Publish v2 alone" in html
+
+    client.post(reverse("journeys:version-publish", args=["nurture", 2]))
+
+    states = dict(JourneyVersion.objects.filter(journey=running).values_list("number", "state"))
+    assert states == {1: "retired", 2: "live"}
+    assert JourneyVersion.objects.get(journey=running, number=2).traffic is None
+    assert "share new enrollments" not in client.get("/journeys/nurture/").content.decode()
+
+
+def test_discard_the_draft_from_the_editor(client, editor, running):
+    save_draft_version(journey=running, definition=journey_definition(journey=running))
+    client.force_login(editor)
+    assert "Discard draft 2…" in client.get("/journeys/nurture/").content.decode()
+
+    response = client.post(reverse("journeys:draft-discard", args=["nurture"]), follow=True)
+
+    assert "Draft version 2 discarded." in response.content.decode()
+    assert list(running.versions.values_list("number", "state")) == [(1, "live")]
+    again = client.post(reverse("journeys:draft-discard", args=["nurture"]), follow=True)
+    assert "Journey &#x27;nurture&#x27; has no draft to discard." in again.content.decode()
+
+
+def test_the_only_draft_of_a_new_journey_is_not_discarded(client, editor):
+    Journey.objects.create(key="fresh", name="Fresh").versions.create(
+        number=1, definition={"steps": []}
+    )
+    client.force_login(editor)
+    response = client.post(reverse("journeys:draft-discard", args=["fresh"]), follow=True)
+    assert "delete the journey instead" in response.content.decode()
+    assert JourneyVersion.objects.filter(journey__key="fresh").count() == 1
+
+
+def test_duplicate_a_journey_with_its_goals_and_conversions(client, editor):
+    journey, _ = live_journey(
+        WAIT_STEPS,
+        key="orig",
+        conversions=[{"key": "paid", "name": "Paid", "value": 9.0}],
+        goals=[{"key": "active", "name": "Active", "criteria": {"event": "login"}}],
+    )
+    client.force_login(editor)
+    response = client.post(
+        reverse("journeys:duplicate", args=["orig"]), {"copy-key": "orig-2", "copy-name": "Two"}
+    )
+
+    assert response["Location"] == "/journeys/orig-2/"
+    copy = Journey.objects.get(key="orig-2")
+    assert (copy.name, copy.status) == ("Two", "draft")
+    assert list(copy.versions.values_list("number", "state")) == [(1, "draft")]
+    assert journey_definition(journey=copy)["steps"] == journey_definition(journey=journey)["steps"]
+    assert [c["key"] for c in journey_definition(journey=copy)["conversions"]] == ["paid"]
+    assert [g["key"] for g in journey_definition(journey=copy)["goals"]] == ["active"]
+
+
+def test_duplicate_under_a_taken_or_bad_key_says_so_on_the_form(client, editor, running):
+    client.force_login(editor)
+    taken = client.post(
+        reverse("journeys:duplicate", args=["nurture"]), {"copy-key": "nurture", "copy-name": "X"}
+    )
+    assert taken.status_code == 400
+    assert "A journey with the key &#x27;nurture&#x27; already exists" in taken.content.decode()
+    bad = client.post(
+        reverse("journeys:duplicate", args=["nurture"]), {"copy-key": "Bad Key", "copy-name": "X"}
+    )
+    assert bad.status_code == 400
+    assert Journey.objects.count() == 1
