@@ -19,6 +19,7 @@ from journeys.actions.events import ingest_events
 from journeys.actions.lifecycle import (
     JOURNEY_STOPPED,
     LifecycleRefused,
+    discard_draft,
     pause_journey,
     resume_journey,
     stop_journey,
@@ -373,6 +374,13 @@ def stop(request, key: str):
     """Stop a live or paused journey: running enrollments exit with `journey_stopped`;
     read-only until a new version is published (409 when already stopped or a draft)."""
     return _lifecycle(key, lambda journey: stop_journey(journey=journey, now=timezone.now()))
+
+
+@router.delete("/journeys/{key}/draft", auth=manage_auth, tags=["journeys"], response=JourneyOut)
+def delete_draft(request, key: str):
+    """Discard the draft version; 200 with the journey, 409 when there is no draft or it is
+    the journey's only version."""
+    return _lifecycle(key, lambda journey: discard_draft(journey=journey))
 
 
 # --- Contacts, events and enrollments (docs/contract.md §2; the engine's) ---------------------

@@ -5,6 +5,7 @@ import pytest
 
 from journeys.actions.contacts import erase_contact
 from journeys.models import Contact
+from journeys.selectors import journey_definition as definition_of
 from journeys.tests.actions.scenarios import T0, WAIT_STEPS, run, send
 from journeys.tests.factories import ContactFactory
 from journeys.tests.flows import live_journey
@@ -87,3 +88,28 @@ def test_contact_enrollments_say_why_they_exited(api):
         "erased",
         "journey_stopped",
     ]
+
+
+def test_delete_draft_discards_it_and_answers_with_the_journey(api):
+    journey, _ = live_journey(WAIT_STEPS, key="j")
+    assert (
+        api.post("/api/v1/journeys/j/versions", definition_of(journey=journey)).status_code == 201
+    )
+
+    response = api.delete("/api/v1/journeys/j/draft")
+
+    assert response.status_code == 200, response.content
+    assert [(v["number"], v["state"]) for v in response.json()["versions"]] == [(1, "live")]
+    again = api.delete("/api/v1/journeys/j/draft")
+    assert again.status_code == 409
+    assert again.json() == {
+        "errors": [{"loc": ["key"], "message": "Journey 'j' has no draft to discard."}]
+    }
+    assert api.delete("/api/v1/journeys/nope/draft").status_code == 404
+
+
+def test_the_only_version_of_a_new_journey_is_not_discarded(api):
+    api.post("/api/v1/journeys", {"key": "d", "name": "D", "steps": WAIT_STEPS})
+    response = api.delete("/api/v1/journeys/d/draft")
+    assert response.status_code == 409
+    assert "delete the journey instead" in response.json()["errors"][0]["message"]
