@@ -24,6 +24,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
 from conversions.actions import save_conversion, save_goal
+from conversions.models import Revision
 from conversions.selectors import new_definition_key, resolve_journey_refs, rule_choices
 from journeys.actions.consent import set_subscription
 from journeys.actions.imports import (
@@ -316,9 +317,7 @@ def editor_context(
     if can_edit and state.draft is not None and len(journey.history) > 1:
         context["can_discard"] = True
     if request.user.has_perm(EDIT):
-        context["duplicate_form"] = JourneyCreateForm(
-            prefix="copy", initial={"key": f"{journey.key}-copy", "name": f"{journey.name} (copy)"}
-        )
+        context["can_duplicate"] = True
     if request.user.has_perm(PUBLISH) and journey.status in _LIFECYCLE_FROM_STATUS:
         context["lifecycle"] = {
             "running": Enrollment.objects.filter(
@@ -610,6 +609,43 @@ def lifecycle(request, key: str, change: str):
     return HttpResponseRedirect(reverse("journeys:editor", args=[key]))
 
 
+def publish_review(request, key: str):
+    """The dialog the Publish button opens (HTMX): what the draft changes against the live
+    version (steps; goals and conversions changed since it was published) and how many
+    contacts run on the live versions, then Publish. Editors may read it (the publish
+    itself checks the Publisher role); a journey without a draft gets a 404."""
+    _require(request, EDIT)
+    journey = _load(key)
+    state = _state(journey)
+    if state.draft is None:
+        raise Http404("No draft to publish")
+    live = state.live[-1] if state.live else None
+    revisions = []
+    if live is not None:
+        revisions = [
+            f"{'Conversion' if revision.conversion_id else 'Goal'} "
+            f"'{(revision.conversion or revision.goal).name}' {revision.get_kind_display().lower()}"
+            for revision in Revision.objects.filter(
+                journey=journey, created_at__gt=live.published_at
+            )
+            .select_related("conversion", "goal")
+            .order_by("created_at")
+        ]
+    context = {
+        "journey": journey,
+        "draft": state.draft,
+        "live": live,
+        "flow_changes": summarize_changes(
+            live.definition if live else None, state.draft.definition
+        ),
+        "revisions": revisions,
+        "running": Enrollment.objects.filter(
+            version__in=state.live, state=Enrollment.State.ACTIVE
+        ).count(),
+    }
+    return render(request, "journeys/_publish_review.html", context)
+
+
 @require_POST
 def draft_discard(request, key: str):
     """Throw the draft away (Editor role); the editor shows the live version again."""
@@ -624,14 +660,16 @@ def draft_discard(request, key: str):
     return HttpResponseRedirect(reverse("journeys:editor", args=[key]))
 
 
-@require_POST
+@permission_required(EDIT, raise_exception=True)
 def journey_duplicate(request, key: str):
     """A copy of the journey under a new key, its newest version as the copy's draft, with
     goals and conversions (Editor role); a bad or taken key is shown on the form."""
-    _require(request, EDIT)
     journey = _load(key)
-    form = JourneyCreateForm(request.POST, prefix="copy")
-    if form.is_valid():
+    form = JourneyCreateForm(
+        request.POST or None,
+        initial={"key": f"{journey.key}-copy", "name": f"{journey.name} (copy)"},
+    )
+    if request.method == "POST" and form.is_valid():
         try:
             copy = duplicate_journey(
                 journey=journey,
@@ -644,10 +682,9 @@ def journey_duplicate(request, key: str):
         else:
             messages.success(request, f"Copied from '{journey.key}': this is its draft.")
             return HttpResponseRedirect(reverse("journeys:editor", args=[copy.key]))
-    context = editor_context(request, journey)
-    context["duplicate_form"] = form
-    context["duplicate_open"] = True
-    return _render_editor(request, context, status=400)
+    status = 400 if form.errors else 200
+    context = {"nav": "journeys", "journey": journey, "form": form}
+    return render(request, "journeys/duplicate.html", context, status=status)
 
 
 # --- Contacts -------------------------------------------------------------------------------

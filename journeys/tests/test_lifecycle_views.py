@@ -4,6 +4,7 @@ first with what happens to the contacts running."""
 import pytest
 from django.urls import reverse
 
+from conversions.actions import save_conversion
 from journeys.actions.versions import publish_version, save_draft_version
 from journeys.models import Enrollment, Journey, JourneyVersion
 from journeys.selectors import journey_definition
@@ -133,8 +134,12 @@ def test_duplicate_a_journey_with_its_goals_and_conversions(client, editor):
         goals=[{"key": "active", "name": "Active", "criteria": {"event": "login"}}],
     )
     client.force_login(editor)
+    page = client.get("/journeys/orig/").content.decode()
+    assert 'href="/journeys/orig/duplicate/"' in page
+    form = client.get(reverse("journeys:duplicate", args=["orig"])).content.decode()
+    assert 'value="orig-copy"' in form
     response = client.post(
-        reverse("journeys:duplicate", args=["orig"]), {"copy-key": "orig-2", "copy-name": "Two"}
+        reverse("journeys:duplicate", args=["orig"]), {"key": "orig-2", "name": "Two"}
     )
 
     assert response["Location"] == "/journeys/orig-2/"
@@ -149,12 +154,46 @@ def test_duplicate_a_journey_with_its_goals_and_conversions(client, editor):
 def test_duplicate_under_a_taken_or_bad_key_says_so_on_the_form(client, editor, running):
     client.force_login(editor)
     taken = client.post(
-        reverse("journeys:duplicate", args=["nurture"]), {"copy-key": "nurture", "copy-name": "X"}
+        reverse("journeys:duplicate", args=["nurture"]), {"key": "nurture", "name": "X"}
     )
     assert taken.status_code == 400
     assert "A journey with the key &#x27;nurture&#x27; already exists" in taken.content.decode()
     bad = client.post(
-        reverse("journeys:duplicate", args=["nurture"]), {"copy-key": "Bad Key", "copy-name": "X"}
+        reverse("journeys:duplicate", args=["nurture"]), {"key": "Bad Key", "name": "X"}
     )
     assert bad.status_code == 400
     assert Journey.objects.count() == 1
+
+
+def test_the_publish_review_shows_what_changes_and_who_is_running(client, publisher, running):
+    definition = journey_definition(journey=running)
+    definition["steps"] = [
+        {**definition["steps"][0], "duration": "P1D"},
+        {"key": "bye", "type": "exit"},
+    ]
+    definition["steps"][0]["next"] = "bye"
+    save_draft_version(journey=running, definition=definition)
+    # After the publish (the review counts changes since then).
+    save_conversion(journey=running, data={"key": "paid", "name": "Paid", "value": 5.0})
+    client.force_login(publisher)
+    editor_page = client.get("/journeys/nurture/").content.decode()
+    assert 'hx-get="/journeys/nurture/publish/review/"' in editor_page
+
+    html = client.get(
+        reverse("journeys:draft-review", args=["nurture"]), headers={"HX-Request": "true"}
+    ).content.decode()
+
+    assert "Publish draft version 2?" in html
+    assert (
+        "Against live version 1: Added 1 step (bye); removed 1 step (tag); changed 1 step (w)."
+    ) in html
+    assert "<li>Conversion &#x27;Paid&#x27; created</li>" in html
+    assert "2 contacts are running on the live version: they stay on it" in html
+    assert 'action="/journeys/nurture/publish/"' in html
+
+
+def test_the_review_is_not_for_viewers_and_needs_a_draft(client, viewer, publisher, running):
+    client.force_login(viewer)
+    assert client.get(reverse("journeys:draft-review", args=["nurture"])).status_code == 403
+    client.force_login(publisher)
+    assert client.get(reverse("journeys:draft-review", args=["nurture"])).status_code == 404
