@@ -14,6 +14,12 @@ from journeys.actions.api_keys import create_api_key, revoke_api_key
 from journeys.actions.contacts import erase_contact
 from journeys.actions.enrollments import retry_enrollments
 from journeys.actions.events import retry_events
+from journeys.actions.lifecycle import (
+    LifecycleRefused,
+    pause_journey,
+    resume_journey,
+    stop_journey,
+)
 from journeys.actions.messages import retry_messages
 from journeys.models import (
     ApiKey,
@@ -128,14 +134,57 @@ class JourneyVersionInline(admin.TabularInline):
         return False
 
 
+def _change_journeys(modeladmin, request, queryset, change, done: str) -> None:
+    changed, refused = [], []
+    for journey in queryset.order_by("pk"):
+        try:
+            change(journey)
+        except LifecycleRefused as exc:
+            refused.append(exc.message)
+        else:
+            changed.append(journey.key)
+    if changed:
+        modeladmin.message_user(request, f"{done}: {', '.join(changed)}.")
+    for message in refused:
+        modeladmin.message_user(request, message, level=messages.WARNING)
+
+
+@admin.action(
+    description="Pause selected journeys (running contacts hold)", permissions=["publish"]
+)
+def pause_journeys(modeladmin, request, queryset):
+    _change_journeys(modeladmin, request, queryset, lambda j: pause_journey(journey=j), "Paused")
+
+
+@admin.action(description="Resume selected journeys", permissions=["publish"])
+def resume_journeys(modeladmin, request, queryset):
+    _change_journeys(modeladmin, request, queryset, lambda j: resume_journey(journey=j), "Resumed")
+
+
+@admin.action(description="Stop selected journeys (running contacts exit)", permissions=["publish"])
+def stop_journeys(modeladmin, request, queryset):
+    now = timezone.now()
+    _change_journeys(
+        modeladmin,
+        request,
+        queryset,
+        lambda j: stop_journey(journey=j, now=now),
+        "Stopped (running contacts exited; publish a new version to go live again)",
+    )
+
+
 @admin.register(Journey)
 class JourneyAdmin(admin.ModelAdmin):
     list_display = ["key", "name", "status", "created_at", "updated_at"]
+    actions = [pause_journeys, resume_journeys, stop_journeys]
     list_filter = ["status"]
     search_fields = ["key", "name", "description"]
     date_hierarchy = "created_at"
     readonly_fields = ["status", "created_at", "updated_at", "created_by"]
     inlines = [JourneyVersionInline]
+
+    def has_publish_permission(self, request):
+        return request.user.has_perm("journeys.publish_journey")
 
     def get_readonly_fields(self, request, obj=None):
         # The key names the journey in every definition and API path: fixed once created.

@@ -13,9 +13,17 @@ from pydantic import Field as PydanticField
 from conversions.models import ConversionAward
 from conversions.selectors import conversion_definition, goal_definition
 from journeys import selectors
-from journeys.actions.contacts import erase_contact, upsert_contact
+from journeys.actions.contacts import ERASED_REASON, erase_contact, upsert_contact
 from journeys.actions.enrollments import EnrollmentRefused, enroll_contact
 from journeys.actions.events import ingest_events
+from journeys.actions.lifecycle import (
+    JOURNEY_STOPPED,
+    LifecycleRefused,
+    discard_draft,
+    pause_journey,
+    resume_journey,
+    stop_journey,
+)
 from journeys.actions.versions import (
     VersionStateError,
     create_journey,
@@ -75,6 +83,7 @@ _PUBLISH_BODY = {
 JourneyStatus = Literal[tuple(Journey.Status.values)]
 VersionState = Literal[tuple(JourneyVersion.State.values)]
 EnrollmentState = Literal[tuple(Enrollment.State.values)]
+ExitReason = Literal["exit_when", "journey_stopped", "erased"]
 
 
 class WarningOut(Schema):
@@ -337,6 +346,43 @@ def publish(request, key: str, number: int):
     return _single_version_out(published)
 
 
+def _lifecycle(key: str, change) -> dict:
+    journey = _journey_or_404(key)
+    try:
+        change(journey)
+    except LifecycleRefused as exc:
+        raise ApiError.single(409, exc.message, ["key"]) from None
+    return _journey_out(selectors.journey_detail(key=key))
+
+
+@router.post("/journeys/{key}/pause", auth=manage_auth, tags=["journeys"], response=JourneyOut)
+def pause(request, key: str):
+    """Pause a live journey: no new enrollments; running ones hold where they are (409 when
+    it is not live)."""
+    return _lifecycle(key, lambda journey: pause_journey(journey=journey))
+
+
+@router.post("/journeys/{key}/resume", auth=manage_auth, tags=["journeys"], response=JourneyOut)
+def resume(request, key: str):
+    """Resume a paused journey: held enrollments go on, a wait that ran out at once (409
+    when it is not paused)."""
+    return _lifecycle(key, lambda journey: resume_journey(journey=journey))
+
+
+@router.post("/journeys/{key}/stop", auth=manage_auth, tags=["journeys"], response=JourneyOut)
+def stop(request, key: str):
+    """Stop a live or paused journey: running enrollments exit with `journey_stopped`;
+    read-only until a new version is published (409 when already stopped or a draft)."""
+    return _lifecycle(key, lambda journey: stop_journey(journey=journey, now=timezone.now()))
+
+
+@router.delete("/journeys/{key}/draft", auth=manage_auth, tags=["journeys"], response=JourneyOut)
+def delete_draft(request, key: str):
+    """Discard the draft version; 200 with the journey, 409 when there is no draft or it is
+    the journey's only version."""
+    return _lifecycle(key, lambda journey: discard_draft(journey=journey))
+
+
 # --- Contacts, events and enrollments (docs/contract.md §2; the engine's) ---------------------
 
 FUTURE_TOLERANCE = timedelta(days=1)
@@ -441,6 +487,9 @@ class EnrollmentOut(Schema):
     started_at: datetime
     ended_at: datetime | None
     path: list[str] = PydanticField(description="The keys of the steps it visited, in order.")
+    exit_reason: ExitReason | None = PydanticField(
+        description="Why it exited early: exit_when, journey_stopped or erased; null otherwise."
+    )
 
 
 class NewEnrollmentOut(Schema):
@@ -499,7 +548,20 @@ def _enrollment_out(enrollment: Enrollment) -> dict:
         "started_at": enrollment.started_at,
         "ended_at": enrollment.ended_at,
         "path": enrollment.path,
+        "exit_reason": _exit_reason(enrollment.exit_reason),
     }
+
+
+def _exit_reason(stored: str) -> str | None:
+    """The contract's name (6.2) for a stored exit reason: the stored text says more (which
+    rule), for admin. An exit step, a completion or a failure is no early exit: null."""
+    if stored.startswith("exit_when"):
+        return "exit_when"
+    if stored == JOURNEY_STOPPED:
+        return "journey_stopped"
+    if stored == ERASED_REASON:
+        return "erased"
+    return None
 
 
 def _contact_out(contact: Contact, *, with_history: bool = True) -> dict:

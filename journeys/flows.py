@@ -88,7 +88,7 @@ def live_flows() -> dict[int, list[Flow]]:
     """The flows of every live version of journeys that take new enrollments, by journey."""
     versions = list(
         JourneyVersion.objects.filter(state=JourneyVersion.State.LIVE)
-        .exclude(journey__status__in=[Journey.Status.PAUSED, Journey.Status.ARCHIVED])
+        .exclude(journey__status__in=[Journey.Status.PAUSED, Journey.Status.STOPPED])
         .select_related("journey")
         .order_by("journey_id", "number")
     )

@@ -154,8 +154,10 @@ class Journey(models.Model):
     class Status(models.TextChoices):
         DRAFT = "draft", "Draft"
         LIVE = "live", "Live"
+        # Contract 6.2: paused holds running enrollments and takes no new ones; stopped
+        # exited them, and only a newly published version makes the journey live again.
         PAUSED = "paused", "Paused"
-        ARCHIVED = "archived", "Archived"
+        STOPPED = "stopped", "Stopped"
 
     key = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
@@ -366,6 +368,8 @@ class OutboxMessage(models.Model):
         COMPLAINED = "complained", "Complained"
         NO_ADDRESS = "no_address", "No address"
         FREQUENCY_CAP = "frequency_cap", "Frequency cap"
+        # Not yet sent when its journey was stopped (journeys.actions.lifecycle).
+        JOURNEY_STOPPED = "journey_stopped", "Journey stopped"
 
     visit = models.OneToOneField(StepVisit, on_delete=models.CASCADE, related_name="message")
     enrollment = models.ForeignKey(Enrollment, on_delete=models.CASCADE, related_name="messages")

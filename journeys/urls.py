@@ -74,6 +74,10 @@ urlpatterns = [
         name="exit-delete",
     ),
     path("journeys/<slug:key>/publish/", views.publish, name="publish"),
+    path("journeys/<slug:key>/lifecycle/<slug:change>/", views.lifecycle, name="lifecycle"),
+    path("journeys/<slug:key>/draft/discard/", views.draft_discard, name="draft-discard"),
+    path("journeys/<slug:key>/publish/review/", views.publish_review, name="draft-review"),
+    path("journeys/<slug:key>/duplicate/", views.journey_duplicate, name="duplicate"),
     path("contacts/", views.contact_list, name="contacts"),
     # Before contacts/<path:external_id>/, which would take these paths as contact ids.
     path("contacts/import/", views.contact_import, name="contact-import"),

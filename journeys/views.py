@@ -18,11 +18,13 @@ from django.core.mail import get_connection
 from django.http import Http404, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
 from conversions.actions import save_conversion, save_goal
+from conversions.models import Revision
 from conversions.selectors import new_definition_key, resolve_journey_refs, rule_choices
 from journeys.actions.consent import set_subscription
 from journeys.actions.imports import (
@@ -31,6 +33,14 @@ from journeys.actions.imports import (
     inspect_csv,
     refused_rows_csv,
     start_contact_import,
+)
+from journeys.actions.lifecycle import (
+    LifecycleRefused,
+    discard_draft,
+    duplicate_journey,
+    pause_journey,
+    resume_journey,
+    stop_journey,
 )
 from journeys.actions.messages import (
     PreparedMessage,
@@ -76,6 +86,7 @@ from journeys.models import (
     SUBSCRIPTION_CHANNELS,
     Contact,
     ContactImport,
+    Enrollment,
     Journey,
     JourneyVersion,
     OutboxMessage,
@@ -125,6 +136,14 @@ def journey_list(request):
     return render(request, template, context)
 
 
+def _errors_onto(form, exc: DefinitionError) -> None:
+    """A definition's errors on the form's fields they name (the key, the name), the rest
+    above the form."""
+    for error in exc.errors:
+        field = (error.get("loc") or [None])[0]
+        form.add_error(field if field in form.fields else None, error["message"])
+
+
 @permission_required(EDIT, raise_exception=True)
 def journey_create(request):
     form = JourneyCreateForm(request.POST or None)
@@ -138,9 +157,7 @@ def journey_create(request):
                 user=request.user,
             )
         except DefinitionError as exc:
-            for error in exc.errors:
-                field = (error.get("loc") or [None])[0]
-                form.add_error(field if field in form.fields else None, error["message"])
+            _errors_onto(form, exc)
         else:
             return HttpResponseRedirect(reverse("journeys:editor", args=[journey.key]))
     return render(request, "journeys/create.html", {"nav": "journeys", "form": form})
@@ -294,7 +311,29 @@ def editor_context(
         context["editing"] = forms.get("editing")
     if context["can_publish"]:
         context["publish_form"] = PublishForm()
+    # Two live versions are a split: either may take every new enrollment alone.
+    context["end_split"] = (
+        state.live if request.user.has_perm(PUBLISH) and len(state.live) == 2 else []
+    )
+    if can_edit and state.draft is not None and len(journey.history) > 1:
+        context["can_discard"] = True
+    if request.user.has_perm(EDIT):
+        context["can_duplicate"] = True
+    if request.user.has_perm(PUBLISH) and journey.status in _LIFECYCLE_FROM_STATUS:
+        context["lifecycle"] = {
+            "running": Enrollment.objects.filter(
+                journey=journey, state=Enrollment.State.ACTIVE
+            ).count(),
+            "can": _LIFECYCLE_FROM_STATUS[journey.status],
+        }
     return context
+
+
+# Which lifecycle buttons the editor offers in each status (contract 6.2).
+_LIFECYCLE_FROM_STATUS = {
+    Journey.Status.LIVE: ("pause", "stop"),
+    Journey.Status.PAUSED: ("resume", "stop"),
+}
 
 
 def _render_editor(request, context: dict, *, fragment: str | None = None, status: int = 200):
@@ -569,6 +608,112 @@ def publish(request, key: str, number: int | None = None):
         errors_override=problems,
     )
     return _render_editor(request, context, fragment="workspace")
+
+
+_LIFECYCLE_CHANGES = {
+    "pause": (lambda journey: pause_journey(journey=journey), "Journey paused."),
+    "resume": (lambda journey: resume_journey(journey=journey), "Journey resumed."),
+    "stop": (
+        lambda journey: stop_journey(journey=journey, now=timezone.now()),
+        "Journey stopped: publish a new version to make it live again.",
+    ),
+}
+
+
+@require_POST
+def lifecycle(request, key: str, change: str):
+    """Pause, resume or stop the journey (Publisher role), then the editor again with what
+    happened, or why not."""
+    _require(request, PUBLISH)
+    journey = get_object_or_404(Journey, key=key)
+    if change not in _LIFECYCLE_CHANGES:
+        raise Http404("No such change")
+    action, notice = _LIFECYCLE_CHANGES[change]
+    try:
+        action(journey)
+    except LifecycleRefused as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, notice)
+    return HttpResponseRedirect(reverse("journeys:editor", args=[key]))
+
+
+def publish_review(request, key: str):
+    """The dialog the Publish button opens (HTMX): what the draft changes against the live
+    version (steps; goals and conversions changed since it was published) and how many
+    contacts run on the live versions, then Publish. Editors may read it (the publish
+    itself checks the Publisher role); a journey without a draft gets a 404."""
+    _require(request, EDIT)
+    journey = _load(key)
+    state = _state(journey)
+    if state.draft is None:
+        raise Http404("No draft to publish")
+    live = state.live[-1] if state.live else None
+    revisions = []
+    if live is not None:
+        revisions = [
+            f"{'Conversion' if revision.conversion_id else 'Goal'} "
+            f"'{(revision.conversion or revision.goal).name}' {revision.get_kind_display().lower()}"
+            for revision in Revision.objects.filter(
+                journey=journey, created_at__gt=live.published_at
+            )
+            .select_related("conversion", "goal")
+            .order_by("created_at")
+        ]
+    context = {
+        "journey": journey,
+        "draft": state.draft,
+        "live": live,
+        "flow_changes": summarize_changes(
+            live.definition if live else None, state.draft.definition
+        ),
+        "revisions": revisions,
+        "running": Enrollment.objects.filter(
+            version__in=state.live, state=Enrollment.State.ACTIVE
+        ).count(),
+    }
+    return render(request, "journeys/_publish_review.html", context)
+
+
+@require_POST
+def draft_discard(request, key: str):
+    """Throw the draft away (Editor role); the editor shows the live version again."""
+    _require(request, EDIT)
+    journey = get_object_or_404(Journey, key=key)
+    try:
+        draft = discard_draft(journey=journey)
+    except LifecycleRefused as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Draft version {draft.number} discarded.")
+    return HttpResponseRedirect(reverse("journeys:editor", args=[key]))
+
+
+@permission_required(EDIT, raise_exception=True)
+def journey_duplicate(request, key: str):
+    """A copy of the journey under a new key, its newest version as the copy's draft, with
+    goals and conversions (Editor role); a bad or taken key is shown on the form."""
+    journey = _load(key)
+    form = JourneyCreateForm(
+        request.POST or None,
+        initial={"key": f"{journey.key}-copy", "name": f"{journey.name} (copy)"},
+    )
+    if request.method == "POST" and form.is_valid():
+        try:
+            copy = duplicate_journey(
+                journey=journey,
+                key=form.cleaned_data["key"],
+                name=form.cleaned_data["name"],
+                user=request.user,
+            )
+        except DefinitionError as exc:
+            _errors_onto(form, exc)
+        else:
+            messages.success(request, f"Copied from '{journey.key}': this is its draft.")
+            return HttpResponseRedirect(reverse("journeys:editor", args=[copy.key]))
+    status = 400 if form.errors else 200
+    context = {"nav": "journeys", "journey": journey, "form": form}
+    return render(request, "journeys/duplicate.html", context, status=status)
 
 
 # --- Contacts -------------------------------------------------------------------------------

@@ -34,6 +34,8 @@ pytestmark = pytest.mark.django_db
 PUBLIC = {"login", "logout", "healthz", "metrics", "click", "journeys:unsubscribe", None}
 # Pages whose GET already needs the right to edit.
 EDIT_TO_VIEW = {
+    "journeys:draft-review",
+    "journeys:duplicate",
     "journeys:create",
     "journeys:contact-import",
     "journeys:import",
@@ -61,6 +63,9 @@ WRITE_ROUTES = {
     "journeys:exit-edit",
     "journeys:publish",
     "journeys:version-publish",
+    "journeys:lifecycle",
+    "journeys:draft-discard",
+    "journeys:duplicate",
     "journeys:contact-import",
     "journeys:import-start",
     "conversions:conversion-add",
@@ -73,6 +78,7 @@ WRITE_ROUTES = {
 }
 READ_ROUTES = {
     "journeys:list",
+    "journeys:draft-review",
     "journeys:editor",
     "journeys:version",
     "journeys:contacts",
@@ -138,7 +144,10 @@ VALUES = {
     "panel": selectors.SLOW_PANELS[0],
     "endpoint_id": "1",
     "pk": "1",
+    "change": "pause",
 }
+# Pages only a Publisher may POST to, besides those named "publish".
+PUBLISHER_ROUTES = {"journeys:lifecycle"}
 
 
 def _fill(route: str, name: str) -> str:
@@ -231,7 +240,7 @@ def test_page_permissions(world, users, role, route, name):
         return
 
     assert get.status_code in (200, 405), get.status_code
-    if role == "editor" and "publish" in name:
+    if role == "editor" and ("publish" in name or name in PUBLISHER_ROUTES):
         assert post.status_code == 403
         assert _snapshot() == before
     else:

@@ -102,6 +102,10 @@ def upsert_contact(
 ERASED_PREFIX = "erased-"
 
 
+# The stored exit_reason of an erased contact's enrollments (the API calls it `erased`).
+ERASED_REASON = "Contact erased"
+
+
 def erase_contact(*, contact: Contact, now: datetime | None = None) -> Contact:
     """Remove a contact's personal data and keep what reports count (see `_erase_contact`).
 
@@ -154,7 +158,7 @@ def _erase_contact(*, contact: Contact, now: datetime | None = None) -> Contact:
         .values_list("pk", flat=True)
     )
     Enrollment.objects.filter(pk__in=active).update(
-        **end_fields(Enrollment.State.EXITED, now, "Contact erased")
+        **end_fields(Enrollment.State.EXITED, now, ERASED_REASON)
     )
     Enrollment.objects.filter(contact=contact).exclude(last_error="").update(last_error="")
     # A delivery error may quote the address, so it goes too.

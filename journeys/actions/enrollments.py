@@ -102,7 +102,11 @@ def enroll_contact(
     running it twice enrolls once (under `once` and `after_exit`).
     """
     flows = live_flows().get(journey.pk)
-    if not flows or journey.status in (Journey.Status.PAUSED, Journey.Status.ARCHIVED):
+    if journey.status in HELD_STATUSES:
+        raise EnrollmentRefused(
+            f"Journey '{journey.key}' is {journey.status}: it takes no new enrollments."
+        )
+    if not flows:
         raise EnrollmentRefused(f"Journey '{journey.key}' has no live version to enroll in.")
     flow = pick_flow(flows)
     enrollment = new_enrollment(
@@ -156,6 +160,12 @@ def end_fields(state: str, now: datetime, reason: str = "") -> dict:
     return fields
 
 
+# Journeys whose running enrollments hold where they are (contract 6.2): the claim leaves
+# their due enrollments due, so a wait that ran out during a pause runs at the resume. A
+# stopped journey has none running; one a trigger started while the stop committed holds too.
+HELD_STATUSES = (Journey.Status.PAUSED, Journey.Status.STOPPED)
+
+
 def _claim_due_enrollments(*, limit: int, now: datetime) -> tuple[list[int], datetime]:
     """Lease a batch of due enrollments: commit `leased_until` and one more attempt, so a
     worker killed mid-batch leaves rows that another takes once the lease has run out, and
@@ -168,6 +178,7 @@ def _claim_due_enrollments(*, limit: int, now: datetime) -> tuple[list[int], dat
         claimed = claim(
             Enrollment.objects.filter(state=Enrollment.State.ACTIVE, due_at__lte=now)
             .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+            .exclude(journey_id__in=Journey.objects.filter(status__in=HELD_STATUSES).values("pk"))
             .order_by("due_at")
             .values_list("pk", "attempts"),
             limit,
@@ -189,6 +200,8 @@ def _claim_due_enrollments_pg(
     """`_claim_due_enrollments` in one statement: the claim (FOR UPDATE SKIP LOCKED, in
     due order) and the lease, RETURNING the rows' attempts."""
     table = Enrollment._meta.db_table
+    # Few journeys are ever held: the subquery is a small hashed set each row is checked in.
+    journeys = Journey._meta.db_table
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         cursor.execute(
             f"""UPDATE {table} SET leased_until = %s, attempts = attempts + 1
@@ -196,9 +209,12 @@ def _claim_due_enrollments_pg(
                     SELECT id FROM {table}
                     WHERE state = %s AND due_at <= %s
                       AND (leased_until IS NULL OR leased_until < %s)
+                      AND journey_id NOT IN (
+                          SELECT id FROM {journeys} WHERE status = ANY(%s)
+                      )
                     ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED
                 ) RETURNING id, attempts""",
-            [lease_until, Enrollment.State.ACTIVE, now, now, limit],
+            [lease_until, Enrollment.State.ACTIVE, now, now, list(HELD_STATUSES), limit],
         )
         claimed = cursor.fetchall()
         # attempts counts this claim now: more than the maximum means the maximum had run.

@@ -24,7 +24,7 @@ from journeys.delivery_rules import (
 )
 from journeys.links import track_email_clicks
 from journeys.message_templates import render_email, render_message
-from journeys.models import Contact, Enrollment, OutboxMessage, Subscription
+from journeys.models import Contact, Enrollment, Journey, OutboxMessage, Subscription
 from journeys.sms import get_sms_backend
 from webhooks.outbox import enqueue_webhook_events
 
@@ -84,6 +84,12 @@ def deliver_due_messages(*, limit: int | None = None, now: datetime) -> int:
                 attempts__lt=MESSAGE_MAX_ATTEMPTS,
             )
             .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+            # A paused journey's messages wait with its enrollments (contract 6.2).
+            .exclude(
+                enrollment__journey_id__in=Journey.objects.filter(
+                    status=Journey.Status.PAUSED
+                ).values("pk")
+            )
             .order_by("due_at"),
             limit,
         )

@@ -219,6 +219,12 @@ def publish_version(
         .exclude(pk=version.pk)
         .order_by("number")
     )
+    if journey.status == Journey.Status.STOPPED and version.state == JourneyVersion.State.LIVE:
+        # Contract 6.2: a stopped journey is read-only until a new version is published.
+        raise VersionStateError(
+            f"Journey '{journey.key}' is stopped; publish a draft or a retired version to make "
+            "it live again"
+        )
     if version.state == JourneyVersion.State.LIVE and not others:
         raise VersionStateError(
             f"Version {version.number} is already live, alone; publish a draft or a retired "

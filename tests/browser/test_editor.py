@@ -90,6 +90,9 @@ def test_build_and_publish_a_journey_end_to_end(page, live_server, publisher):
     expect(page.locator(".errors-box")).to_have_count(0)
 
     page.get_by_role("button", name="Publish", exact=True).click()
+    review = page.locator("dialog#publish-review")
+    expect(review).to_contain_text("This is the journey's first version")
+    review.get_by_role("button", name="Publish version 1").click()
     expect(page.get_by_text("Version 1 is live.")).to_be_visible()
     # The title and the version history follow without a reload.
     expect(page.locator("h1 #journey-status")).to_have_text("Live")
