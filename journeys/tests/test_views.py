@@ -1,6 +1,7 @@
 """The journey pages: list, create, editor changes, publishing, contacts; every role."""
 
 import pytest
+from django.db import connection
 from django.urls import reverse
 
 from conversions.tests.factories import ConversionAwardFactory
@@ -690,7 +691,9 @@ def test_contacts_list_query_count_does_not_grow(client, viewer, django_assert_n
         EnrollmentFactory()
     client.force_login(viewer)
     client.get("/contacts/")
-    with django_assert_num_queries(5):  # session, user, 2 permission queries, contacts
+    # session, user, 2 permission queries, the journeys to filter by, the page, the total
+    # (on PostgreSQL the planner's estimate first, then the capped count)
+    with django_assert_num_queries(7 + (connection.vendor == "postgresql")):
         html = client.get("/contacts/").content.decode()
     assert html.count("row-title") == 5
 
