@@ -779,6 +779,15 @@ class ContactFilterForm(forms.Form):
     )
     version = forms.IntegerField(required=False, min_value=1, label="Version")
     step = forms.CharField(required=False, max_length=64, label="At step")
+    reached = forms.ChoiceField(
+        required=False,
+        label="Who",
+        choices=[
+            ("", "At the step now"),
+            ("entered", "Entered the step"),
+            ("converted", "Entered the step and converted"),
+        ],
+    )
     page = forms.IntegerField(required=False, min_value=1)
 
     def __init__(self, *args, max_page: int, journeys, **kwargs):
@@ -819,6 +828,8 @@ class ContactFilterForm(forms.Form):
         data = super().clean()
         if data.get("step") and not data.get("journey") and "journey" not in self.errors:
             self.add_error("step", "Choose the journey of this step.")
+        if data.get("reached") and not data.get("journey") and "journey" not in self.errors:
+            self.add_error("reached", "Choose the journey first.")
         if data.get("version") and not data.get("journey") and "journey" not in self.errors:
             self.add_error("version", "Choose the journey of this version.")
         if journey := data.get("journey"):

@@ -25,6 +25,7 @@ from journeys.definition import (
     Definition,
     render_definition,
 )
+from journeys.editing import StepCounts
 from journeys.models import (
     Contact,
     Enrollment,
@@ -32,6 +33,7 @@ from journeys.models import (
     Journey,
     JourneyVersion,
     OutboxMessage,
+    StepVisit,
     Subscription,
 )
 
@@ -293,6 +295,9 @@ class ContactFilters:
     journey: Journey | None = None
     version: int | None = None
     step: str = ""
+    # "" (at the step now, active), "entered" or "converted" (entered, and awarded the
+    # journey's first conversion): the canvas numbers' three lists.
+    reached: str = ""
 
     def __bool__(self) -> bool:
         return bool(self.query or self.attribute or self.subscriptions or self.journey or self.step)
@@ -376,15 +381,61 @@ def _filtered_contacts(filters: ContactFilters) -> QuerySet:
             matches |= Q(**{f"subscriptions__{channel}__isnull": True})
         contacts = contacts.filter(matches)
     if filters.journey is not None:
-        enrollments = Enrollment.objects.filter(
-            journey=filters.journey, state=Enrollment.State.ACTIVE
-        )
+        enrollments = Enrollment.objects.filter(journey=filters.journey)
         if filters.version is not None:
             enrollments = enrollments.filter(version__number=filters.version)
-        if filters.step:
-            enrollments = enrollments.filter(current_step=filters.step)
+        if not filters.reached:
+            enrollments = enrollments.filter(state=Enrollment.State.ACTIVE)
+            if filters.step:
+                enrollments = enrollments.filter(current_step=filters.step)
+        elif filters.step:
+            enrollments = enrollments.filter(visits__step_key=filters.step)
+        if filters.reached == "converted":
+            enrollments = enrollments.filter(
+                awards__conversion=Subquery(_first_conversion(filters.journey.pk))
+            )
         contacts = contacts.filter(pk__in=enrollments.values("contact_id"))
     return contacts
+
+
+def _first_conversion(journey_id):
+    """The journey's first active conversion, the one its headline numbers count."""
+    return (
+        Conversion.objects.filter(journey=journey_id, archived_at__isnull=True)
+        .order_by("position", "key")
+        .values("pk")[:1]
+    )
+
+
+def step_counts(*, version: JourneyVersion) -> dict[str, StepCounts]:
+    """Per step of the version: enrollments active at it now, enrollments that entered it,
+    and those of them awarded the journey's first conversion (3 grouped queries, whatever
+    the number of steps)."""
+
+    active = dict(
+        Enrollment.objects.filter(version=version, state=Enrollment.State.ACTIVE)
+        .order_by()
+        .values("current_step")
+        .annotate(n=Count("pk"))
+        .values_list("current_step", "n")
+    )
+    visits = StepVisit.objects.filter(version=version).order_by().values("step_key")
+    entered = dict(
+        visits.annotate(n=Count("enrollment", distinct=True)).values_list("step_key", "n")
+    )
+    converted = dict(
+        visits.filter(
+            enrollment__awards__conversion=Subquery(_first_conversion(version.journey_id))
+        )
+        .annotate(n=Count("enrollment", distinct=True))
+        .values_list("step_key", "n")
+    )
+    return {
+        key: StepCounts(
+            active=active.get(key, 0), entered=entered.get(key, 0), converted=converted.get(key, 0)
+        )
+        for key in active.keys() | entered.keys() | converted.keys()
+    }
 
 
 def _count_contacts(contacts: QuerySet, *, filtered: bool) -> tuple[int, str]:

@@ -93,6 +93,7 @@ from journeys.selectors import (
     journey_list_rows,
     liquid_attribute_keys,
     preview_contact,
+    step_counts,
 )
 
 VIEW = "journeys.view_journey"
@@ -193,6 +194,13 @@ def _state(journey: Journey, *, number: int | None = None) -> EditorState:
     )
 
 
+def _shown_counts(version: JourneyVersion | None) -> dict | None:
+    """The canvas numbers of the version shown; a draft has had nobody in it."""
+    if version is None or version.state == JourneyVersion.State.DRAFT:
+        return None
+    return step_counts(version=version)
+
+
 def _history(journey: Journey) -> list[dict]:
     ordered = sorted(journey.history, key=lambda v: v.number)
     rows = []
@@ -256,6 +264,7 @@ def editor_context(
             definition,
             invalid_steps=invalid_step_keys(definition, errors),
             selected=step.get("key") if step else None,
+            counts=_shown_counts(state.version),
         ),
         "errors": [describe_error(definition, error) for error in errors],
         "warnings": [describe_error(definition, warning) for warning in warnings],
@@ -573,6 +582,7 @@ def contact_list(request):
             journey=data.get("journey"),
             version=data.get("version"),
             step=data.get("step", ""),
+            reached=data.get("reached", ""),
         )
         results = contact_search(filters=filters, page=data.get("page") or 1)
         context |= {"results": results, "filtered": bool(filters)}
