@@ -137,6 +137,18 @@ class JourneyAdmin(admin.ModelAdmin):
     readonly_fields = ["status", "created_at", "updated_at", "created_by"]
     inlines = [JourneyVersionInline]
 
+    def get_deleted_objects(self, objs, request):
+        """As Django's, except that rows derived from the journey (report rollups, whose
+        admin sets derived_rows) need no delete permission of their own: their admin
+        refuses every hand deletion, which would otherwise make a journey undeletable."""
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        derived = {
+            str(model._meta.verbose_name)
+            for model, model_admin in self.admin_site._registry.items()
+            if getattr(model_admin, "derived_rows", False)
+        }
+        return deleted, counts, perms_needed - derived, protected
+
     def get_readonly_fields(self, request, obj=None):
         # The key names the journey in every definition and API path: fixed once created.
         if obj is not None:
@@ -265,6 +277,14 @@ class OutboxMessageAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+    def has_change_permission(self, request, obj=None):
+        # A message is history: what was (or will be) sent, and how it went. Its change page
+        # is view only; the change permission without an object is what the retry action
+        # asks for, and the action is the one way to send a failed message again.
+        if obj is not None:
+            return False
+        return super().has_change_permission(request, obj)
 
     # For bin/run and anyone checking what went out: the message as its contact gets it,
     # rendered again from its template and the contact's data as they are now.

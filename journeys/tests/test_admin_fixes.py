@@ -1,0 +1,97 @@
+"""Issue 14, bug 7: a journey can be deleted from admin with its derived rows; outbox rows
+are read-only history (the retry action stays); durations read as people write them; the
+audit page says what changed in words."""
+
+import datetime
+
+import pytest
+from django.db.models import RestrictedError
+from django.utils import timezone
+
+from conversions.tests.factories import ConversionAwardFactory
+from journeys.models import Journey, OutboxMessage, StepVisit
+from journeys.tests.factories import EnrollmentFactory, JourneyVersionFactory
+from reporting.models import ConversionDay, StepDay, VersionDay
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def journey_with_history(db):
+    version = JourneyVersionFactory()
+    enrollment = EnrollmentFactory(version=version)
+    visit = StepVisit.objects.create(
+        enrollment=enrollment, version=version, step_key="welcome", seq=0, entered_at=timezone.now()
+    )
+    OutboxMessage.objects.create(
+        visit=visit,
+        enrollment=enrollment,
+        contact=enrollment.contact,
+        step_key="welcome",
+        channel="email",
+        recipient="a@example.com",
+        due_at=timezone.now(),
+    )
+    award = ConversionAwardFactory(enrollment=enrollment)
+    today = datetime.date.today()
+    VersionDay.objects.create(version=version, day=today, held_out=False, enrolled=1)
+    StepDay.objects.create(version=version, day=today, step_key="welcome", entered=1)
+    ConversionDay.objects.create(
+        conversion=award.conversion, version=version, day=today, held_out=False, converted=1
+    )
+    return version.journey
+
+
+def test_a_superuser_deletes_a_journey_with_its_report_rollups(
+    client, superuser, journey_with_history
+):
+    client.force_login(superuser)
+    url = f"/admin/journeys/journey/{journey_with_history.pk}/delete/"
+    page = client.get(url).content.decode()
+    assert "would require deleting the following protected" not in page
+    assert "permission to delete" not in page
+    response = client.post(url, {"post": "yes"})
+    assert response.status_code == 302
+    assert not Journey.objects.filter(pk=journey_with_history.pk).exists()
+    assert not VersionDay.objects.exists()
+    assert not StepDay.objects.exists()
+
+
+def test_report_rollups_alone_still_cannot_be_deleted_by_hand(
+    client, superuser, journey_with_history
+):
+    client.force_login(superuser)
+    row = StepDay.objects.get()
+    assert client.get(f"/admin/reporting/stepday/{row.pk}/delete/").status_code == 403
+
+
+def test_a_version_with_enrollments_still_cannot_be_deleted_alone(journey_with_history):
+    version = journey_with_history.versions.get()
+    with pytest.raises(RestrictedError):
+        version.delete()
+
+
+def test_an_outbox_message_is_read_only_and_failed_ones_can_be_retried(
+    client, superuser, journey_with_history
+):
+    client.force_login(superuser)
+    message = OutboxMessage.objects.get()
+    message.status = OutboxMessage.Status.FAILED
+    message.body = "the body as sent"
+    message.save()
+    url = f"/admin/journeys/outboxmessage/{message.pk}/change/"
+    page = client.get(url).content.decode()
+    assert 'name="status"' not in page
+    assert 'name="body"' not in page
+    assert 'name="_save"' not in page
+    response = client.post(url, {"status": "sent", "body": "rewritten", "_save": "Save"})
+    assert response.status_code == 403
+    message.refresh_from_db()
+    assert (message.status, message.body) == ("failed", "the body as sent")
+    response = client.post(
+        "/admin/journeys/outboxmessage/",
+        {"action": "retry_failed_messages", "_selected_action": [message.pk]},
+    )
+    assert response.status_code == 302
+    message.refresh_from_db()
+    assert message.status == OutboxMessage.Status.PENDING
