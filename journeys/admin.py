@@ -1,10 +1,13 @@
 """Admin for the journeys app. History (events, published versions, visits) is
 read-only here: it is what reports count, and editing it would rewrite the past."""
 
+import datetime
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -15,6 +18,8 @@ from journeys.actions.contacts import erase_contact
 from journeys.actions.enrollments import retry_enrollments
 from journeys.actions.events import retry_events
 from journeys.actions.messages import retry_messages
+from journeys.definition import format_duration, parse_duration
+from journeys.editing import humanize_duration, parse_human_duration
 from journeys.models import (
     ApiKey,
     Contact,
@@ -30,6 +35,38 @@ from journeys.models import (
 )
 from journeys.parsers import BodyError, check_json
 from journeys.views import preview_message, sandboxed_html
+
+
+def human_duration(value) -> str:
+    """A timedelta as people write it ("1 week", "1 day 12 hours"), not as str() does
+    ("7 days, 0:00:00"); for list columns and read-only fields that show a duration."""
+    if not value:
+        return "—"
+    return humanize_duration(format_duration(value))
+
+
+class HumanDurationField(forms.DurationField):
+    """A model DurationField in an admin form: shown as "1 week", typed as "2 days",
+    "12 hours" or ISO 8601, where Django's own shows and wants "7 00:00:00"."""
+
+    def prepare_value(self, value):
+        if isinstance(value, datetime.timedelta):
+            return humanize_duration(format_duration(value))
+        return value
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        if isinstance(value, datetime.timedelta):
+            return value
+        try:
+            return parse_duration(parse_human_duration(str(value)))
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
+# For every admin whose model has a DurationField (formfield_overrides).
+DURATIONS_IN_WORDS = {models.DurationField: {"form_class": HumanDurationField}}
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -5,10 +5,12 @@ audit page says what changed in words."""
 import datetime
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.db.models import RestrictedError
 from django.utils import timezone
 
-from conversions.tests.factories import ConversionAwardFactory
+from conversions.tests.factories import ConversionAwardFactory, ConversionFactory
+from journeys.admin import HumanDurationField
 from journeys.models import Journey, OutboxMessage, StepVisit
 from journeys.tests.factories import EnrollmentFactory, JourneyVersionFactory
 from reporting.models import ConversionDay, StepDay, VersionDay
@@ -95,3 +97,25 @@ def test_an_outbox_message_is_read_only_and_failed_ones_can_be_retried(
     assert response.status_code == 302
     message.refresh_from_db()
     assert message.status == OutboxMessage.Status.PENDING
+
+
+def test_durations_read_as_words_in_admin(client, superuser):
+    conversion = ConversionFactory(window=datetime.timedelta(days=7))
+    client.force_login(superuser)
+    pages = [
+        client.get("/admin/conversions/conversion/").content.decode(),
+        client.get(f"/admin/conversions/conversion/{conversion.pk}/change/").content.decode(),
+    ]
+    for page in pages:
+        assert "00:00:00" not in page
+        assert "0:00:00" not in page
+        assert "1 week" in page
+
+
+def test_an_admin_duration_is_typed_in_words_and_a_bad_one_is_named():
+    field = HumanDurationField(required=False)
+    assert field.clean("2 days") == datetime.timedelta(days=2)
+    assert field.clean("P1DT12H") == datetime.timedelta(days=1, hours=12)
+    assert field.clean("") is None
+    with pytest.raises(ValidationError, match="'soon' is not a duration"):
+        field.clean("soon")
