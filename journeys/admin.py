@@ -3,6 +3,8 @@ read-only here: it is what reports count, and editing it would rewrite the past.
 
 import datetime
 
+from auditlog.admin import LogEntryAdmin
+from auditlog.models import LogEntry
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
@@ -10,7 +12,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 
 from journeys.actions.api_keys import create_api_key, revoke_api_key
@@ -18,6 +20,7 @@ from journeys.actions.contacts import erase_contact
 from journeys.actions.enrollments import retry_enrollments
 from journeys.actions.events import retry_events
 from journeys.actions.messages import retry_messages
+from journeys.audit import describe_changes
 from journeys.definition import format_duration, parse_duration
 from journeys.editing import humanize_duration, parse_human_duration
 from journeys.models import (
@@ -446,3 +449,29 @@ class ContactImportRefusalAdmin(ReadOnlyAdmin):
     list_display = ["contact_import", "line", "external_id", "reason"]
     search_fields = ["external_id"]
     list_select_related = ["contact_import"]
+
+
+admin.site.unregister(LogEntry)
+
+
+@admin.register(LogEntry)
+class AuditLogEntryAdmin(LogEntryAdmin):
+    """django-auditlog's pages, with each change said in words (journeys.audit) instead of
+    raw field values and reverse relations."""
+
+    @admin.display(description="Changes")
+    def msg_short(self, obj):
+        changes = describe_changes(obj)
+        text = "; ".join(changes[:3]) + (
+            f"; and {len(changes) - 3} more" if len(changes) > 3 else ""
+        )
+        return text or "—"
+
+    @admin.display(description="Changes")
+    def msg(self, obj):
+        changes = describe_changes(obj)
+        if not changes:
+            return "—"
+        return format_html(
+            "<ul>{}</ul>", format_html_join("", "<li>{}</li>", ((c,) for c in changes))
+        )

@@ -5,14 +5,18 @@ audit page says what changed in words."""
 import datetime
 
 import pytest
+from auditlog.models import LogEntry
 from django.core.exceptions import ValidationError
 from django.db.models import RestrictedError
 from django.utils import timezone
 
 from conversions.tests.factories import ConversionAwardFactory, ConversionFactory
+from journeys.actions.versions import create_journey, save_draft_version
 from journeys.admin import HumanDurationField
+from journeys.audit import describe_changes
 from journeys.models import Journey, OutboxMessage, StepVisit
 from journeys.tests.factories import EnrollmentFactory, JourneyVersionFactory
+from journeys.tests.flows import definition as flow
 from reporting.models import ConversionDay, StepDay, VersionDay
 
 pytestmark = pytest.mark.django_db
@@ -119,3 +123,50 @@ def test_an_admin_duration_is_typed_in_words_and_a_bad_one_is_named():
     assert field.clean("") is None
     with pytest.raises(ValidationError, match="'soon' is not a duration"):
         field.clean("soon")
+
+
+AUDITED_STEPS = [
+    {"key": "hello", "type": "send_email", "subject": "Hi", "body": "Hello", "next": "nudge"},
+    {"key": "nudge", "type": "wait", "duration": "P2D", "next": None},
+]
+
+
+def test_the_audit_page_says_what_changed_in_words(client, viewer):
+    journey, _, _ = create_journey(definition=flow(AUDITED_STEPS, key="audited"))
+    steps = [
+        {**AUDITED_STEPS[0], "subject": "Hello there"},
+        {**AUDITED_STEPS[1], "duration": "P1D", "next": "bye"},
+        {"key": "bye", "type": "exit"},
+    ]
+    save_draft_version(journey=journey, definition=flow(steps, key="audited"))
+    client.force_login(viewer)
+    html = client.get(f"/journeys/{journey.key}/audit/").content.decode()
+    assert "Changed the wait in step &#x27;nudge&#x27; from 2 days to 1 day" in html
+    assert "Changed the subject in step &#x27;hello&#x27; from “Hi” to “Hello there”" in html
+    assert "Added step &#x27;bye&#x27;" in html
+    assert "Started with 2 steps: &#x27;hello&#x27;, &#x27;nudge&#x27;" in html
+    # reverse relations and raw values are not shown
+    assert "Enrollment.None" not in html
+    assert "enrollments" not in html
+    assert '{"exit_when"' not in html
+
+
+def test_an_audited_duration_reads_in_words(superuser):
+    conversion = ConversionFactory(window=datetime.timedelta(days=7))
+    conversion.window = datetime.timedelta(days=1)
+    conversion.save()
+    entry = LogEntry.objects.get_for_object(conversion).filter(action=LogEntry.Action.UPDATE).get()
+    assert "Changed window from 1 week to 1 day" in describe_changes(entry)
+
+
+def test_the_auditlog_admin_says_what_changed_in_words(client, superuser):
+    journey, version, _ = create_journey(definition=flow(AUDITED_STEPS, key="audited"))
+    steps = [AUDITED_STEPS[0], {**AUDITED_STEPS[1], "duration": "P1D"}]
+    save_draft_version(journey=journey, definition=flow(steps, key="audited"))
+    client.force_login(superuser)
+    listing = client.get("/admin/auditlog/logentry/").content.decode()
+    assert "Changed the wait in step &#x27;nudge&#x27; from 2 days to 1 day" in listing
+    assert "Enrollment.None" not in listing
+    entry = LogEntry.objects.get_for_object(version).filter(action=LogEntry.Action.UPDATE).get()
+    page = client.get(f"/admin/auditlog/logentry/{entry.pk}/change/").content.decode()
+    assert "<li>Changed the wait in step &#x27;nudge&#x27; from 2 days to 1 day</li>" in page
