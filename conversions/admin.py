@@ -10,11 +10,12 @@ from django.contrib import admin
 from conversions.actions import save_conversion, save_goal
 from conversions.forms import ConversionModelForm, GoalModelForm
 from conversions.models import Conversion, ConversionAward, Goal, GoalAchievement, Revision
-from journeys.admin import ReadOnlyAdmin
+from journeys.admin import DURATIONS_IN_WORDS, ReadOnlyAdmin, human_duration
 
 
 class DefinitionAdmin(admin.ModelAdmin):
     save_action = None
+    formfield_overrides = DURATIONS_IN_WORDS
 
     def get_readonly_fields(self, request, obj=None):
         # The journey and the key are how versions refer to it: fixed once created.
@@ -42,13 +43,17 @@ class ConversionAdmin(DefinitionAdmin):
         "journey",
         "value",
         "counting",
-        "window",
+        "window_display",
         "event_name",
         "archived_at",
     ]
     list_filter = ["counting", ("archived_at", admin.EmptyFieldListFilter), "journey"]
     search_fields = ["key", "name", "journey__key", "journey__name", "event_name"]
     list_select_related = ["journey"]
+
+    @admin.display(description="Window", ordering="window")
+    def window_display(self, conversion):
+        return human_duration(conversion.window)
 
 
 @admin.register(Goal)

@@ -58,7 +58,7 @@ class Goal(models.Model):
     description = models.TextField(blank=True, default="")
     criteria = models.JSONField()
     conversion = models.ForeignKey(
-        Conversion, null=True, blank=True, on_delete=models.PROTECT, related_name="goals"
+        Conversion, null=True, blank=True, on_delete=models.RESTRICT, related_name="goals"
     )
     position = models.PositiveIntegerField(default=0)
     archived_at = models.DateTimeField(null=True, blank=True)
@@ -119,7 +119,7 @@ class Revision(models.Model):
 class GoalAchievement(models.Model):
     # goal and version are indexed by goal_once_per_enrollment and achievement_version_idx.
     goal = models.ForeignKey(
-        Goal, on_delete=models.PROTECT, related_name="achievements", db_index=False
+        Goal, on_delete=models.RESTRICT, related_name="achievements", db_index=False
     )
     enrollment = models.ForeignKey(
         Enrollment, on_delete=models.CASCADE, related_name="goal_achievements"
@@ -162,7 +162,7 @@ class ConversionAward(models.Model):
 
     # conversion and version are indexed by award_time_idx and award_version_idx.
     conversion = models.ForeignKey(
-        Conversion, on_delete=models.PROTECT, related_name="awards", db_index=False
+        Conversion, on_delete=models.RESTRICT, related_name="awards", db_index=False
     )
     # journey, version and contact are copies of the enrollment's: see
     # journeys.models.COPIED_FROM_ENROLLMENT for why the database checks only the enrollment.

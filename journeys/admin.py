@@ -1,13 +1,18 @@
 """Admin for the journeys app. History (events, published versions, visits) is
 read-only here: it is what reports count, and editing it would rewrite the past."""
 
+import datetime
+
+from auditlog.admin import LogEntryAdmin
+from auditlog.models import LogEntry
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 
 from journeys.actions.api_keys import create_api_key, revoke_api_key
@@ -21,6 +26,9 @@ from journeys.actions.lifecycle import (
     stop_journey,
 )
 from journeys.actions.messages import retry_messages
+from journeys.audit import describe_changes
+from journeys.definition import format_duration, parse_duration
+from journeys.editing import humanize_duration, parse_human_duration
 from journeys.models import (
     ApiKey,
     Contact,
@@ -36,6 +44,38 @@ from journeys.models import (
 )
 from journeys.parsers import BodyError, check_json
 from journeys.views import preview_message, sandboxed_html
+
+
+def human_duration(value) -> str:
+    """A timedelta as people write it ("1 week", "1 day 12 hours"), not as str() does
+    ("7 days, 0:00:00"); for list columns and read-only fields that show a duration."""
+    if not value:
+        return "—"
+    return humanize_duration(format_duration(value))
+
+
+class HumanDurationField(forms.DurationField):
+    """A model DurationField in an admin form: shown as "1 week", typed as "2 days",
+    "12 hours" or ISO 8601, where Django's own shows and wants "7 00:00:00"."""
+
+    def prepare_value(self, value):
+        if isinstance(value, datetime.timedelta):
+            return humanize_duration(format_duration(value))
+        return value
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        if isinstance(value, datetime.timedelta):
+            return value
+        try:
+            return parse_duration(parse_human_duration(str(value)))
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
+# For every admin whose model has a DurationField (formfield_overrides).
+DURATIONS_IN_WORDS = {models.DurationField: {"form_class": HumanDurationField}}
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -186,6 +226,18 @@ class JourneyAdmin(admin.ModelAdmin):
     def has_publish_permission(self, request):
         return request.user.has_perm("journeys.publish_journey")
 
+    def get_deleted_objects(self, objs, request):
+        """As Django's, except that rows derived from the journey (report rollups, whose
+        admin sets derived_rows) need no delete permission of their own: their admin
+        refuses every hand deletion, which would otherwise make a journey undeletable."""
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        derived = {
+            str(model._meta.verbose_name)
+            for model, model_admin in self.admin_site._registry.items()
+            if getattr(model_admin, "derived_rows", False)
+        }
+        return deleted, counts, perms_needed - derived, protected
+
     def get_readonly_fields(self, request, obj=None):
         # The key names the journey in every definition and API path: fixed once created.
         if obj is not None:
@@ -315,6 +367,14 @@ class OutboxMessageAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def has_change_permission(self, request, obj=None):
+        # A message is history: what was (or will be) sent, and how it went. Its change page
+        # is view only; the change permission without an object is what the retry action
+        # asks for, and the action is the one way to send a failed message again.
+        if obj is not None:
+            return False
+        return super().has_change_permission(request, obj)
+
     # For bin/run and anyone checking what went out: the message as its contact gets it,
     # rendered again from its template and the contact's data as they are now.
     @admin.display(description="Rendered")
@@ -438,3 +498,29 @@ class ContactImportRefusalAdmin(ReadOnlyAdmin):
     list_display = ["contact_import", "line", "external_id", "reason"]
     search_fields = ["external_id"]
     list_select_related = ["contact_import"]
+
+
+admin.site.unregister(LogEntry)
+
+
+@admin.register(LogEntry)
+class AuditLogEntryAdmin(LogEntryAdmin):
+    """django-auditlog's pages, with each change said in words (journeys.audit) instead of
+    raw field values and reverse relations."""
+
+    @admin.display(description="Changes")
+    def msg_short(self, obj):
+        changes = describe_changes(obj)
+        text = "; ".join(changes[:3]) + (
+            f"; and {len(changes) - 3} more" if len(changes) > 3 else ""
+        )
+        return text or "—"
+
+    @admin.display(description="Changes")
+    def msg(self, obj):
+        changes = describe_changes(obj)
+        if not changes:
+            return "—"
+        return format_html(
+            "<ul>{}</ul>", format_html_join("", "<li>{}</li>", ((c,) for c in changes))
+        )

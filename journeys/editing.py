@@ -198,6 +198,16 @@ def step_ports(step: dict) -> list[tuple[str, str, str | None]]:
     return [("next", "", step.get("next"))]
 
 
+@dataclasses.dataclass(frozen=True)
+class StepCounts:
+    """What the canvas shows under a step of a published version (journeys.selectors
+    step_counts)."""
+
+    active: int = 0
+    entered: int = 0
+    converted: int = 0
+
+
 @dataclasses.dataclass
 class Card:
     key: str
@@ -209,6 +219,8 @@ class Card:
     selected: bool
     port: str | None  # the port a step added after this card attaches to (linear steps)
     branches: list["Branch"] = dataclasses.field(default_factory=list)
+    # The step's numbers (active, entered, converted) on a published version; None on drafts.
+    counts: StepCounts | None = None
 
 
 @dataclasses.dataclass
@@ -249,7 +261,11 @@ def _tone(label: str, port: str) -> str:
 
 
 def build_diagram(
-    definition: dict, *, invalid_steps: set[str] = frozenset(), selected: str | None = None
+    definition: dict,
+    *,
+    invalid_steps: set[str] = frozenset(),
+    selected: str | None = None,
+    counts: dict | None = None,
 ) -> Diagram:
     """The flow as nested sequences: each step drawn once, where the flow first reaches
     it; a later reference is drawn as a link to it, so merges and loops stay readable."""
@@ -257,6 +273,7 @@ def build_diagram(
     by_key = {s.get("key"): s for s in steps}
     names = definition_names(definition)
     drawn: set[str] = set()
+    empty_counts = StepCounts()
 
     def title(key: str | None) -> str:
         step = by_key.get(key) or {}
@@ -286,6 +303,7 @@ def build_diagram(
                 invalid=key in invalid_steps,
                 selected=key == selected,
                 port="next" if ports and ports[0][0] == "next" else None,
+                counts=None if counts is None else counts.get(key, empty_counts),
             )
             cards.append(card)
             if not ports:

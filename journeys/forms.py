@@ -3,9 +3,10 @@ definition (a step, a trigger, the settings); validation of the whole flow stays
 journeys.definition, so the editor and the API apply the same rules."""
 
 import json
+import re
 
 from django import forms
-from django.core.validators import RegexValidator
+from django.core.validators import MaxValueValidator, RegexValidator
 
 from journeys.definition import (
     ADDRESS_PROBLEM,
@@ -969,3 +970,97 @@ class TestSendForm(PreviewForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["contact"].label = "With the data of contact"
+
+
+SUBSCRIPTION_FILTER_CHOICES = [("", "Any"), *Subscription.choices]
+ATTRIBUTE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+class ContactFilterForm(forms.Form):
+    """The contacts list's query string: search, filters and page; every field optional."""
+
+    q = forms.CharField(required=False, max_length=255, label="Email, external id or name")
+    attribute = forms.CharField(
+        required=False,
+        max_length=255,
+        label="Attribute",
+        help_text="key=value, e.g. plan=pro",
+    )
+    email = forms.ChoiceField(
+        required=False, choices=SUBSCRIPTION_FILTER_CHOICES, label="Email subscription"
+    )
+    sms = forms.ChoiceField(
+        required=False, choices=SUBSCRIPTION_FILTER_CHOICES, label="SMS subscription"
+    )
+    journey = forms.CharField(
+        required=False, max_length=100, label="In journey", widget=forms.Select
+    )
+    version = forms.IntegerField(required=False, min_value=1, label="Version")
+    step = forms.CharField(required=False, max_length=64, label="At step")
+    reached = forms.ChoiceField(
+        required=False,
+        label="Who",
+        choices=[
+            ("", "At the step now"),
+            ("entered", "Entered the step"),
+            ("converted", "Entered the step and converted"),
+        ],
+    )
+    page = forms.IntegerField(required=False, min_value=1)
+
+    def __init__(self, *args, max_page: int, journeys, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["page"].validators.append(
+            MaxValueValidator(max_page, f"Pages stop at {max_page}: narrow the search instead.")
+        )
+        self.journeys = {journey.key: journey for journey in journeys}
+        self.fields["journey"].widget.choices = [
+            ("", "Any"),
+            *((key, journey.name) for key, journey in self.journeys.items()),
+        ]
+
+    def clean_q(self):
+        return self.cleaned_data["q"].strip()
+
+    def clean_attribute(self):
+        text = self.cleaned_data["attribute"].strip()
+        if not text:
+            return None
+        key, sep, value = text.partition("=")
+        key = key.strip()
+        if not sep or not ATTRIBUTE_KEY.fullmatch(key):
+            raise forms.ValidationError(
+                "Write the attribute as key=value, with a key of letters, digits, _ or -."
+            )
+        return key, value.strip()
+
+    def clean_journey(self):
+        key = self.cleaned_data["journey"].strip()
+        if not key:
+            return None
+        if key not in self.journeys:
+            raise forms.ValidationError(f"There is no journey “{key}”.")
+        return self.journeys[key]
+
+    def clean(self):
+        data = super().clean()
+        if data.get("step") and not data.get("journey") and "journey" not in self.errors:
+            self.add_error("step", "Choose the journey of this step.")
+        if data.get("reached") and not data.get("journey") and "journey" not in self.errors:
+            self.add_error("reached", "Choose the journey first.")
+        if data.get("version") and not data.get("journey") and "journey" not in self.errors:
+            self.add_error("version", "Choose the journey of this version.")
+        if journey := data.get("journey"):
+            self._check_version_and_step(journey, data.get("version"), data.get("step"))
+        return data
+
+    def _check_version_and_step(self, journey, number, step):
+        versions = dict(journey.versions.values_list("number", "definition"))
+        if number and number not in versions:
+            self.add_error("version", f"{journey.name} has no version {number}.")
+            return
+        definitions = [versions[number]] if number else versions.values()
+        if step and not any(
+            step == each.get("key") for d in definitions for each in d.get("steps", [])
+        ):
+            self.add_error("step", f"{journey.name} has no step “{step}”.")

@@ -253,8 +253,10 @@ class Enrollment(models.Model):
     journey = models.ForeignKey(
         Journey, on_delete=models.CASCADE, related_name="enrollments", db_index=False
     )
+    # RESTRICT, not PROTECT: a version with enrollments cannot be deleted alone, but goes
+    # with its journey, which deletes the enrollments too (admin's delete, issue 14).
     version = models.ForeignKey(
-        JourneyVersion, on_delete=models.PROTECT, related_name="enrollments", db_index=False
+        JourneyVersion, on_delete=models.RESTRICT, related_name="enrollments", db_index=False
     )
     state = models.CharField(max_length=16, choices=State.choices, default=State.ACTIVE)
     held_out = models.BooleanField(default=False)

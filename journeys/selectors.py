@@ -8,6 +8,7 @@ these reads join conversion rows freely; reads of goals and conversions alone li
 import dataclasses
 import datetime
 
+from django.db import connection
 from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from pydantic import ValidationError
@@ -24,7 +25,17 @@ from journeys.definition import (
     Definition,
     render_definition,
 )
-from journeys.models import Contact, Enrollment, Event, Journey, JourneyVersion, OutboxMessage
+from journeys.editing import StepCounts
+from journeys.models import (
+    Contact,
+    Enrollment,
+    Event,
+    Journey,
+    JourneyVersion,
+    OutboxMessage,
+    StepVisit,
+    Subscription,
+)
 
 
 def latest_version(*, journey: Journey) -> JourneyVersion | None:
@@ -266,17 +277,182 @@ class TimelineEntry:
     state: str = ""
 
 
-def contact_search(*, query: str = "", limit: int = 50) -> list:
-    """Contacts whose email or external id contains the query, newest first, with their
-    enrollment and conversion counts (1 query)."""
+# Under this many matches the list shows an exact total; above it counting every row would
+# cost a scan of up to 1 M rows on each page view, so the total is "more than N" (filters)
+# or the planner's estimate (no filter, PostgreSQL: pg_class.reltuples).
+CONTACT_COUNT_EXACT_BELOW = 10_000
+CONTACTS_PER_PAGE = 50
+# OFFSET reads and skips every earlier row: page 2,000 skips 100,000 index entries (~30 ms).
+# Past it people should narrow the search rather than page.
+CONTACT_PAGES_MAX = 2_000
 
-    contacts = Contact.objects.annotate(
-        enrollment_count=Count("enrollments", distinct=True),
-        award_count=Count("awards", distinct=True),
+
+@dataclasses.dataclass(frozen=True)
+class ContactFilters:
+    query: str = ""
+    attribute: tuple[str, str] | None = None
+    subscriptions: tuple[tuple[str, str], ...] = ()
+    journey: Journey | None = None
+    version: int | None = None
+    step: str = ""
+    # "" (at the step now, active), "entered" or "converted" (entered, and awarded the
+    # journey's first conversion): the canvas numbers' three lists.
+    reached: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.query or self.attribute or self.subscriptions or self.journey or self.step)
+
+
+@dataclasses.dataclass(frozen=True)
+class ContactPage:
+    contacts: list
+    number: int
+    has_next: bool
+    total: int
+    # "exact", "at least" (more than CONTACT_COUNT_EXACT_BELOW matched) or "estimate".
+    total_kind: str
+
+    @property
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+
+def contact_search(
+    *, filters: ContactFilters = ContactFilters(), page: int = 1, per_page: int = CONTACTS_PER_PAGE
+) -> ContactPage:
+    """One page of the contacts that match, newest first, with their enrollment and
+    conversion counts, and the total (2 queries; 3 on PostgreSQL without filters).
+
+    Search is by prefix (email, external id, first_name, last_name or name attribute,
+    case-insensitive) so that it reads the prefix indexes of migration 0019 rather than
+    every row."""
+
+    contacts = _filtered_contacts(filters)
+    # The page's ids first: PostgreSQL computes the select list for the rows OFFSET skips
+    # too, so annotating the offset query would count enrollments of 25,000 rows on page 500.
+    page_ids = contacts.order_by("-pk").values("pk")[(page - 1) * per_page : page * per_page + 1]
+    rows = list(
+        Contact.objects.filter(pk__in=Subquery(page_ids))
+        .annotate(
+            enrollment_count=_count_per_contact(Enrollment),
+            award_count=_count_per_contact(ConversionAward),
+        )
+        .order_by("-pk")
     )
-    if query:
-        contacts = contacts.filter(Q(email__icontains=query) | Q(external_id__icontains=query))
-    return list(contacts.order_by("-created_at", "-pk")[:limit])
+    total, kind = _count_contacts(contacts, filtered=bool(filters))
+    return ContactPage(
+        contacts=rows[:per_page],
+        number=page,
+        has_next=len(rows) > per_page,
+        total=total,
+        total_kind=kind,
+    )
+
+
+def _count_per_contact(model):
+    """A correlated count: evaluated for the page's rows only, where a join and GROUP BY
+    would aggregate every contact's rows before the LIMIT."""
+
+    rows = model.objects.filter(contact=OuterRef("pk")).order_by().values("contact")
+    return Coalesce(Subquery(rows.annotate(n=Count("pk")).values("n")), 0)
+
+
+def _filtered_contacts(filters: ContactFilters) -> QuerySet:
+    contacts = Contact.objects.all()
+    if query := filters.query:
+        contacts = contacts.filter(
+            Q(email__istartswith=query)
+            | Q(external_id__istartswith=query)
+            | Q(attributes__first_name__istartswith=query)
+            | Q(attributes__last_name__istartswith=query)
+            | Q(attributes__name__istartswith=query)
+        )
+    if filters.attribute:
+        key, value = filters.attribute
+        if connection.vendor == "postgresql":
+            # @> reads the GIN index on attributes; a key lookup would read every row.
+            contacts = contacts.filter(attributes__contains={key: value})
+        else:
+            contacts = contacts.filter(**{f"attributes__{key}": value})
+    for channel, status in filters.subscriptions:
+        matches = Q(**{f"subscriptions__{channel}": status})
+        if status == Subscription.SUBSCRIBED:
+            # A channel missing from the JSON counts as subscribed (Contact.subscription).
+            matches |= Q(**{f"subscriptions__{channel}__isnull": True})
+        contacts = contacts.filter(matches)
+    if filters.journey is not None:
+        enrollments = Enrollment.objects.filter(journey=filters.journey)
+        if filters.version is not None:
+            enrollments = enrollments.filter(version__number=filters.version)
+        if not filters.reached:
+            enrollments = enrollments.filter(state=Enrollment.State.ACTIVE)
+            if filters.step:
+                enrollments = enrollments.filter(current_step=filters.step)
+        elif filters.step:
+            enrollments = enrollments.filter(visits__step_key=filters.step)
+        if filters.reached == "converted":
+            enrollments = enrollments.filter(
+                awards__conversion=Subquery(_first_conversion(filters.journey.pk))
+            )
+        contacts = contacts.filter(pk__in=enrollments.values("contact_id"))
+    return contacts
+
+
+def _first_conversion(journey_id):
+    """The journey's first active conversion, the one its headline numbers count."""
+    return (
+        Conversion.objects.filter(journey=journey_id, archived_at__isnull=True)
+        .order_by("position", "key")
+        .values("pk")[:1]
+    )
+
+
+def step_counts(*, version: JourneyVersion) -> dict[str, StepCounts]:
+    """Per step of the version: enrollments active at it now, enrollments that entered it,
+    and those of them awarded the journey's first conversion (3 grouped queries, whatever
+    the number of steps)."""
+
+    active = dict(
+        Enrollment.objects.filter(version=version, state=Enrollment.State.ACTIVE)
+        .order_by()
+        .values("current_step")
+        .annotate(n=Count("pk"))
+        .values_list("current_step", "n")
+    )
+    visits = StepVisit.objects.filter(version=version).order_by().values("step_key")
+    entered = dict(
+        visits.annotate(n=Count("enrollment", distinct=True)).values_list("step_key", "n")
+    )
+    converted = dict(
+        visits.filter(
+            enrollment__awards__conversion=Subquery(_first_conversion(version.journey_id))
+        )
+        .annotate(n=Count("enrollment", distinct=True))
+        .values_list("step_key", "n")
+    )
+    return {
+        key: StepCounts(
+            active=active.get(key, 0), entered=entered.get(key, 0), converted=converted.get(key, 0)
+        )
+        for key in active.keys() | entered.keys() | converted.keys()
+    }
+
+
+def _count_contacts(contacts: QuerySet, *, filtered: bool) -> tuple[int, str]:
+    if not filtered and connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+                [Contact._meta.db_table],
+            )
+            estimate = cursor.fetchone()[0]
+        if estimate > CONTACT_COUNT_EXACT_BELOW:
+            return estimate, "estimate"
+    # Counting through a LIMIT stops at the threshold instead of reading every match.
+    count = contacts.order_by().values("pk")[: CONTACT_COUNT_EXACT_BELOW + 1].count()
+    if count > CONTACT_COUNT_EXACT_BELOW:
+        return CONTACT_COUNT_EXACT_BELOW, "at least"
+    return count, "exact"
 
 
 def contact_timeline(*, contact, limit: int = 200) -> list[TimelineEntry]:

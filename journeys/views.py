@@ -72,6 +72,7 @@ from journeys.editing import (
 from journeys.forms import (
     NEW,
     AddStepForm,
+    ContactFilterForm,
     ContactImportForm,
     JourneyCreateForm,
     PreviewForm,
@@ -93,6 +94,8 @@ from journeys.models import (
     Subscription,
 )
 from journeys.selectors import (
+    CONTACT_PAGES_MAX,
+    ContactFilters,
     contact_search,
     contact_timeline,
     editor_definition,
@@ -101,6 +104,7 @@ from journeys.selectors import (
     journey_list_rows,
     liquid_attribute_keys,
     preview_contact,
+    step_counts,
 )
 
 VIEW = "journeys.view_journey"
@@ -207,6 +211,13 @@ def _state(journey: Journey, *, number: int | None = None) -> EditorState:
     )
 
 
+def _shown_counts(version: JourneyVersion | None) -> dict | None:
+    """The canvas numbers of the version shown; a draft has had nobody in it."""
+    if version is None or version.state == JourneyVersion.State.DRAFT:
+        return None
+    return step_counts(version=version)
+
+
 def _history(journey: Journey) -> list[dict]:
     ordered = sorted(journey.history, key=lambda v: v.number)
     rows = []
@@ -270,6 +281,7 @@ def editor_context(
             definition,
             invalid_steps=invalid_step_keys(definition, errors),
             selected=step.get("key") if step else None,
+            counts=_shown_counts(state.version),
         ),
         "errors": [describe_error(definition, error) for error in errors],
         "warnings": [describe_error(definition, warning) for warning in warnings],
@@ -721,12 +733,54 @@ def journey_duplicate(request, key: str):
 
 @permission_required("journeys.view_contact", raise_exception=True)
 def contact_list(request):
-    query = request.GET.get("q", "").strip()
-    context = {"nav": "contacts", "contacts": contact_search(query=query), "query": query}
+    """Search and filters come in the query string (so a filtered list is a link to share);
+    a bad value gets the form back with its error and a 400."""
+
+    form = ContactFilterForm(
+        request.GET or None,
+        max_page=CONTACT_PAGES_MAX,
+        journeys=Journey.objects.order_by("name"),
+    )
+    context = {"nav": "contacts", "form": form, "results": None}
+    status = 200
+    if form.is_bound and not form.is_valid():
+        status = 400
+    else:
+        data = form.cleaned_data if form.is_bound else {}
+        filters = ContactFilters(
+            query=data.get("q", ""),
+            attribute=data.get("attribute"),
+            subscriptions=tuple(
+                (channel, data[channel]) for channel in SUBSCRIPTION_CHANNELS if data.get(channel)
+            ),
+            journey=data.get("journey"),
+            version=data.get("version"),
+            step=data.get("step", ""),
+            reached=data.get("reached", ""),
+        )
+        results = contact_search(filters=filters, page=data.get("page") or 1)
+        context |= {"results": results, "filtered": bool(filters)}
+        context |= _page_links(request, results)
     template = "journeys/contacts.html"
     if request.htmx:
         template += "#results"
-    return render(request, template, context)
+    return render(request, template, context, status=status)
+
+
+def _page_links(request, results) -> dict:
+    """The previous and next pages' query strings: the same filters, another page."""
+
+    def link(number):
+        params = request.GET.copy()
+        params.pop("page", None)
+        if number > 1:
+            params["page"] = number
+        return "?" + params.urlencode()
+
+    return {
+        "previous_page": link(results.number - 1) if results.has_previous else None,
+        "next_page": link(results.number + 1) if results.has_next else None,
+    }
 
 
 @permission_required("journeys.view_contact", raise_exception=True)

@@ -19,6 +19,10 @@ from reporting.models import (
 
 class RollupAdmin(admin.ModelAdmin):
     list_select_related = True
+    # Nobody deletes these rows by hand, but they go with the journey (version, conversion)
+    # they sum up: the journey's delete page does not ask for a permission on them
+    # (journeys.admin JourneyAdmin.get_deleted_objects).
+    derived_rows = True
 
     def has_add_permission(self, request, obj=None):
         return False

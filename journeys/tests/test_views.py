@@ -1,6 +1,7 @@
 """The journey pages: list, create, editor changes, publishing, contacts; every role."""
 
 import pytest
+from django.db import connection
 from django.urls import reverse
 
 from conversions.tests.factories import ConversionAwardFactory
@@ -192,8 +193,10 @@ def test_editor_query_count_does_not_grow_with_versions_or_steps(
     # session, user, 2 permission queries, journey, versions, goals, conversions, and the
     # conversions and goals that triggers and exit rules can pick from; for an email step,
     # the attribute names of recent contacts (the journey's, then any: 2 at most); for a
-    # Publisher of a live journey, the count of contacts running (the lifecycle confirmations)
-    with django_assert_num_queries(13):
+    # Publisher of a live journey, the count of contacts running (the lifecycle
+    # confirmations); on the live version shown, the canvas numbers (active, entered,
+    # converted: 3)
+    with django_assert_num_queries(16):
         response = client.get("/journeys/trial-nurture/?step=welcome")
     assert response.status_code == 200
     assert response.content.decode().count('href="/journeys/trial-nurture/versions/') >= 3
@@ -695,7 +698,9 @@ def test_contacts_list_query_count_does_not_grow(client, viewer, django_assert_n
         EnrollmentFactory()
     client.force_login(viewer)
     client.get("/contacts/")
-    with django_assert_num_queries(5):  # session, user, 2 permission queries, contacts
+    # session, user, 2 permission queries, the journeys to filter by, the page, the total
+    # (on PostgreSQL the planner's estimate first, then the capped count)
+    with django_assert_num_queries(7 + (connection.vendor == "postgresql")):
         html = client.get("/contacts/").content.decode()
     assert html.count("row-title") == 5
 
