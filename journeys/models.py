@@ -159,6 +159,11 @@ class Journey(models.Model):
         PAUSED = "paused", "Paused"
         STOPPED = "stopped", "Stopped"
 
+    # Journeys whose running enrollments hold where they are (contract 6.2): the engine's
+    # claim leaves their due work due, so a wait that ran out during a pause runs at the
+    # resume; the sweep, /healthz and the metrics do not count it as late.
+    HELD = (Status.PAUSED, Status.STOPPED)
+
     key = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True, default="")

@@ -608,8 +608,9 @@ def engine_status(*, now: datetime.datetime) -> EngineStatus:
     )
     active = Q(state=Enrollment.State.ACTIVE)
     running = active & Q(leased_until__gt=now)
+    held = Q(journey_id__in=_held_journeys())
     enrollments = Enrollment.objects.filter(Q(state=Enrollment.State.FAILED) | active).aggregate(
-        due=Count("id", filter=active & Q(due_at__lte=now) & ~running),
+        due=Count("id", filter=active & Q(due_at__lte=now) & ~running & ~held),
         running=Count("id", filter=running),
         waiting=Count("id", filter=active & Q(due_at__gt=now)),
         failed=Count("id", filter=Q(state=Enrollment.State.FAILED)),
@@ -632,10 +633,15 @@ def engine_status(*, now: datetime.datetime) -> EngineStatus:
     )
 
 
+def _held_journeys() -> QuerySet:
+    return Journey.objects.filter(status__in=Journey.HELD).values("pk")
+
+
 def due_work_ages(*, now: datetime.datetime) -> dict[str, float | None]:
     """Seconds the oldest item of each queue of record has been due; None when none is.
 
-    Each query walks the partial index that the workers use to find the same work.
+    Each query walks the partial index that the workers use to find the same work. Work a
+    paused or stopped journey holds is not late: the workers leave it on purpose.
     """
     oldest = {
         "events": Event.objects.filter(status=Event.Status.PENDING)
@@ -643,10 +649,12 @@ def due_work_ages(*, now: datetime.datetime) -> dict[str, float | None]:
         .values_list("received_at", flat=True)
         .first(),
         "enrollments": Enrollment.objects.filter(state=Enrollment.State.ACTIVE, due_at__lte=now)
+        .exclude(journey_id__in=_held_journeys())
         .order_by("due_at")
         .values_list("due_at", flat=True)
         .first(),
         "outbox": OutboxMessage.objects.filter(status=OutboxMessage.Status.PENDING, due_at__lte=now)
+        .exclude(enrollment__journey_id__in=_held_journeys())
         .order_by("due_at")
         .values_list("due_at", flat=True)
         .first(),

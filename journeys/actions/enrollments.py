@@ -160,10 +160,9 @@ def end_fields(state: str, now: datetime, reason: str = "") -> dict:
     return fields
 
 
-# Journeys whose running enrollments hold where they are (contract 6.2): the claim leaves
-# their due enrollments due, so a wait that ran out during a pause runs at the resume. A
-# stopped journey has none running; one a trigger started while the stop committed holds too.
-HELD_STATUSES = (Journey.Status.PAUSED, Journey.Status.STOPPED)
+# A stopped journey has none running; one a trigger started while the stop committed holds
+# too, like a paused journey's.
+HELD_STATUSES = Journey.HELD
 
 
 def _claim_due_enrollments(*, limit: int, now: datetime) -> tuple[list[int], datetime]:

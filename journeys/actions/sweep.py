@@ -12,7 +12,7 @@ from django.utils import timezone
 from journeys.actions.enrollments import advance_due_enrollments
 from journeys.actions.events import process_pending_events
 from journeys.actions.messages import deliver_due_messages
-from journeys.models import ContactImport, Enrollment, Event, OutboxMessage
+from journeys.models import ContactImport, Enrollment, Event, Journey, OutboxMessage
 from journeys.wakeups import wake
 from webhooks.actions import deliver_due_webhooks
 from webhooks.models import WebhookDelivery, WebhookEvent
@@ -24,17 +24,26 @@ def enqueue_due_work(*, now: datetime) -> list[str]:
     due = []
     if Event.objects.filter(status=Event.Status.PENDING).exists():
         due.append("process_events")
-    if Enrollment.objects.filter(
-        Q(leased_until__isnull=True) | Q(leased_until__lt=now),
-        state=Enrollment.State.ACTIVE,
-        due_at__lte=now,
-    ).exists():
+    held = Journey.objects.filter(status__in=Journey.HELD).values("pk")
+    if (
+        Enrollment.objects.filter(
+            Q(leased_until__isnull=True) | Q(leased_until__lt=now),
+            state=Enrollment.State.ACTIVE,
+            due_at__lte=now,
+        )
+        .exclude(journey_id__in=held)
+        .exists()
+    ):
         due.append("advance_enrollments")
-    if OutboxMessage.objects.filter(
-        Q(leased_until__isnull=True) | Q(leased_until__lt=now),
-        status=OutboxMessage.Status.PENDING,
-        due_at__lte=now,
-    ).exists():
+    if (
+        OutboxMessage.objects.filter(
+            Q(leased_until__isnull=True) | Q(leased_until__lt=now),
+            status=OutboxMessage.Status.PENDING,
+            due_at__lte=now,
+        )
+        .exclude(enrollment__journey_id__in=held)
+        .exists()
+    ):
         due.append("deliver_messages")
     if (
         WebhookEvent.objects.filter(fanned_out=False).exists()

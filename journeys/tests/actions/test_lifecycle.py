@@ -15,9 +15,10 @@ from journeys.actions.lifecycle import (
     stop_journey,
 )
 from journeys.actions.messages import deliver_due_messages
+from journeys.actions.sweep import enqueue_due_work
 from journeys.actions.versions import VersionStateError, publish_version, save_draft_version
 from journeys.models import Enrollment, Event, Journey, OutboxMessage
-from journeys.selectors import journey_definition
+from journeys.selectors import due_work_ages, engine_status, journey_definition
 from journeys.tests.actions.scenarios import (
     EVENT_CONVERSION_STEPS,
     NURTURE_STEPS,
@@ -150,3 +151,20 @@ def test_each_change_is_refused_in_a_state_that_does_not_allow_it():
     draft = Journey.objects.create(key="never", name="Never")
     with pytest.raises(LifecycleRefused, match="is draft"):
         stop_journey(journey=draft, now=T0)
+
+
+def test_work_a_paused_journey_holds_is_not_late_for_health_metrics_or_the_sweep():
+    # The claim leaves it due on purpose: /healthz must not turn 503, and the sweep must not
+    # wake workers that would find nothing to do.
+    journey, _ = live_journey(WAIT_STEPS)
+    ContactFactory(external_id="ann")
+    send(("e1", "ann", "signed_up"), now=T0)
+    run(now=T0)
+    pause_journey(journey=journey)
+    later = T0 + 3 * DAY
+    assert due_work_ages(now=later)["enrollments"] is None
+    assert engine_status(now=later).enrollments_due == 0
+    assert "advance_enrollments" not in enqueue_due_work(now=later)
+    resume_journey(journey=journey)
+    assert due_work_ages(now=later)["enrollments"] == DAY.total_seconds()
+    assert "advance_enrollments" in enqueue_due_work(now=later)
