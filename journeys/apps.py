@@ -12,7 +12,7 @@ class JourneysConfig(AppConfig):
         # loaded, and these modules import models. bulk registers the `__any` lookup.
         from journeys import bulk  # noqa: F401
         from journeys.actions.delivery import receive_tracking_event
-        from journeys.checks import check_vocabularies
+        from journeys.checks import check_rate_limits, check_vocabularies
         from journeys.signals import published_version_immutable
 
         pre_save.connect(
@@ -21,5 +21,6 @@ class JourneysConfig(AppConfig):
             dispatch_uid="audit-published-version-immutable",
         )
         checks.register(check_vocabularies)
+        checks.register(check_rate_limits)
         # Email providers' delivery feedback, verified by anymail's webhook views.
         tracking.connect(receive_tracking_event, dispatch_uid="journeys-delivery-feedback")

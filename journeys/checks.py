@@ -7,9 +7,13 @@ the definition without its entry in one of them would otherwise only fail when a
 picks it.
 """
 
+from django.conf import settings
 from django.core import checks
 
 from journeys import definition, editing, engine, forms
+from journeys.ratelimit import parse_limit
+
+RATE_LIMIT_SETTINGS = ("INGEST_RATE_LIMIT", "CONTACTS_READ_RATE_LIMIT", "CONTACTS_ERASE_RATE_LIMIT")
 
 
 def check_vocabularies(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
@@ -32,4 +36,16 @@ def check_vocabularies(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
                     id="journeys.E001",
                 )
             )
+    return errors
+
+
+def check_rate_limits(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """A rate limit written wrong stops `migrate`, `check` and bin/run at once, instead of
+    answering 500 to the first API call that spends it."""
+    errors = []
+    for name in RATE_LIMIT_SETTINGS:
+        try:
+            parse_limit(getattr(settings, name))
+        except ValueError as exc:
+            errors.append(checks.Error(f"{name}: {exc}", obj=name, id="journeys.E002"))
     return errors

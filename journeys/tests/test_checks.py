@@ -6,7 +6,7 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
 from journeys import engine, forms
-from journeys.checks import check_vocabularies
+from journeys.checks import check_rate_limits, check_vocabularies
 
 
 def test_the_tables_match_the_definitions_step_types_and_operators():
@@ -39,4 +39,19 @@ def test_manage_py_check_fails_when_the_vocabularies_disagree(monkeypatch):
     monkeypatch.delitem(forms.STEP_FORMS, "split")
 
     with pytest.raises(SystemCheckError, match="journeys.E001"):
+        call_command("check")
+
+
+def test_a_rate_limit_written_wrong_stops_manage_py_check(settings):
+    # It used to pass every check and answer 500 to the first API call that spent it.
+    assert check_rate_limits() == []
+    settings.CONTACTS_READ_RATE_LIMIT = "1200 per minute"
+
+    errors = check_rate_limits()
+
+    assert [(error.id, error.obj) for error in errors] == [
+        ("journeys.E002", "CONTACTS_READ_RATE_LIMIT")
+    ]
+    assert "reads like '100000/60s'" in errors[0].msg
+    with pytest.raises(SystemCheckError, match="journeys.E002"):
         call_command("check")
