@@ -18,6 +18,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import redis
+from django.db import connection
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT = 30
@@ -59,6 +61,81 @@ def base_env(**settings) -> dict:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(settings)
     return env
+
+
+def redis_broker(url: str):
+    """A Redis client on `url`, emptied; the test is skipped when no Redis answers."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError:
+        pytest.skip(f"no Redis at {url}")
+    client.flushdb()
+    return client
+
+
+def wait_for(condition, timeout, what):
+    """Poll `condition` (a real process works meanwhile) until it is true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@contextlib.contextmanager
+def celery_processes(tmp_path: Path, *, broker_url: str, workers: list[str], **settings):
+    """Beat and one solo worker per name, on this test's PostgreSQL database and a Redis
+    broker, logging to tmp_path/celery.log; yields the workers' Popen objects (a test may
+    kill one). Every process is stopped, and the broker emptied, whatever the test does."""
+    broker = redis_broker(broker_url)
+    database = connection.settings_dict
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.base",
+        "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}"
+        f"/{database['NAME']}",
+        "CELERY_BROKER_URL": broker_url,
+        "SWEEP_INTERVAL_SECONDS": "1",
+        "LOG_LEVEL": "WARNING",
+        **settings,
+    }
+
+    def start(args):
+        return subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", *args],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    processes = []
+    with open(tmp_path / "celery.log", "wb") as log:
+        try:
+            processes.append(
+                start(["beat", "-s", str(tmp_path / "beat-schedule"),
+                       "--pidfile", str(tmp_path / "beat.pid")])
+            )  # fmt: skip
+            started = [
+                start(["worker", "--pool=solo", "--without-gossip", "--without-mingle",
+                       "--without-heartbeat", "-n", f"{name}-{os.getpid()}@%h"])
+                for name in workers
+            ]  # fmt: skip
+            processes += started
+            yield started
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    os.killpg(process.pid, signal.SIGTERM)
+            for process in processes:
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+            broker.flushdb()
 
 
 def _children() -> dict[int, list[int]]:

@@ -2,14 +2,13 @@
 Redis, or found by the worker's own sweep), on PostgreSQL (docs/integrations.md)."""
 
 import os
-import signal
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import connection
 
 from journeys.models import Contact, ContactImport
-from tests.test_reliability import _redis, _start, _wait_for, needs_postgres
+from tests.processes import celery_processes, wait_for
+from tests.test_reliability import needs_postgres
 
 REDIS_URL = os.environ.get("IMPORT_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -19,7 +18,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.mark.slow
 def test_an_import_from_the_page_runs_on_a_worker(client, editor, tmp_path, settings):
     needs_postgres()
-    _redis(REDIS_URL).flushdb()
     settings.CONTACT_IMPORT_DIR = tmp_path / "imports"
     rows = "".join(f"w{i},w{i}@example.com,plan-{i % 3}\n" for i in range(12_000))
     content = ("external_id,email,plan\n" + rows + "w5,dup@example.com,x\n").encode()
@@ -31,42 +29,20 @@ def test_an_import_from_the_page_runs_on_a_worker(client, editor, tmp_path, sett
     item = ContactImport.objects.get()
     client.post(f"/contacts/import/{item.pk}/start/")
 
-    database = connection.settings_dict
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.base",
-        "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
-        "CELERY_BROKER_URL": REDIS_URL,
-        "CONTACT_IMPORT_DIR": str(tmp_path / "imports"),
-        "SWEEP_INTERVAL_SECONDS": "1",
-        "LOG_LEVEL": "WARNING",
-    }
-    args = [
-        "worker",
-        "-B",
-        "-s",
-        str(tmp_path / "beat"),
-        "--pool=solo",
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-        "-n",
-        f"import-{os.getpid()}@%h",
-    ]
-    with open(tmp_path / "celery.log", "wb") as log:
-        worker = _start(args, env, log)
-        try:
-            _wait_for(
-                lambda: (
-                    ContactImport.objects.get().status
-                    in (ContactImport.Status.DONE, ContactImport.Status.FAILED)
-                ),
-                90,
-                "the worker to finish the import",
-            )
-        finally:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(timeout=30)
+    with celery_processes(
+        tmp_path,
+        broker_url=REDIS_URL,
+        workers=["import"],
+        CONTACT_IMPORT_DIR=str(tmp_path / "imports"),
+    ):
+        wait_for(
+            lambda: (
+                ContactImport.objects.get().status
+                in (ContactImport.Status.DONE, ContactImport.Status.FAILED)
+            ),
+            90,
+            "the worker to finish the import",
+        )
     item.refresh_from_db()
     assert item.status == ContactImport.Status.DONE, (tmp_path / "celery.log").read_text()
     assert (item.rows_total, item.rows_done) == (12_001, 12_001)

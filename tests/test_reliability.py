@@ -8,11 +8,8 @@ pytest database and a Redis database of its own, then `kill -9`s one of them mid
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from django.db import connection, transaction
@@ -26,8 +23,8 @@ from journeys.actions.sweep import run_due
 from journeys.models import Contact, Enrollment, Event, OutboxMessage, StepVisit
 from journeys.tests.factories import ContactFactory
 from journeys.tests.flows import live_journey
+from tests.processes import celery_processes, wait_for
 
-REPO = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("RELIABILITY_REDIS_URL", "redis://127.0.0.1:6379/7")
 
 
@@ -235,44 +232,11 @@ KILL_STEPS = [
 ]
 
 
-def _redis(url=REDIS_URL):
-    import redis
-
-    client = redis.Redis.from_url(url, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError:
-        pytest.skip(f"no Redis at {url}")
-    return client
-
-
-def _start(args, env, log):
-    return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", *args],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def _wait_for(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 @pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_killing_a_worker_mid_run_loses_nothing_and_does_nothing_twice(tmp_path):
     needs_postgres()
-    broker = _redis()
-    broker.flushdb()
     live_journey(
         KILL_STEPS, key="kill-test", conversions=[{"key": "paid", "name": "Paid", "value": 1.0}]
     )
@@ -285,71 +249,26 @@ def test_killing_a_worker_mid_run_loses_nothing_and_does_nothing_twice(tmp_path)
         )
     Contact.objects.update(email="k@example.com")
 
-    database = connection.settings_dict
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.base",
-        "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
-        "CELERY_BROKER_URL": REDIS_URL,
-        "ENGINE_LEASE_SECONDS": "5",
-        "SWEEP_INTERVAL_SECONDS": "1",
-        "EMAIL_BACKEND": "django.core.mail.backends.dummy.EmailBackend",
-        "LOG_LEVEL": "WARNING",
-    }
-    worker_args = [
-        "worker",
-        "--pool=solo",
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-    ]
-    processes = []
-    with open(tmp_path / "celery.log", "wb") as log:
-        try:
-            processes.append(
-                _start(
-                    [
-                        "beat",
-                        "-s",
-                        str(tmp_path / "beat-schedule"),
-                        "--pidfile",
-                        str(tmp_path / "beat.pid"),
-                    ],
-                    env,
-                    log,
-                )
-            )
-            doomed = _start([*worker_args, "-n", f"doomed-{os.getpid()}@%h"], env, log)
-            survivor = _start([*worker_args, "-n", f"survivor-{os.getpid()}@%h"], env, log)
-            processes += [doomed, survivor]
-
-            _wait_for(
-                lambda: StepVisit.objects.count() >= CONTACTS // 2, 90, "the run to get going"
-            )
-            os.kill(doomed.pid, signal.SIGKILL)
-            doomed.wait(timeout=10)
-            _wait_for(
-                lambda: (
-                    not Enrollment.objects.filter(state=Enrollment.State.ACTIVE).exists()
-                    and Enrollment.objects.count() == CONTACTS
-                    and not OutboxMessage.objects.filter(
-                        status=OutboxMessage.Status.PENDING
-                    ).exists()
-                    and not Event.objects.filter(status=Event.Status.PENDING).exists()
-                ),
-                150,
-                "every enrollment and message to finish",
-            )
-        finally:
-            for process in processes:
-                if process.poll() is None:
-                    os.killpg(process.pid, signal.SIGTERM)
-            for process in processes:
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-            broker.flushdb()
+    with celery_processes(
+        tmp_path,
+        broker_url=REDIS_URL,
+        workers=["doomed", "survivor"],
+        ENGINE_LEASE_SECONDS="5",
+        EMAIL_BACKEND="django.core.mail.backends.dummy.EmailBackend",
+    ) as (doomed, _):
+        wait_for(lambda: StepVisit.objects.count() >= CONTACTS // 2, 90, "the run to get going")
+        os.kill(doomed.pid, signal.SIGKILL)
+        doomed.wait(timeout=10)
+        wait_for(
+            lambda: (
+                not Enrollment.objects.filter(state=Enrollment.State.ACTIVE).exists()
+                and Enrollment.objects.count() == CONTACTS
+                and not OutboxMessage.objects.filter(status=OutboxMessage.Status.PENDING).exists()
+                and not Event.objects.filter(status=Event.Status.PENDING).exists()
+            ),
+            150,
+            "every enrollment and message to finish",
+        )
 
     assert Enrollment.objects.filter(state=Enrollment.State.COMPLETED).count() == CONTACTS
     assert ConversionAward.objects.count() == CONTACTS
@@ -466,8 +385,6 @@ def test_a_poison_event_fails_alone_and_the_worker_processes_the_rest_of_its_bat
     events; a real worker, woken by beat's sweep, must process the other 40, park the bad
     one as failed with its error after ENGINE_MAX_ATTEMPTS, and keep running."""
     needs_postgres()
-    broker = _redis(POISON_REDIS_URL)
-    broker.flushdb()
     live_journey(THANKS, key="welcome", conversions=[{"key": "paid", "name": "Paid"}])
     live_journey(
         THANKS, triggers=[{"type": "conversion", "journey": "welcome", "conversion": "paid"}]
@@ -483,51 +400,23 @@ def test_a_poison_event_fails_alone_and_the_worker_processes_the_rest_of_its_bat
         ]
     )
 
-    database = connection.settings_dict
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.base",
-        "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
-        "CELERY_BROKER_URL": POISON_REDIS_URL,
-        "SWEEP_INTERVAL_SECONDS": "1",
-        "ENGINE_MAX_ATTEMPTS": "3",
-        "EMAIL_BACKEND": "django.core.mail.backends.dummy.EmailBackend",
-        "LOG_LEVEL": "WARNING",
-    }
-    worker_args = ["worker", "--pool=solo", "--without-gossip", "--without-mingle"]
-    processes = []
-    with open(tmp_path / "celery.log", "wb") as log:
-        try:
-            processes.append(
-                _start(
-                    ["beat", "-s", str(tmp_path / "beat-schedule"),
-                     "--pidfile", str(tmp_path / "beat.pid")],
-                    env,
-                    log,
-                )
-            )  # fmt: skip
-            worker = _start([*worker_args, "-n", f"poison-{os.getpid()}@%h"], env, log)
-            processes.append(worker)
-            _wait_for(
-                lambda: (
-                    Event.objects.filter(event_id="poison", status=Event.Status.FAILED).exists()
-                    and not Event.objects.filter(status=Event.Status.PENDING).exists()
-                    and Enrollment.objects.filter(state=Enrollment.State.COMPLETED).count() == 40
-                ),
-                90,
-                "the 40 good events to be processed and the poison one to be failed",
-            )
-            assert worker.poll() is None, "the worker stopped"
-        finally:
-            for process in processes:
-                if process.poll() is None:
-                    os.killpg(process.pid, signal.SIGTERM)
-            for process in processes:
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-            broker.flushdb()
+    with celery_processes(
+        tmp_path,
+        broker_url=POISON_REDIS_URL,
+        workers=["poison"],
+        ENGINE_MAX_ATTEMPTS="3",
+        EMAIL_BACKEND="django.core.mail.backends.dummy.EmailBackend",
+    ) as (worker,):
+        wait_for(
+            lambda: (
+                Event.objects.filter(event_id="poison", status=Event.Status.FAILED).exists()
+                and not Event.objects.filter(status=Event.Status.PENDING).exists()
+                and Enrollment.objects.filter(state=Enrollment.State.COMPLETED).count() == 40
+            ),
+            90,
+            "the 40 good events to be processed and the poison one to be failed",
+        )
+        assert worker.poll() is None, "the worker stopped"
 
     poison = Event.objects.get(event_id="poison")
     assert poison.attempts == 3

@@ -102,7 +102,7 @@ def enroll_contact(
     running it twice enrolls once (under `once` and `after_exit`).
     """
     flows = live_flows().get(journey.pk)
-    if journey.status in HELD_STATUSES:
+    if journey.status in Journey.HELD:
         raise EnrollmentRefused(
             f"Journey '{journey.key}' is {journey.status}: it takes no new enrollments."
         )
@@ -160,11 +160,6 @@ def end_fields(state: str, now: datetime, reason: str = "") -> dict:
     return fields
 
 
-# A stopped journey has none running; one a trigger started while the stop committed holds
-# too, like a paused journey's.
-HELD_STATUSES = Journey.HELD
-
-
 def _claim_due_enrollments(*, limit: int, now: datetime) -> tuple[list[int], datetime]:
     """Lease a batch of due enrollments: commit `leased_until` and one more attempt, so a
     worker killed mid-batch leaves rows that another takes once the lease has run out, and
@@ -177,7 +172,7 @@ def _claim_due_enrollments(*, limit: int, now: datetime) -> tuple[list[int], dat
         claimed = claim(
             Enrollment.objects.filter(state=Enrollment.State.ACTIVE, due_at__lte=now)
             .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
-            .exclude(journey_id__in=Journey.objects.filter(status__in=HELD_STATUSES).values("pk"))
+            .exclude(journey_id__in=Journey.objects.filter(status__in=Journey.HELD).values("pk"))
             .order_by("due_at")
             .values_list("pk", "attempts"),
             limit,
@@ -213,7 +208,7 @@ def _claim_due_enrollments_pg(
                       )
                     ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED
                 ) RETURNING id, attempts""",
-            [lease_until, Enrollment.State.ACTIVE, now, now, list(HELD_STATUSES), limit],
+            [lease_until, Enrollment.State.ACTIVE, now, now, list(Journey.HELD), limit],
         )
         claimed = cursor.fetchall()
         # attempts counts this claim now: more than the maximum means the maximum had run.
