@@ -53,6 +53,25 @@ def test_goals_and_conversions_panel_lists_each_item_with_where_it_is_used(
     expect(page.get_by_role("button", name="Add goal")).to_be_visible()
 
 
+def test_a_swapped_in_form_is_focused_and_live_when_it_appears(
+    page, live_server, editor, live_example
+):
+    # Typing into a form that has just appeared must land where it is typed. With htmx's
+    # default 20 ms settle delay, the form's autofocus (and the wiring of its hx- attributes)
+    # came after the swap, so text typed at once into "Value" moved to "Name" on its way.
+    # Read in a microtask after the swap: the form must already be settled by then.
+    log_in(page, live_server, editor)
+    open_panel(page, live_server)
+    page.evaluate(
+        """document.body.addEventListener("htmx:afterSwap", () => queueMicrotask(() => {
+            window.__focusedAfterSwap = document.activeElement && document.activeElement.name;
+        }))"""
+    )
+    page.get_by_role("button", name="Add conversion").click()
+    expect(page.get_by_label("Name")).to_be_focused()
+    assert page.evaluate("window.__focusedAfterSwap") == "name"
+
+
 def test_add_conversion_form_errors_inline_and_saves(page, live_server, editor, live_example):
     log_in(page, live_server, editor)
     open_panel(page, live_server)
