@@ -142,6 +142,7 @@ class RollupWatermark(models.Model):
         VISIT = "visit", "Step visits"
         AWARD = "award", "Conversion awards"
         ACHIEVEMENT = "achievement", "Goal achievements"
+        MESSAGE_EVENT = "message_event", "Message events"
 
     fact = models.CharField(max_length=16, choices=Fact.choices, unique=True)
     rolled_up = models.BigIntegerField(default=0)
@@ -194,3 +195,82 @@ class PathConversionDay(models.Model):
         return (
             f"{self.conversion_id} {self.version_id} {self.day} {self.path_hash}: {self.converted}"
         )
+
+
+# Messages ---------------------------------------------------------------------------------
+#
+# A message's figures change after it is written (sent, then delivered, opened, clicked...)
+# and the credit of an award goes to whichever message touched its enrollment last, so these
+# cannot be folded in by id like the rollups above. They are kept per chunk of enrollment
+# ids instead (reporting/rollups.py, MESSAGE_CHUNK): a refresh recomputes every chunk that a
+# message event (DeliveryEvent: sent, and each kind of feedback) or an award touched since
+# the previous one, and a read takes the chunks touched since the last refresh from the facts.
+
+
+class MessageChunkDay(models.Model):
+    """Of the enrollments in a chunk of ids, started on a version that day: the messages sent
+    at a step, and what the provider reported back about them (as MessageCounts)."""
+
+    chunk = models.BigIntegerField()
+    version = models.ForeignKey(JourneyVersion, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    step_key = models.CharField(max_length=64)
+    channel = models.CharField(max_length=8)
+    sent = models.PositiveIntegerField(default=0)
+    delivered = models.PositiveIntegerField(default=0)
+    opened = models.PositiveIntegerField(default=0)
+    clicked = models.PositiveIntegerField(default=0)
+    bounced = models.PositiveIntegerField(default=0)
+    unsubscribed = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["version", "day", "chunk", "step_key", "channel"],
+                name="messagechunkday_unique",
+            )
+        ]
+        indexes = [models.Index(fields=["chunk"], name="messagechunkday_chunk_idx")]
+
+    def __str__(self):
+        return f"{self.version_id} {self.day} #{self.chunk} {self.step_key}: {self.sent}"
+
+
+class MessageCreditDay(models.Model):
+    """Of those enrollments: the awards of the conversion credited to the message step under
+    an attribution (reporting.message_rollups.TOUCHED_AT), within the conversion's window as it was
+    when the chunk was computed (MessageCreditWindow), and their value."""
+
+    chunk = models.BigIntegerField()
+    conversion = models.ForeignKey(Conversion, on_delete=models.CASCADE, related_name="+")
+    version = models.ForeignKey(JourneyVersion, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    step_key = models.CharField(max_length=64)
+    attribution = models.CharField(max_length=16)
+    awards = models.PositiveIntegerField(default=0)
+    value = models.DecimalField(max_digits=18, decimal_places=2, default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversion", "attribution", "version", "day", "chunk", "step_key"],
+                name="messagecreditday_unique",
+            )
+        ]
+        indexes = [models.Index(fields=["chunk"], name="messagecreditday_chunk_idx")]
+
+    def __str__(self):
+        return f"{self.conversion_id} {self.attribution} {self.version_id} #{self.chunk}"
+
+
+class MessageCreditWindow(models.Model):
+    """The window a conversion's credits were computed with. When the conversion's window is
+    changed, its credits are read from the facts until the next refresh recomputes them."""
+
+    conversion = models.OneToOneField(
+        Conversion, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    window = models.DurationField(null=True, blank=True)
+
+    def __str__(self):
+        return f"{self.conversion_id}: {self.window}"

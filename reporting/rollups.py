@@ -13,7 +13,6 @@ is rolled up by then (including in the same refresh), else by the visit's refres
 apply the same rule to the not-yet-rolled-up tail, so rollup + tail equals the facts.
 """
 
-import datetime
 import hashlib
 import json
 from collections import defaultdict
@@ -21,7 +20,8 @@ from collections import defaultdict
 from django.db import connection, transaction
 
 from conversions.models import ConversionAward, GoalAchievement
-from journeys.models import Enrollment, StepVisit
+from journeys.models import DeliveryEvent, Enrollment, StepVisit
+from reporting import message_rollups
 from reporting.models import (
     ConversionDay,
     ConvertTimeDay,
@@ -33,6 +33,7 @@ from reporting.models import (
     StepDay,
     VersionDay,
 )
+from reporting.sql import day_param, day_sql, execute, in_list, seconds_sql, utc_day
 
 ENROLLMENT = Enrollment._meta.db_table
 VISIT = StepVisit._meta.db_table
@@ -55,6 +56,7 @@ FACT_TABLES = {
     RollupWatermark.Fact.VISIT: VISIT,
     RollupWatermark.Fact.AWARD: AWARD,
     RollupWatermark.Fact.ACHIEVEMENT: ACHIEVEMENT,
+    RollupWatermark.Fact.MESSAGE_EVENT: DeliveryEvent._meta.db_table,
 }
 
 # Durations (time to convert, time to a goal) are counted in log-spaced buckets of seconds,
@@ -73,18 +75,6 @@ FIRST_AWARD = (
 )
 
 
-def day_sql(column: str) -> str:
-    if connection.vendor == "postgresql":
-        return f"CAST(({column} AT TIME ZONE 'UTC') AS date)"
-    return f"date({column})"
-
-
-def seconds_sql(later: str, earlier: str) -> str:
-    if connection.vendor == "postgresql":
-        return f"EXTRACT(EPOCH FROM ({later} - {earlier}))"
-    return f"((julianday({later}) - julianday({earlier})) * 86400.0)"
-
-
 def bucket_sql(later: str, earlier: str) -> str:
     """The bucket of the duration from `earlier` to `later` (negative ones count as 0)."""
     seconds = seconds_sql(later, earlier)
@@ -95,11 +85,6 @@ def bucket_sql(later: str, earlier: str) -> str:
 def bucket_seconds(bucket: int) -> float:
     """A bucket's geometric middle, in whole seconds: what a percentile in it reads as."""
     return float(round(2 ** ((bucket + 0.5) / BUCKETS_PER_DOUBLING) - 1))
-
-
-def _execute(sql: str, params: list) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
 
 
 def _max_ids() -> dict[str, int]:
@@ -131,7 +116,7 @@ def rolled_up() -> dict[str, int]:
 def _upsert(table: str, keys: str, counters: list[str], select_sql: str, params: list) -> None:
     columns = ", ".join([keys, *counters])
     updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in counters)
-    _execute(
+    execute(
         f"INSERT INTO {table} ({columns}) {select_sql} ON CONFLICT ({keys}) DO UPDATE SET {updates}",
         params,
     )
@@ -247,10 +232,6 @@ class PathMoves:
             self.converted[(conversion_id, version_id, day, key)] += sign
 
 
-def _in_list(ids) -> str:
-    return ", ".join(["%s"] * len(ids))
-
-
 def path_moves(enrollments: list[tuple], *, before: Marks | None, after: Marks) -> PathMoves:
     """The moves of these treated enrollments (id, version_id, started_at) from what they
     counted for at `before` (None: nothing) to what they count for at `after`."""
@@ -265,20 +246,20 @@ def path_moves(enrollments: list[tuple], *, before: Marks | None, after: Marks) 
         with connection.cursor() as cursor:
             cursor.execute(
                 f"SELECT enrollment_id, id, step_key FROM {VISIT}"
-                f" WHERE enrollment_id IN ({_in_list(chunk)}) AND id <= %s ORDER BY seq, id",
+                f" WHERE enrollment_id IN ({in_list(chunk)}) AND id <= %s ORDER BY seq, id",
                 [*chunk, after[1]],
             )
             for enrollment_id, visit_id, key in cursor.fetchall():
                 visits[enrollment_id].append((visit_id, key))
             cursor.execute(
                 f"SELECT enrollment_id, id, conversion_id FROM {AWARD}"
-                f" WHERE enrollment_id IN ({_in_list(chunk)}) AND id <= %s",
+                f" WHERE enrollment_id IN ({in_list(chunk)}) AND id <= %s",
                 [*chunk, after[2]],
             )
             for enrollment_id, award_id, conversion_id in cursor.fetchall():
                 awards[enrollment_id].append((award_id, conversion_id))
     for enrollment_id, version_id, started_at in enrollments:
-        day = _utc_day(started_at)
+        day = utc_day(started_at)
         for marks, sign in ((before, -1), (after, 1)):
             if marks is None or enrollment_id > marks[0]:
                 continue
@@ -286,14 +267,6 @@ def path_moves(enrollments: list[tuple], *, before: Marks | None, after: Marks) 
             conversions = {c for award_id, c in awards[enrollment_id] if award_id <= marks[2]}
             moves.count(version_id, day, path, conversions, sign)
     return moves
-
-
-def _utc_day(value) -> datetime.date:
-    if isinstance(value, str):  # SQLite through a raw cursor
-        value = datetime.datetime.fromisoformat(value)
-    if value.tzinfo is not None:
-        value = value.astimezone(datetime.UTC)
-    return value.date()
 
 
 def touched_enrollments(
@@ -304,7 +277,7 @@ def touched_enrollments(
     or have a visit or an award in theirs, optionally of these versions only."""
     versions, params = "", []
     if version_ids is not None:
-        versions = f" AND x.version_id IN ({_in_list(version_ids or [0])})"
+        versions = f" AND x.version_id IN ({in_list(version_ids or [0])})"
         params = list(version_ids or [0])
     with connection.cursor() as cursor:
         cursor.execute(
@@ -395,6 +368,10 @@ def refresh_rollups() -> dict[str, int]:
             achievements=ranges[RollupWatermark.Fact.ACHIEVEMENT],
         )
         _fold_paths(ranges)
+        message_rollups.fold(
+            events=ranges[RollupWatermark.Fact.MESSAGE_EVENT],
+            awards=ranges[RollupWatermark.Fact.AWARD],
+        )
         for fact, mark in marks.items():
             mark.rolled_up = ranges[fact][1]
             mark.seen = latest[fact]
@@ -416,11 +393,8 @@ def rebuild_rollups() -> dict[str, int]:
             achievements=(0, latest[RollupWatermark.Fact.ACHIEVEMENT]),
         )
         _fold_paths({fact: (0, latest[fact]) for fact in FACT_TABLES})
+        message_rollups.rebuild(last_enrollment_id=latest[RollupWatermark.Fact.ENROLLMENT])
         for fact, mark in marks.items():
             mark.rolled_up = mark.seen = latest[fact]
             mark.save(update_fields=["rolled_up", "seen", "updated_at"])
         return latest
-
-
-def day_param(day: datetime.date):
-    return connection.ops.adapt_datefield_value(day)

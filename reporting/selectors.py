@@ -3,7 +3,7 @@
 
 Each panel is a single SQL statement (CTEs and window functions both SQLite and PostgreSQL
 run) so that its cost does not grow with the number of versions, steps or days; the only
-vendor-specific parts are date arithmetic, in `_seconds_between` and `rollups.day_sql`.
+vendor-specific parts are date arithmetic, in `reporting.sql`.
 The cohorts (comparison, sample ratio, daily chart), the step funnel, goals and time to
 convert read the rollups plus the facts not rolled up yet (reporting/rollups.py); each also
 has a `*_from_facts` twin that reads the facts alone, which tests and the benchmark hold
@@ -31,7 +31,7 @@ from django.db.models import Exists, F, OuterRef
 
 from conversions.models import Conversion, ConversionAward, Goal, GoalAchievement, Revision
 from journeys.models import Enrollment, Journey, JourneyVersion, OutboxMessage, StepVisit
-from reporting import rollups, stats
+from reporting import message_rollups, rollups, sql, stats
 from reporting.models import PathDay, RollupWatermark
 
 MESSAGE_STEP_TYPES = ("send_email", "send_sms")
@@ -41,13 +41,12 @@ PATH_CONTACTS_LIMIT = 200
 ENROLLMENT = Enrollment._meta.db_table
 AWARD = ConversionAward._meta.db_table
 VISIT = StepVisit._meta.db_table
-OUTBOX = OutboxMessage._meta.db_table
 ACHIEVEMENT = GoalAchievement._meta.db_table
 
 
 # Which message a conversion is credited to: the last one sent to the enrollment before it,
 # the last one opened or the last one clicked (docs/reporting.md, Messages).
-ATTRIBUTIONS = ("last_sent", "last_opened", "last_clicked")
+ATTRIBUTIONS = message_rollups.ATTRIBUTIONS
 
 # The range a report filter may name. Day arithmetic (the day after `end`, a chart's last
 # day) must stay inside what Python's dates hold, and year 9999 leaves no room for it.
@@ -242,10 +241,7 @@ def expected_shares(base: VersionInfo, other: VersionInfo) -> list[float] | None
 # SQL building blocks ---------------------------------------------------------------------
 
 
-_seconds_between = rollups.seconds_sql
-
-
-_day = rollups.day_sql
+_day = sql.day_sql
 
 
 def _db_datetime(value: datetime.datetime):
@@ -276,12 +272,6 @@ def _tail_versions(ctx: ReportContext, alias: str) -> tuple[str, list]:
     instead of reading every enrollment of the journey to join them (seconds at a million)."""
     ids = ctx.version_ids or [0]
     return f"{alias}.version_id IN ({', '.join(['%s'] * len(ids))})", list(ids)
-
-
-def _fetch(sql: str, params: list) -> list[tuple]:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
 
 
 @dataclass(frozen=True)
@@ -344,7 +334,7 @@ def cohorts_from_facts(ctx: ReportContext) -> list[Cohort]:
     from the facts; one query. `cohorts` must equal."""
     where, params = _enrollment_where(ctx)
     day = _day("e.started_at")
-    rows = _fetch(
+    rows = sql.fetch(
         f"""
         WITH a AS (
             SELECT enrollment_id, SUM(value) AS v FROM {AWARD}
@@ -367,10 +357,10 @@ def _rollup_where(ctx: ReportContext, alias: str = "r") -> tuple[str, list]:
     params: list = list(ids)
     if ctx.start:
         clauses.append(f"{alias}.day >= %s")
-        params.append(rollups.day_param(ctx.start))
+        params.append(sql.day_param(ctx.start))
     if ctx.end:
         clauses.append(f"{alias}.day <= %s")
-        params.append(rollups.day_param(ctx.end))
+        params.append(sql.day_param(ctx.end))
     return " AND ".join(clauses), params
 
 
@@ -382,7 +372,7 @@ def cohorts(ctx: ReportContext, marks: dict | None = None) -> list[Cohort]:
     rwhere, rparams = _rollup_where(ctx)
     award_versions, award_params = _tail_versions(ctx, "a")
     day = _day("e.started_at")
-    rows = _fetch(
+    rows = sql.fetch(
         f"""
         SELECT x.version_id, x.held_out, x.day, SUM(x.enrolled), SUM(x.converted), SUM(x.value)
         FROM (
@@ -523,7 +513,7 @@ def step_funnel_from_facts(ctx: ReportContext) -> list[StepCounts]:
     """Per version and step, straight from the facts; one query. The reference
     `step_funnel` must equal."""
     where, params = _enrollment_where(ctx)
-    rows = _fetch(
+    rows = sql.fetch(
         f"""
         WITH a AS (SELECT DISTINCT enrollment_id FROM {AWARD} WHERE conversion_id = %s)
         SELECT e.version_id, v.step_key, COUNT(DISTINCT v.enrollment_id),
@@ -550,7 +540,7 @@ def step_funnel(ctx: ReportContext, marks: dict | None = None) -> list[StepCount
     first_visit, first_award = rollups.FIRST_VISIT, rollups.FIRST_AWARD
     visit_versions, visit_params = _tail_versions(ctx, "v")
     award_versions, award_params = _tail_versions(ctx, "a")
-    rows = _fetch(
+    rows = sql.fetch(
         f"""
         SELECT x.version_id, x.step_key, SUM(x.entered), SUM(x.converted)
         FROM (
@@ -664,14 +654,14 @@ def common_paths(
     enrolled: dict[str, int] = defaultdict(int)
     converted: dict[str, int] = defaultdict(int)
     some_row: dict[str, int] = {}  # a PathDay row of each path, to read the path from
-    for key, n, row_id in _fetch(
+    for key, n, row_id in sql.fetch(
         f"SELECT r.path_hash, SUM(r.enrolled), MIN(r.id) FROM {rollups.PATH_DAY} r"
         f" WHERE {where} GROUP BY r.path_hash",
         params,
     ):
         enrolled[key] += n
         some_row[key] = row_id
-    for key, n in _fetch(
+    for key, n in sql.fetch(
         f"SELECT r.path_hash, SUM(r.converted) FROM {rollups.PATH_CONVERSION_DAY} r"
         f" WHERE {where} AND r.conversion_id = %s GROUP BY r.path_hash",
         [*params, ctx.conversion.id],
@@ -714,7 +704,7 @@ def _in_days(ctx: ReportContext, day: datetime.date) -> bool:
 def common_paths_from_facts(ctx: ReportContext, *, limit: int = PATH_LIMIT) -> list[PathCounts]:
     """The most common routes (Enrollment.path) of treated enrollments, from the facts."""
     where, params = _enrollment_where(ctx)
-    rows = _fetch(
+    rows = sql.fetch(
         f"""
         WITH a AS (SELECT DISTINCT enrollment_id FROM {AWARD} WHERE conversion_id = %s)
         SELECT e.path, COUNT(*), COUNT(a.enrollment_id)
@@ -747,80 +737,47 @@ class MessageCounts:
     value: float
 
 
-# The moment a message touched the enrollment, by attribution: a message only competes for
-# an award once it was sent, opened or clicked, and its window runs from then.
-TOUCHED_AT = {
-    "last_sent": "o.sent_at",
-    "last_opened": "COALESCE(o.opened_at, o.clicked_at)",
-    "last_clicked": "o.clicked_at",
-}
-
-
-def message_attribution(ctx: ReportContext) -> list[MessageCounts]:
+def message_attribution(ctx: ReportContext, marks: dict | None = None) -> list[MessageCounts]:
     """Per version and message step: messages sent, what the provider reported back about
     them, and the awards credited to them with their value. An award goes to the message
     that touched the enrollment last at or before it (sent, opened or clicked, as
     `ctx.attribution` says), within the conversion's window of that touch when it has one.
-    One query."""
-    where, params = _enrollment_where(ctx)
-    window = ctx.conversion.window
-    within, window_params = "", []
-    if window is not None:
-        within = f" AND {_seconds_between('aw.awarded_at', 'm.touched_at')} <= %s"
-        window_params = [window.total_seconds()]
-    rows = _fetch(
-        f"""
-        WITH e AS (SELECT e.id, e.version_id FROM {ENROLLMENT} e WHERE {where}),
-        m AS (
-            SELECT o.id, o.enrollment_id, o.step_key, o.channel, e.version_id,
-                   {TOUCHED_AT[ctx.attribution]} AS touched_at,
-                   CASE WHEN o.clicked_at IS NOT NULL THEN 1 ELSE 0 END AS clicked,
-                   CASE WHEN o.opened_at IS NOT NULL OR o.clicked_at IS NOT NULL
-                        THEN 1 ELSE 0 END AS opened,
-                   CASE WHEN o.delivered_at IS NOT NULL OR o.opened_at IS NOT NULL
-                          OR o.clicked_at IS NOT NULL THEN 1 ELSE 0 END AS delivered,
-                   CASE WHEN o.bounced_at IS NOT NULL THEN 1 ELSE 0 END AS bounced,
-                   CASE WHEN o.unsubscribed_at IS NOT NULL THEN 1 ELSE 0 END AS unsubscribed
-            FROM {OUTBOX} o JOIN e ON e.id = o.enrollment_id
-            WHERE o.sent_at IS NOT NULL
-        ),
-        aw AS (
-            SELECT a.id, a.enrollment_id, a.awarded_at, a.value
-            FROM {AWARD} a JOIN e ON e.id = a.enrollment_id
-            WHERE a.conversion_id = %s
-        ),
-        ranked AS (
-            SELECT aw.id AS award_id, aw.value AS value, m.id AS message_id,
-                   ROW_NUMBER() OVER (
-                       PARTITION BY aw.id ORDER BY m.touched_at DESC, m.id DESC
-                   ) AS rn
-            FROM aw JOIN m ON m.enrollment_id = aw.enrollment_id
-                 AND m.touched_at <= aw.awarded_at{within}
-        ),
-        credit AS (
-            SELECT message_id, COUNT(*) AS awards, SUM(value) AS value
-            FROM ranked WHERE rn = 1 GROUP BY message_id
-        )
-        SELECT m.version_id, m.step_key, m.channel, COUNT(*), SUM(m.delivered), SUM(m.opened),
-               SUM(m.clicked), SUM(m.bounced), SUM(m.unsubscribed),
-               COALESCE(SUM(c.awards), 0), COALESCE(SUM(c.value), 0)
-        FROM m LEFT JOIN credit c ON c.message_id = m.id
-        GROUP BY m.version_id, m.step_key, m.channel
-        """,
-        [*params, ctx.conversion.id, *window_params],
+    From the message rollups plus the chunks of enrollments touched since the last refresh
+    (reporting/message_rollups.py)."""
+    marks = marks if marks is not None else rollups.rolled_up()
+    figures = message_rollups.read(
+        _message_scope(ctx),
+        conversion=ctx.conversion,
+        attribution=ctx.attribution,
+        events_rolled_up=marks[RollupWatermark.Fact.MESSAGE_EVENT],
+        awards_rolled_up=marks[RollupWatermark.Fact.AWARD],
     )
-    found = {(row[0], row[1]): row[2:] for row in rows}
+    return _message_rows(ctx, figures)
+
+
+def message_attribution_from_facts(ctx: ReportContext) -> list[MessageCounts]:
+    figures = message_rollups.from_facts(
+        _message_scope(ctx), conversion=ctx.conversion, attribution=ctx.attribution
+    )
+    return _message_rows(ctx, figures)
+
+
+def _message_scope(ctx: ReportContext) -> message_rollups.Scope:
+    return message_rollups.Scope(tuple(ctx.version_ids), ctx.start, ctx.end)
+
+
+def _message_rows(ctx: ReportContext, figures: message_rollups.MessageFigures):
     channels = {"send_email": OutboxMessage.Channel.EMAIL, "send_sms": OutboxMessage.Channel.SMS}
     result = []
     for v in ctx.versions:
         for key, step_type in v.steps:
             if step_type not in MESSAGE_STEP_TYPES:
                 continue
-            channel, *counts, value = found.get(
-                (v.id, key), (channels[step_type], 0, 0, 0, 0, 0, 0, 0, 0)
+            channel, *counts = figures.counters.get(
+                (v.id, key), (channels[step_type], 0, 0, 0, 0, 0, 0)
             )
-            counts = [int(n or 0) for n in counts]
-            result.append(MessageCounts(v.number, key, channel, *counts, _money(value)))
+            awards, value = figures.credits.get((v.id, key), (0, 0))
+            result.append(MessageCounts(v.number, key, channel, *counts, awards, _money(value)))
     return result
 
 
@@ -875,7 +832,7 @@ def goal_achievements(ctx: ReportContext, marks: dict | None = None) -> list[Goa
     where, params = _enrollment_where(ctx)
     rwhere, rparams = _rollup_where(ctx)
     achievement_versions, achievement_params = _tail_versions(ctx, "ga")
-    rows = _fetch(
+    rows = sql.fetch(
         f"""
         SELECT x.goal_id, x.version_id, x.bucket, SUM(x.n) FROM (
             SELECT r.goal_id, r.version_id, r.bucket, r.achieved AS n
@@ -896,7 +853,7 @@ def goal_achievements(ctx: ReportContext, marks: dict | None = None) -> list[Goa
 def goal_achievements_from_facts(ctx: ReportContext) -> list[GoalCounts]:
     """What `goal_achievements` answers, from the achievements alone; two queries."""
     where, params = _enrollment_where(ctx)
-    rows = _fetch(
+    rows = sql.fetch(
         f"""
         SELECT ga.goal_id, e.version_id,
                {rollups.bucket_sql("ga.achieved_at", "e.started_at")}, COUNT(*)
@@ -934,7 +891,7 @@ def time_to_convert(ctx: ReportContext, marks: dict | None = None) -> list[Conve
     where, params = _enrollment_where(ctx)
     rwhere, rparams = _rollup_where(ctx)
     award_versions, award_params = _tail_versions(ctx, "a")
-    rows = _fetch(
+    rows = sql.fetch(
         f"""
         SELECT x.version_id, x.bucket, SUM(x.n) FROM (
             SELECT r.version_id, r.bucket, r.converted AS n
@@ -956,7 +913,7 @@ def time_to_convert_from_facts(ctx: ReportContext) -> list[ConvertTime]:
     """What `time_to_convert` answers, from the awards alone; one query."""
     where, params = _enrollment_where(ctx)
     bucket = rollups.bucket_sql("a.awarded_at", "e.started_at")
-    rows = _fetch(
+    rows = sql.fetch(
         f"""
         SELECT e.version_id, {bucket}, COUNT(*)
         FROM {AWARD} a JOIN {ENROLLMENT} e ON e.id = a.enrollment_id
@@ -1162,7 +1119,7 @@ def build_report(ctx: ReportContext, panels=PANELS, *, compare: bool = True) -> 
         daily=daily_counts(ctx, rows) if "daily" in panels else [],
         revisions=conversion_revisions(ctx) if "revisions" in panels else [],
         paths=common_paths(ctx, marks) if "paths" in panels else [],
-        messages=message_attribution(ctx) if "messages" in panels else [],
+        messages=message_attribution(ctx, marks) if "messages" in panels else [],
         goals=goal_achievements(ctx, marks) if "goals" in panels else [],
         convert_times=time_to_convert(ctx, marks) if "time_to_convert" in panels else [],
     )

@@ -24,11 +24,22 @@ from journeys.delivery_rules import (
 )
 from journeys.links import track_email_clicks
 from journeys.message_templates import render_email, render_message
-from journeys.models import Contact, Enrollment, Journey, OutboxMessage, Subscription
+from journeys.models import (
+    Contact,
+    DeliveryEvent,
+    Enrollment,
+    Journey,
+    OutboxMessage,
+    Subscription,
+)
 from journeys.sms import get_sms_backend
 from webhooks.outbox import enqueue_webhook_events
 
 MESSAGE_MAX_ATTEMPTS = 5
+
+# A message's own first event, beside the provider's feedback (journeys.actions.delivery).
+SENT_EVENT_PROVIDER = "Waypoint"
+SENT_EVENT_TYPE = "sent"
 
 OUTCOME_UNKNOWN = (
     "Outcome unknown: the worker stopped while sending it (since {since}), so it may or may "
@@ -142,7 +153,16 @@ def deliver_due_messages(*, limit: int | None = None, now: datetime) -> int:
         except Exception as exc:
             _record_send_error(message, f"{type(exc).__name__}: {exc}", now=now)
             continue
-        OutboxMessage.objects.filter(
+        _record_sent(message, provider_id, now=now)
+    sender.close()
+    return len(messages)
+
+
+def _record_sent(message: OutboxMessage, provider_id: str, *, now: datetime) -> None:
+    """Mark the message sent, with its first event (the report's message rollups are
+    refreshed from these events: reporting/rollups.py); one transaction."""
+    with transaction.atomic():
+        marked = OutboxMessage.objects.filter(
             pk=message.pk,
             status__in=[OutboxMessage.Status.PENDING, OutboxMessage.Status.FAILED],
         ).update(
@@ -153,8 +173,16 @@ def deliver_due_messages(*, limit: int | None = None, now: datetime) -> int:
             sending_since=None,
             leased_until=None,
         )
-    sender.close()
-    return len(messages)
+        if marked:
+            DeliveryEvent.objects.create(
+                message_id=message.pk,
+                provider=SENT_EVENT_PROVIDER,
+                # A message retried from the admin can be sent again, later.
+                event_id=f"sent/{message.pk}/{now.isoformat()}",
+                event_type=SENT_EVENT_TYPE,
+                occurred_at=now,
+                received_at=now,
+            )
 
 
 def retry_messages(*, messages: QuerySet, now: datetime) -> int:

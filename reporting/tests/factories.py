@@ -6,7 +6,8 @@ import factory
 
 from conversions.models import ConversionAward, Counting
 from conversions.tests.factories import ConversionAwardFactory, GoalAchievementFactory
-from journeys.models import OutboxMessage, StepVisit
+from journeys.actions.messages import SENT_EVENT_PROVIDER, SENT_EVENT_TYPE
+from journeys.models import DeliveryEvent, OutboxMessage, StepVisit
 from journeys.tests.factories import EnrollmentFactory
 
 MESSAGE_CHANNELS = {
@@ -29,6 +30,7 @@ class StepVisitFactory(factory.django.DjangoModelFactory):
 class OutboxMessageFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = OutboxMessage
+        skip_postgeneration_save = True
 
     visit = factory.SubFactory(StepVisitFactory)
     enrollment = factory.SelfAttribute("visit.enrollment")
@@ -41,6 +43,23 @@ class OutboxMessageFactory(factory.django.DjangoModelFactory):
     status = OutboxMessage.Status.SENT
     due_at = factory.SelfAttribute("visit.entered_at")
     sent_at = factory.SelfAttribute("visit.entered_at")
+
+    @factory.post_generation
+    def sent_event(message, create, extracted, **kwargs):
+        """A sent message has its "sent" event, as journeys.actions.messages records it."""
+        if create and message.sent_at is not None:
+            DeliveryEvent.objects.bulk_create([sent_event_of(message)])
+
+
+def sent_event_of(message: OutboxMessage) -> DeliveryEvent:
+    return DeliveryEvent(
+        message=message,
+        provider=SENT_EVENT_PROVIDER,
+        event_id=f"sent/{message.pk}/{message.sent_at.isoformat()}",
+        event_type=SENT_EVENT_TYPE,
+        occurred_at=message.sent_at,
+        received_at=message.sent_at,
+    )
 
 
 def enroll(
@@ -235,7 +254,9 @@ def trial_history(*, key="trial-to-paid", days=56, per_day=95, seed=7):
         for visit in visits
         if types[visit.step_key] in MESSAGE_CHANNELS
     ]  # fmt: skip
-    OutboxMessage.objects.bulk_create(messages)
+    DeliveryEvent.objects.bulk_create(
+        sent_event_of(m) for m in OutboxMessage.objects.bulk_create(messages)
+    )
     ConversionAward.objects.bulk_create(awards)
     GoalAchievement.objects.bulk_create(achievements)
     return journey

@@ -1,19 +1,24 @@
 """The rollups plus the not-yet-rolled-up tail equal the raw facts, at every stage of
 incremental refreshing and after a rebuild."""
 
+import dataclasses
 import datetime
 
 import pytest
+from anymail.signals import AnymailTrackingEvent
 from django.core.management import call_command
 
 from conversions.models import ConversionAward, GoalAchievement
 from conversions.tests.factories import ConversionAwardFactory, GoalAchievementFactory
-from journeys.models import Enrollment, StepVisit
+from journeys.actions.delivery import record_delivery_events
+from journeys.models import DeliveryEvent, Enrollment, OutboxMessage, StepVisit
 from reporting import rollups, selectors
 from reporting.models import (
     ConversionDay,
     ConvertTimeDay,
     GoalTimeDay,
+    MessageChunkDay,
+    MessageCreditDay,
     PathConversionDay,
     PathDay,
     StepConversionDay,
@@ -59,6 +64,9 @@ def assert_rollups_equal_facts(journey):
         assert selectors.time_to_convert(ctx) == selectors.time_to_convert_from_facts(ctx)
         assert selectors.goal_achievements(ctx) == selectors.goal_achievements_from_facts(ctx)
         assert selectors.common_paths(ctx) == selectors.common_paths_from_facts(ctx)
+        for attribution in selectors.ATTRIBUTIONS:
+            by = dataclasses.replace(ctx, attribution=attribution)
+            assert selectors.message_attribution(by) == selectors.message_attribution_from_facts(by)
 
 
 def visit(enrollment, key, seq, at):
@@ -77,12 +85,14 @@ def test_rebuilt_rollups_equal_the_facts(history):  # noqa: F811
         "visit": StepVisit.objects.order_by("-id").first().id,
         "award": ConversionAward.objects.order_by("-id").first().id,
         "achievement": GoalAchievement.objects.order_by("-id").first().id,
+        "message_event": DeliveryEvent.objects.order_by("-id").first().id,
     }
     assert sum(VersionDay.objects.values_list("enrolled", flat=True)) == Enrollment.objects.count()
     assert ConversionDay.objects.exists() and StepDay.objects.exists()
     assert StepConversionDay.objects.exists()
     assert ConvertTimeDay.objects.exists() and GoalTimeDay.objects.exists()
     assert PathDay.objects.exists() and PathConversionDay.objects.exists()
+    assert MessageChunkDay.objects.exists() and MessageCreditDay.objects.exists()
     assert_rollups_equal_facts(journey)
 
 
@@ -155,3 +165,67 @@ def test_rebuild_command_repairs_drifted_rollups(history, capsys):  # noqa: F811
     call_command("refresh_report_rollups")
     assert "Report rollups now hold" in capsys.readouterr().out
     assert_rollups_equal_facts(journey)
+
+
+def test_message_figures_stay_exact_as_messages_change_after_they_are_rolled_up(history):  # noqa: F811
+    """Feedback about a message rolled up long ago (even backdated before an award, which
+    moves the award's credit), a window edited, a message sent: rollup + touched chunks
+    equal the facts before and after each refresh, under every attribution."""
+    journey, paid = history["journey"], history["paid"]
+    rollups.rebuild_rollups()
+    assert_rollups_equal_facts(journey)
+    award = ConversionAward.objects.filter(conversion=paid).order_by("id").first()
+    welcome = OutboxMessage.objects.get(enrollment=award.enrollment_id, step_key="welcome")
+    before = message_figures(journey, "last_opened")
+
+    # Opened and clicked before the award, reported afterwards: the credit moves to it.
+    record_delivery_events(
+        events=[
+            AnymailTrackingEvent(
+                event_type=kind,
+                timestamp=award.awarded_at - H,
+                event_id=f"late-{kind}",
+                metadata={"outbox_id": str(welcome.pk)},
+            )
+            for kind in ("opened", "clicked")
+        ],
+        provider="Test",
+        now=award.awarded_at + 9 * D,
+    )
+    assert message_figures(journey, "last_opened") != before
+    assert_rollups_equal_facts(journey)
+    for _ in range(2):
+        refresh_report_rollups()
+        assert_rollups_equal_facts(journey)
+
+    # A window so short that no message is in it, then none at all.
+    for window in (datetime.timedelta(seconds=1), None):
+        paid.window = window
+        paid.save(update_fields=["window"])
+        assert_rollups_equal_facts(journey)
+        refresh_report_rollups()
+        assert_rollups_equal_facts(journey)
+
+    # A message sent to an enrollment that has none yet.
+    late = enroll(journey.versions.get(number=2), T0 + 2 * D, path=("welcome",))
+    assert_rollups_equal_facts(journey)
+    for _ in range(2):
+        refresh_report_rollups()
+        assert_rollups_equal_facts(journey)
+    assert rollups.rolled_up()["message_event"] == (
+        DeliveryEvent.objects.get(message__enrollment=late).pk
+    )
+
+    # Once rolled up, the figures come from the rollups alone.
+    MessageChunkDay.objects.update(sent=0)
+    MessageCreditDay.objects.update(awards=0)
+    figures = message_figures(journey, "last_sent")
+    assert {sent for sent, _ in figures.values()} == {0}
+    assert {awards for _, awards in figures.values()} == {0}
+
+
+def message_figures(journey, attribution):
+    ctx = selectors.report_context(journey=journey, attribution=attribution)
+    return {
+        (m.version, m.step): (m.sent, m.conversions) for m in selectors.message_attribution(ctx)
+    }

@@ -1,0 +1,56 @@
+"""The SQL the reporting app writes by hand, where PostgreSQL and SQLite differ: date
+arithmetic, and the shapes of parameters and results of a raw cursor."""
+
+import datetime
+
+from django.db import connection
+
+
+def day_sql(column: str) -> str:
+    """The UTC day of a timestamp column."""
+    if connection.vendor == "postgresql":
+        return f"CAST(({column} AT TIME ZONE 'UTC') AS date)"
+    return f"date({column})"
+
+
+def seconds_sql(later: str, earlier: str) -> str:
+    """Seconds from one timestamp column to another."""
+    if connection.vendor == "postgresql":
+        return f"EXTRACT(EPOCH FROM ({later} - {earlier}))"
+    return f"((julianday({later}) - julianday({earlier})) * 86400.0)"
+
+
+def duration_seconds_sql(column: str) -> str:
+    """Seconds of a DurationField column: an interval on PostgreSQL, microseconds on SQLite."""
+    if connection.vendor == "postgresql":
+        return f"EXTRACT(EPOCH FROM {column})"
+    return f"({column} / 1000000.0)"
+
+
+def execute(sql: str, params: list) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def fetch(sql: str, params: list) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def in_list(ids) -> str:
+    """Placeholders for an IN list of these values."""
+    return ", ".join(["%s"] * len(ids))
+
+
+def utc_day(value) -> datetime.date:
+    """The UTC day of a timestamp read through a raw cursor."""
+    if isinstance(value, str):  # SQLite through a raw cursor
+        value = datetime.datetime.fromisoformat(value)
+    if value.tzinfo is not None:
+        value = value.astimezone(datetime.UTC)
+    return value.date()
+
+
+def day_param(day: datetime.date):
+    return connection.ops.adapt_datefield_value(day)
