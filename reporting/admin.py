@@ -8,6 +8,8 @@ from reporting.models import (
     ConversionDay,
     ConvertTimeDay,
     GoalTimeDay,
+    MessageCreditDay,
+    MessageDay,
     PathConversionDay,
     PathDay,
     RollupWatermark,
@@ -81,6 +83,20 @@ class PathDayAdmin(RollupAdmin):
 @admin.register(PathConversionDay)
 class PathConversionDayAdmin(RollupAdmin):
     list_display = ["conversion", "version", "day", "path_hash", "converted"]
+    date_hierarchy = "day"
+
+
+@admin.register(MessageDay)
+class MessageDayAdmin(RollupAdmin):
+    list_display = ["version", "day", "step_key", "channel", "sent", "delivered", "opened",
+                    "clicked", "bounced", "unsubscribed"]  # fmt: skip
+    date_hierarchy = "day"
+
+
+@admin.register(MessageCreditDay)
+class MessageCreditDayAdmin(RollupAdmin):
+    list_display = ["conversion", "attribution", "version", "day", "step_key", "awards", "value"]
+    list_filter = ["attribution"]
     date_hierarchy = "day"
 
 

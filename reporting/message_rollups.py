@@ -1,16 +1,18 @@
-"""The messages panel's rollups (reporting.models.MessageChunkDay, MessageCreditDay): the
-messages sent at each step, what the provider reported back about them, and the awards
-credited to them under each attribution, kept exact while messages change.
+"""The messages panel's rollups (reporting/models.py, "Messages"): the messages sent at
+each step, what the provider reported back about them, and the awards credited to them
+under each attribution, kept exact while messages change.
 
 A message's figures change after it is written (sent, then delivered, opened, clicked...),
 and an award's credit goes to whichever message touched its enrollment last, so neither can
 be folded in once by id like the other rollups. Both only ever change together with a fact
 that is appended by id: a message event (journeys.models.DeliveryEvent: its send, and each
 kind of provider feedback) or an award. So the figures are kept per **chunk** of enrollment
-ids (CHUNK consecutive ids): a refresh recomputes, from the facts, every chunk that a message
-event or an award of the refresh's ranges touched, and a read takes the chunks touched since
-the last refresh (events and awards past the watermarks) from the facts too. Rollup rows of
-the other chunks + the touched chunks computed = the facts.
+ids (CHUNK consecutive ids), and summed per version, day and step in day totals. A refresh
+recomputes, from the facts, every chunk that a message event or an award of its ranges
+touched: it takes the chunk's old rows out of the totals, and its new ones in. A read takes
+the totals, less the rows of the chunks touched since the last refresh (events and awards
+past the watermarks), plus those chunks computed from the facts: exact at any moment, and
+as fast at ten million enrollments as at one, since the totals do not grow with them.
 
 Credits depend on the conversion's window as well. MessageCreditWindow records the window
 each conversion's credits were computed with; a conversion whose window was changed since
@@ -23,12 +25,18 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import connection
+from django.db.models import Sum
 
 from conversions.models import Conversion, ConversionAward
 from journeys.models import DeliveryEvent, Enrollment, JourneyVersion, OutboxMessage
-from reporting.models import MessageChunkDay, MessageCreditDay, MessageCreditWindow
+from reporting.models import (
+    MessageChunkDay,
+    MessageCreditChunkDay,
+    MessageCreditDay,
+    MessageCreditWindow,
+    MessageDay,
+)
 from reporting.sql import (
-    day_param,
     day_sql,
     duration_seconds_sql,
     execute,
@@ -50,8 +58,6 @@ OUTBOX = OutboxMessage._meta.db_table
 AWARD = ConversionAward._meta.db_table
 CONVERSION = Conversion._meta.db_table
 MESSAGE_EVENT = DeliveryEvent._meta.db_table
-CHUNK_DAY = MessageChunkDay._meta.db_table
-CREDIT_DAY = MessageCreditDay._meta.db_table
 
 # The moment a message touched the enrollment, by attribution: a message only competes for
 # an award once it was sent, opened or clicked, and its window runs from then. The first is
@@ -118,12 +124,16 @@ def chunk_ranges(chunks: Iterable[int]) -> tuple[tuple[int, int], ...]:
 
 
 def compute_counters(scope: Scope) -> list[tuple]:
+    return fetch(*_counters_sql(scope))
+
+
+def _counters_sql(scope: Scope) -> tuple[str, list]:
     """(chunk, version_id, day, step_key, channel, sent, delivered, opened, clicked,
     bounced, unsubscribed) of the sent messages of the scope's enrollments. A message counts
     as delivered when it was delivered, opened or clicked, and as opened when it was opened
     or clicked (blocked images hide an open, not a click)."""
     where, params = scope.where()
-    return fetch(
+    return (
         f"""
         SELECT e.id / {CHUNK}, e.version_id, {day_sql("e.started_at")}, o.step_key, o.channel,
                COUNT(*),
@@ -148,6 +158,15 @@ def compute_credits(
     conversion_ids: Iterable[int] | None = None,
     attributions: Iterable[str] = ATTRIBUTIONS,
 ) -> list[tuple]:
+    return fetch(*_credits_sql(scope, conversion_ids=conversion_ids, attributions=attributions))
+
+
+def _credits_sql(
+    scope: Scope,
+    *,
+    conversion_ids: Iterable[int] | None = None,
+    attributions: Iterable[str] = ATTRIBUTIONS,
+) -> tuple[str, list]:
     """(chunk, version_id, day, step_key, conversion_id, attribution, awards, value) of the
     scope's enrollments: each award goes, under each attribution, to the message that touched
     its enrollment last at or before it (TOUCHED_AT; the later message id breaks a tie),
@@ -164,7 +183,7 @@ def compute_credits(
         for name in attributions
     )
     window = duration_seconds_sql('c."window"')
-    return fetch(
+    return (
         f"""
         WITH e AS (SELECT e.id, e.version_id, e.started_at FROM {ENROLLMENT} e WHERE {where}),
         m AS (
@@ -226,50 +245,61 @@ def touched_chunks(
 
 # Keeping the rollups ------------------------------------------------------------------------
 
+COUNTER_KEYS = ["version_id", "day", "step_key", "channel"]
+CREDIT_KEYS = ["conversion_id", "attribution", "version_id", "day", "step_key"]
+# (the day totals, the chunks' rows, their key columns, the counters)
+TABLES = (
+    (MessageDay._meta.db_table, MessageChunkDay._meta.db_table, COUNTER_KEYS, list(COUNTERS)),
+    (MessageCreditDay._meta.db_table, MessageCreditChunkDay._meta.db_table, CREDIT_KEYS,
+     ["awards", "value"]),
+)  # fmt: skip
 
-def _insert_counters(rows: list[tuple]) -> None:
-    _insert(
-        CHUNK_DAY,
-        ["chunk", "version_id", "day", "step_key", "channel", *COUNTERS],
-        [(c, v, day_param(_day(d)), *rest) for c, v, d, *rest in rows],
+
+def _move(totals: str, chunks: str, keys: list[str], counters: list[str], where: str,
+          params: list, sign: int) -> None:  # fmt: skip
+    """Add (sign 1) or take out (sign -1) the chunk rows matching `where` to the totals."""
+    columns = ", ".join([*keys, *counters])
+    sums = ", ".join(f"{sign} * SUM({c})" for c in counters)
+    updates = ", ".join(f"{c} = {totals}.{c} + excluded.{c}" for c in counters)
+    execute(
+        f"INSERT INTO {totals} ({columns}) SELECT {', '.join(keys)}, {sums} FROM {chunks}"
+        f" WHERE {where} GROUP BY {', '.join(keys)}"
+        f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}",
+        params,
     )
 
 
-def _insert_credits(rows: list[tuple]) -> None:
-    _insert(
-        CREDIT_DAY,
-        ["chunk", "version_id", "day", "step_key", "conversion_id", "attribution", "awards",
-         "value"],
-        [(c, v, day_param(_day(d)), *rest) for c, v, d, *rest in rows],
-    )  # fmt: skip
-
-
-def _insert(table: str, columns: list[str], rows: list[tuple]) -> None:
-    if not rows:
-        return
-    with connection.cursor() as cursor:
-        cursor.executemany(
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({in_list(columns)})", rows
-        )
-
-
-def _day(value) -> datetime.date:
-    if isinstance(value, str):  # SQLite's date() through a raw cursor
-        return datetime.date.fromisoformat(value)
-    return value
-
-
 def recompute_chunks(chunks: Iterable[int]) -> None:
-    """Replace the rollup rows of these chunks with the figures of their facts now."""
+    """Replace the figures of these chunks with those of their facts now: each batch of
+    chunks is taken out of the day totals, recomputed, and added back in."""
     ranges = chunk_ranges(chunks)
     for start in range(0, len(ranges), REBUILD_CHUNKS):
         batch = ranges[start : start + REBUILD_CHUNKS]
-        scope = Scope(id_ranges=batch)
         ids = [c for low, high in batch for c in range(low // CHUNK, high // CHUNK)]
-        for table in (CHUNK_DAY, CREDIT_DAY):
-            execute(f"DELETE FROM {table} WHERE chunk IN ({in_list(ids)})", ids)
-        _insert_counters(compute_counters(scope))
-        _insert_credits(compute_credits(scope))
+        in_batch = f"chunk IN ({in_list(ids)})"
+        for totals, chunk_table, keys, counters in TABLES:
+            _move(totals, chunk_table, keys, counters, in_batch, ids, -1)
+            execute(f"DELETE FROM {chunk_table} WHERE {in_batch}", ids)
+        _insert_chunks(Scope(id_ranges=batch))
+        for totals, chunk_table, keys, counters in TABLES:
+            _move(totals, chunk_table, keys, counters, in_batch, ids, 1)
+
+
+def _insert_chunks(scope: Scope, *, conversion_ids: Iterable[int] | None = None) -> None:
+    if conversion_ids is None:
+        sql, params = _counters_sql(scope)
+        execute(
+            f"INSERT INTO {MessageChunkDay._meta.db_table}"
+            f" (chunk, {', '.join(COUNTER_KEYS)}, {', '.join(COUNTERS)}) {sql}",
+            params,
+        )
+    sql, params = _credits_sql(scope, conversion_ids=conversion_ids)
+    execute(
+        f"INSERT INTO {MessageCreditChunkDay._meta.db_table}"
+        " (chunk, version_id, day, step_key, conversion_id, attribution, awards, value)"
+        f" {sql}",
+        params,
+    )
 
 
 def recompute_windows() -> None:
@@ -280,15 +310,15 @@ def recompute_windows() -> None:
         if conversion.pk in recorded and recorded[conversion.pk] == conversion.window:
             continue
         MessageCreditDay.objects.filter(conversion_id=conversion.pk).delete()
+        MessageCreditChunkDay.objects.filter(conversion_id=conversion.pk).delete()
         version_ids = tuple(
             JourneyVersion.objects.filter(journey_id=conversion.journey_id).values_list(
                 "pk", flat=True
             )
         )
-        if version_ids:
-            _insert_credits(
-                compute_credits(Scope(version_ids=version_ids), conversion_ids=[conversion.pk])
-            )
+        _insert_chunks(Scope(version_ids=version_ids), conversion_ids=[conversion.pk])
+        totals, chunk_table, keys, counters = TABLES[1]
+        _move(totals, chunk_table, keys, counters, "conversion_id = %s", [conversion.pk], 1)
         MessageCreditWindow.objects.update_or_create(
             conversion_id=conversion.pk, defaults={"window": conversion.window}
         )
@@ -303,11 +333,15 @@ def fold(*, events: tuple[int, int], awards: tuple[int, int]) -> None:
 
 
 def rebuild(*, last_enrollment_id: int) -> None:
-    """Every chunk up to the enrollment id, and every conversion's window recorded."""
-    MessageChunkDay.objects.all().delete()
-    MessageCreditDay.objects.all().delete()
-    MessageCreditWindow.objects.all().delete()
-    recompute_chunks(range(0, last_enrollment_id // CHUNK + 1))
+    """Every chunk up to the enrollment id, the day totals from them, and every
+    conversion's window recorded."""
+    for model in (MessageDay, MessageChunkDay, MessageCreditDay, MessageCreditChunkDay,
+                  MessageCreditWindow):  # fmt: skip
+        model.objects.all().delete()
+    for low in range(0, last_enrollment_id + 1, CHUNK * REBUILD_CHUNKS):
+        _insert_chunks(Scope(id_ranges=((low, low + CHUNK * REBUILD_CHUNKS),)))
+    for totals, chunk_table, keys, counters in TABLES:
+        _move(totals, chunk_table, keys, counters, "1 = 1", [], 1)
     MessageCreditWindow.objects.bulk_create(
         MessageCreditWindow(conversion_id=pk, window=window)
         for pk, window in Conversion.objects.values_list("pk", "window")
@@ -345,9 +379,13 @@ def read(
     # report takes the same number of queries whatever the data.
     tail_scope = Scope(scope.version_ids, scope.start, scope.end, chunk_ranges(tail))
     figures = MessageFigures(counters={}, credits={})
-    rolled = _in_scope(MessageChunkDay.objects.exclude(chunk__in=tail), scope)
-    for row in rolled.values_list("version_id", "step_key", "channel", *COUNTERS):
-        _add_counters(figures, row)
+    touched = list(tail) or [-1]
+    for model, sign in ((MessageDay, 1), (MessageChunkDay, -1)):
+        rows = _in_scope(model.objects.all(), scope)
+        if sign < 0:
+            rows = rows.filter(chunk__in=touched)
+        for row in _summed(rows, ["version_id", "step_key", "channel"], COUNTERS):
+            _add_counters(figures, row, sign)
     _add_computed_counters(figures, compute_counters(tail_scope))
 
     window = MessageCreditWindow.objects.filter(conversion_id=conversion.pk).first()
@@ -356,18 +394,29 @@ def read(
         credit_scope = scope
     else:
         credit_scope = tail_scope
-        credits = MessageCreditDay.objects.exclude(chunk__in=tail).filter(
-            conversion_id=conversion.pk, attribution=attribution
-        )
-        for version_id, key, awards, value in _in_scope(credits, scope).values_list(
-            "version_id", "step_key", "awards", "value"
-        ):
-            _add_credits(figures, version_id, key, awards, value)
+        for model, sign in ((MessageCreditDay, 1), (MessageCreditChunkDay, -1)):
+            rows = _in_scope(model.objects.all(), scope).filter(
+                conversion_id=conversion.pk, attribution=attribution
+            )
+            if sign < 0:
+                rows = rows.filter(chunk__in=touched)
+            for version_id, key, awards, value in _summed(
+                rows, ["version_id", "step_key"], ["awards", "value"]
+            ):
+                _add_credits(figures, version_id, key, awards, value, sign)
     credit_rows = compute_credits(
         credit_scope, conversion_ids=[conversion.pk], attributions=[attribution]
     )
     _add_computed_credits(figures, credit_rows)
     return figures
+
+
+def _summed(qs, keys: list[str], counters) -> list[tuple]:
+    return list(
+        qs.values(*keys)
+        .annotate(*(Sum(name) for name in counters))
+        .values_list(*keys, *(f"{name}__sum" for name in counters))
+    )
 
 
 def _in_scope(qs, scope: Scope):
@@ -379,17 +428,19 @@ def _in_scope(qs, scope: Scope):
     return qs
 
 
-def _add_counters(figures: MessageFigures, row: tuple) -> None:
+def _add_counters(figures: MessageFigures, row: tuple, sign: int = 1) -> None:
     version_id, key, channel, *counts = row
     found = figures.counters.setdefault((version_id, key), [channel, *[0] * len(COUNTERS)])
     for i, n in enumerate(counts, start=1):
-        found[i] += int(n or 0)
+        found[i] += sign * int(n or 0)
 
 
-def _add_credits(figures: MessageFigures, version_id: int, key: str, awards, value) -> None:
+def _add_credits(
+    figures: MessageFigures, version_id: int, key: str, awards, value, sign: int = 1
+) -> None:
     found = figures.credits.setdefault((version_id, key), [0, Decimal(0)])
-    found[0] += int(awards or 0)
-    found[1] += Decimal(str(value or 0))
+    found[0] += sign * int(awards or 0)
+    found[1] += sign * Decimal(str(value or 0))
 
 
 def from_facts(scope: Scope, *, conversion: Conversion, attribution: str) -> MessageFigures:

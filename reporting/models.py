@@ -202,65 +202,110 @@ class PathConversionDay(models.Model):
 # A message's figures change after it is written (sent, then delivered, opened, clicked...)
 # and the credit of an award goes to whichever message touched its enrollment last, so these
 # cannot be folded in by id like the rollups above. They are kept per chunk of enrollment
-# ids instead (reporting/rollups.py, MESSAGE_CHUNK): a refresh recomputes every chunk that a
-# message event (DeliveryEvent: sent, and each kind of feedback) or an award touched since
-# the previous one, and a read takes the chunks touched since the last refresh from the facts.
+# ids (reporting/message_rollups.py): a refresh recomputes every chunk that a message event
+# (DeliveryEvent: sent, and each kind of feedback) or an award touched since the previous
+# one, moving the chunk's old figures out of the day totals and its new ones in; a read
+# takes the day totals, less the rows of the chunks touched since, plus those chunks
+# computed from the facts.
 
 
-class MessageChunkDay(models.Model):
-    """Of the enrollments in a chunk of ids, started on a version that day: the messages sent
-    at a step, and what the provider reported back about them (as MessageCounts)."""
+class MessageCounters(models.Model):
+    """The messages sent at a step, and what the provider reported back (MessageCounts)."""
 
-    chunk = models.BigIntegerField()
     version = models.ForeignKey(JourneyVersion, on_delete=models.CASCADE, related_name="+")
     day = models.DateField()
     step_key = models.CharField(max_length=64)
     channel = models.CharField(max_length=8)
-    sent = models.PositiveIntegerField(default=0)
-    delivered = models.PositiveIntegerField(default=0)
-    opened = models.PositiveIntegerField(default=0)
-    clicked = models.PositiveIntegerField(default=0)
-    bounced = models.PositiveIntegerField(default=0)
-    unsubscribed = models.PositiveIntegerField(default=0)
+    # Signed: a refresh moves a chunk's figures out and back in.
+    sent = models.IntegerField(default=0)
+    delivered = models.IntegerField(default=0)
+    opened = models.IntegerField(default=0)
+    clicked = models.IntegerField(default=0)
+    bounced = models.IntegerField(default=0)
+    unsubscribed = models.IntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+class MessageDay(MessageCounters):
+    """Of the enrollments started on a version that day: their messages at a step."""
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["version", "day", "chunk", "step_key", "channel"],
+                fields=["version", "day", "step_key", "channel"], name="messageday_unique"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.version_id} {self.day} {self.step_key}: {self.sent}"
+
+
+class MessageChunkDay(MessageCounters):
+    """The same, of the enrollments in one chunk of ids: what a refresh moves."""
+
+    chunk = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["chunk", "version", "day", "step_key", "channel"],
                 name="messagechunkday_unique",
             )
         ]
-        indexes = [models.Index(fields=["chunk"], name="messagechunkday_chunk_idx")]
 
     def __str__(self):
-        return f"{self.version_id} {self.day} #{self.chunk} {self.step_key}: {self.sent}"
+        return f"#{self.chunk} {self.version_id} {self.day} {self.step_key}: {self.sent}"
 
 
-class MessageCreditDay(models.Model):
-    """Of those enrollments: the awards of the conversion credited to the message step under
-    an attribution (reporting.message_rollups.TOUCHED_AT), within the conversion's window as it was
-    when the chunk was computed (MessageCreditWindow), and their value."""
+class MessageCredits(models.Model):
+    """The awards of the conversion credited to the message step under an attribution
+    (reporting.message_rollups.TOUCHED_AT), within the conversion's window as it was when
+    they were computed (MessageCreditWindow), and their value."""
 
-    chunk = models.BigIntegerField()
     conversion = models.ForeignKey(Conversion, on_delete=models.CASCADE, related_name="+")
     version = models.ForeignKey(JourneyVersion, on_delete=models.CASCADE, related_name="+")
     day = models.DateField()
     step_key = models.CharField(max_length=64)
     attribution = models.CharField(max_length=16)
-    awards = models.PositiveIntegerField(default=0)
+    awards = models.IntegerField(default=0)
     value = models.DecimalField(max_digits=18, decimal_places=2, default=0)
+
+    class Meta:
+        abstract = True
+
+
+class MessageCreditDay(MessageCredits):
+    """Of the enrollments started on a version that day: the credits of a message step."""
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["conversion", "attribution", "version", "day", "chunk", "step_key"],
+                fields=["conversion", "attribution", "version", "day", "step_key"],
                 name="messagecreditday_unique",
             )
         ]
-        indexes = [models.Index(fields=["chunk"], name="messagecreditday_chunk_idx")]
 
     def __str__(self):
-        return f"{self.conversion_id} {self.attribution} {self.version_id} #{self.chunk}"
+        return f"{self.conversion_id} {self.attribution} {self.version_id} {self.day}"
+
+
+class MessageCreditChunkDay(MessageCredits):
+    """The same, of the enrollments in one chunk of ids."""
+
+    chunk = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["chunk", "conversion", "attribution", "version", "day", "step_key"],
+                name="messagecreditchunkday_unique",
+            )
+        ]
+
+    def __str__(self):
+        return f"#{self.chunk} {self.conversion_id} {self.attribution} {self.version_id}"
 
 
 class MessageCreditWindow(models.Model):

@@ -7,6 +7,7 @@ import datetime
 import pytest
 from anymail.signals import AnymailTrackingEvent
 from django.core.management import call_command
+from django.db.models import Sum
 
 from conversions.models import ConversionAward, GoalAchievement
 from conversions.tests.factories import ConversionAwardFactory, GoalAchievementFactory
@@ -19,6 +20,7 @@ from reporting.models import (
     GoalTimeDay,
     MessageChunkDay,
     MessageCreditDay,
+    MessageDay,
     PathConversionDay,
     PathDay,
     StepConversionDay,
@@ -92,7 +94,11 @@ def test_rebuilt_rollups_equal_the_facts(history):  # noqa: F811
     assert StepConversionDay.objects.exists()
     assert ConvertTimeDay.objects.exists() and GoalTimeDay.objects.exists()
     assert PathDay.objects.exists() and PathConversionDay.objects.exists()
-    assert MessageChunkDay.objects.exists() and MessageCreditDay.objects.exists()
+    assert MessageDay.objects.exists() and MessageCreditDay.objects.exists()
+    # The day totals are the sums of the chunks' rows.
+    assert MessageDay.objects.aggregate(n=Sum("sent")) == MessageChunkDay.objects.aggregate(
+        n=Sum("sent")
+    )
     assert_rollups_equal_facts(journey)
 
 
@@ -217,7 +223,7 @@ def test_message_figures_stay_exact_as_messages_change_after_they_are_rolled_up(
     )
 
     # Once rolled up, the figures come from the rollups alone.
-    MessageChunkDay.objects.update(sent=0)
+    MessageDay.objects.update(sent=0)
     MessageCreditDay.objects.update(awards=0)
     figures = message_figures(journey, "last_sent")
     assert {sent for sent, _ in figures.values()} == {0}

@@ -408,7 +408,7 @@ def test_split_versions_are_randomized_and_their_sample_ratio_uses_the_split_per
 def test_full_report_takes_the_same_number_of_queries_whatever_the_data(
     history, django_assert_num_queries
 ):
-    with django_assert_num_queries(20):
+    with django_assert_num_queries(21):
         ctx = context(history)
         report = selectors.full_report(ctx)
     assert report.versions and report.steps and report.daily and report.paths
@@ -416,7 +416,7 @@ def test_full_report_takes_the_same_number_of_queries_whatever_the_data(
     versions = {v.number: v for v in history["journey"].versions.all()}
     for number, offset, _, path, _, _ in HISTORY * 2:
         enroll(versions[number], T0 + offset, path=tuple(path), awards=((history["paid"], H),))
-    with django_assert_num_queries(20):
+    with django_assert_num_queries(21):
         selectors.full_report(context(history))
 
 
