@@ -8,7 +8,10 @@ from reporting.models import (
     ConversionDay,
     ConvertTimeDay,
     GoalTimeDay,
+    MessageChunkDay,
+    MessageCreditChunkDay,
     MessageCreditDay,
+    MessageCreditWindow,
     MessageDay,
     PathConversionDay,
     PathDay,
@@ -98,6 +101,26 @@ class MessageCreditDayAdmin(RollupAdmin):
     list_display = ["conversion", "attribution", "version", "day", "step_key", "awards", "value"]
     list_filter = ["attribution"]
     date_hierarchy = "day"
+
+
+@admin.register(MessageChunkDay)
+class MessageChunkDayAdmin(RollupAdmin):
+    list_display = ["chunk", "version", "day", "step_key", "channel", "sent", "delivered",
+                    "opened", "clicked", "bounced", "unsubscribed"]  # fmt: skip
+    date_hierarchy = "day"
+
+
+@admin.register(MessageCreditChunkDay)
+class MessageCreditChunkDayAdmin(RollupAdmin):
+    list_display = ["chunk", "conversion", "attribution", "version", "day", "step_key", "awards",
+                    "value"]  # fmt: skip
+    list_filter = ["attribution"]
+    date_hierarchy = "day"
+
+
+@admin.register(MessageCreditWindow)
+class MessageCreditWindowAdmin(RollupAdmin):
+    list_display = ["conversion", "window"]
 
 
 @admin.register(RollupWatermark)

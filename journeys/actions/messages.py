@@ -174,14 +174,20 @@ def _record_sent(message: OutboxMessage, provider_id: str, *, now: datetime) -> 
             leased_until=None,
         )
         if marked:
-            DeliveryEvent.objects.create(
-                message_id=message.pk,
-                provider=SENT_EVENT_PROVIDER,
-                # A message retried from the admin can be sent again, later.
-                event_id=f"sent/{message.pk}/{now.isoformat()}",
-                event_type=SENT_EVENT_TYPE,
-                occurred_at=now,
-                received_at=now,
+            # Once per message: the row only becomes sent once (a failed message was never
+            # marked sent). A conflict can only come from a row put back by hand.
+            DeliveryEvent.objects.bulk_create(
+                [
+                    DeliveryEvent(
+                        message_id=message.pk,
+                        provider=SENT_EVENT_PROVIDER,
+                        event_id=f"sent/{message.pk}",
+                        event_type=SENT_EVENT_TYPE,
+                        occurred_at=now,
+                        received_at=now,
+                    )
+                ],
+                ignore_conflicts=True,
             )
 
 

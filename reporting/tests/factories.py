@@ -55,7 +55,7 @@ def sent_event_of(message: OutboxMessage) -> DeliveryEvent:
     return DeliveryEvent(
         message=message,
         provider=SENT_EVENT_PROVIDER,
-        event_id=f"sent/{message.pk}/{message.sent_at.isoformat()}",
+        event_id=f"sent/{message.pk}",
         event_type=SENT_EVENT_TYPE,
         occurred_at=message.sent_at,
         received_at=message.sent_at,
