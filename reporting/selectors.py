@@ -113,7 +113,11 @@ def report_context(
     ReportInputError naming the parameter when the conversion or a version does not exist,
     or a date is outside REPORT_YEARS or the end is before the start. Every route reading a
     report (API, page, CSV, panels, path contacts) comes through here, so this is the one
-    place filters are checked."""
+    place filters are checked. On PostgreSQL it first makes sure the planner's statistics
+    of the fact tables are not far behind them (rollups.analyze_grown_facts: one query, and
+    an ANALYZE when a table has grown by a fifth), so that no report is planned as if the
+    facts it pairs up were a handful of rows."""
+    rollups.analyze_grown_facts()
     published = tuple(
         VersionInfo(
             id=v.id,
