@@ -3,7 +3,12 @@ searches, the attribute and subscription filters, and "in journey X at step Y".
 
 PostgreSQL only, in SQL: operator classes (text_pattern_ops, jsonb_path_ops) and GIN have
 no SQLite form, and SQLite is the development database of small data. They are not in the
-models' Meta, so the migration state does not know them; this migration removes them."""
+models' Meta, so the migration state does not know them; this migration removes them.
+
+Built CONCURRENTLY, outside a transaction: on a live table of a million contacts a plain
+CREATE INDEX would hold every write to the contacts (and the enrollments) until it is done.
+A concurrent build that fails leaves an invalid index behind; running the migration again
+drops it and builds it anew."""
 
 from django.db import migrations
 
@@ -40,18 +45,30 @@ INDEXES = {
 def create_indexes(apps, schema_editor):
     if schema_editor.connection.vendor != "postgresql":
         return
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " WHERE c.relname = ANY(%s) AND NOT i.indisvalid",
+            [list(INDEXES)],
+        )
+        invalid = [name for (name,) in cursor.fetchall()]
+    for name in invalid:
+        schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
     for name, target in INDEXES.items():
-        schema_editor.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {target}")
+        schema_editor.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {target}")
 
 
 def drop_indexes(apps, schema_editor):
     if schema_editor.connection.vendor != "postgresql":
         return
     for name in INDEXES:
-        schema_editor.execute(f"DROP INDEX IF EXISTS {name}")
+        schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
 
 
 class Migration(migrations.Migration):
+    # CREATE INDEX CONCURRENTLY cannot run inside a transaction.
+    atomic = False
+
     dependencies = [
         ("journeys", "0019_journey_lifecycle"),
     ]
