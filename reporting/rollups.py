@@ -351,14 +351,16 @@ def _fold_paths(ranges: dict[str, tuple[int, int]]) -> None:
     _apply_path_moves(path_moves(touched, before=before, after=after))
 
 
-# A fact table whose rows changed by more than this share of what the planner last saw
-# (and by more than STALE_ROWS) is analysed before a refresh.
+# A fact table whose number of rows differs from what the planner last saw by more than
+# this share (and by more than STALE_ROWS) is analysed before a refresh or a report. Updates
+# do not count: the engine rewrites every enrollment at each step, and the row count is what
+# the plans below went wrong on.
 STALE_SHARE = 0.2
 STALE_ROWS = 10_000
 
 
 def analyze_grown_facts() -> list[str]:
-    """ANALYZE the fact tables that grew or changed a lot since the planner last looked at
+    """ANALYZE the fact tables that grew or shrank a lot since the planner last looked at
     them; returns their names. PostgreSQL only.
 
     The refresh and the reads of the tail pair facts up with correlated NOT EXISTS probes.
@@ -372,8 +374,10 @@ def analyze_grown_facts() -> list[str]:
     with connection.cursor() as cursor:
         cursor.execute(
             """SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
-               WHERE s.relname = ANY(%s) AND s.n_mod_since_analyze > %s
-                 AND s.n_mod_since_analyze > %s * GREATEST(c.reltuples, 0)""",
+               WHERE s.relname = ANY(%s)
+                 AND ABS(s.n_live_tup - GREATEST(c.reltuples, 0)) > %s
+                 AND ABS(s.n_live_tup - GREATEST(c.reltuples, 0))
+                     > %s * GREATEST(c.reltuples, 0)""",
             [list(FACT_TABLES.values()), STALE_ROWS, STALE_SHARE],
         )
         stale = [name for (name,) in cursor.fetchall()]
