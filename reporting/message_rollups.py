@@ -316,9 +316,11 @@ def recompute_windows() -> None:
                 "pk", flat=True
             )
         )
-        _insert_chunks(Scope(version_ids=version_ids), conversion_ids=[conversion.pk])
-        totals, chunk_table, keys, counters = TABLES[1]
-        _move(totals, chunk_table, keys, counters, "conversion_id = %s", [conversion.pk], 1)
+        # A new conversion has no awards yet: nothing to credit, however big the journey.
+        if ConversionAward.objects.filter(conversion_id=conversion.pk).exists():
+            _insert_chunks(Scope(version_ids=version_ids), conversion_ids=[conversion.pk])
+            totals, chunk_table, keys, counters = TABLES[1]
+            _move(totals, chunk_table, keys, counters, "conversion_id = %s", [conversion.pk], 1)
         MessageCreditWindow.objects.update_or_create(
             conversion_id=conversion.pk, defaults={"window": conversion.window}
         )
