@@ -65,6 +65,18 @@ def ingest_events(
     unique: dict[str, dict] = {}
     for event in events:
         unique.setdefault(event["id"], event)
+    accepted = retrying_deadlocks(
+        lambda: _store_events(unique, source=source, now=now), what="Event ingestion"
+    )
+    return accepted, len(events) - accepted
+
+
+def _store_events(unique: dict[str, dict], *, source: str, now: datetime) -> int:
+    """One transaction of `ingest_events`. Two requests replaying each other's ids in another
+    order can deadlock on the event_id index (each holds an id the other inserts next):
+    PostgreSQL rolls one back and `ingest_events` runs it again, which then counts the
+    other's ids as duplicates. The rows keep the request's order, which is the order a
+    contact's events take effect in (by id)."""
     with transaction.atomic():
         contact_ids = contact_ids_by_external_id({event["contact"] for event in unique.values()})
         rows = [
@@ -86,7 +98,7 @@ def ingest_events(
         accepted = _insert_events(rows) if rows else 0
         if accepted:
             wake("process_events")
-    return accepted, len(events) - accepted
+    return accepted
 
 
 def process_pending_events(*, limit: int | None = None, now: datetime) -> int:
