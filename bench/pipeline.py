@@ -3,7 +3,8 @@ and advance the enrollments they start; the queues' depth sampled over time.
 
     .venv/bin/python bench/pipeline.py --events 200000
 
-Needs PostgreSQL and Redis (see bench/README.md). It recreates the database it is given.
+Needs PostgreSQL, Redis and the test extra (`bin/setup --extra test`: it starts beat and the
+workers as the tests do, tests/processes.py). It recreates the database it is given.
 The events are bench/ingest.py's (page_viewed, trial_started and purchase of 100,000
 contacts, batches of 500, 10% replays); the journey is bench/engine.py's five steps,
 triggered by `trial_started` (re-entry `once`: a contact's first one enrolls it) and
@@ -106,88 +107,39 @@ def processed_count(conn) -> int:
     ]
 
 
-def main():
-    args = parse_args()
+def measure(args, *, port: int, api_key: str, bodies: list[bytes], url: str) -> dict:
+    """Post every body while sampling the queues, then wait until the backlog has drained."""
     import psycopg
-    import redis
 
-    recreate_database(args.database_url)
-    setup_django(args)
-    api_key = prepare(args)
-    from django.db import connection
-
-    connection.close()
-
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.base",
-        "DATABASE_URL": args.database_url,
-        "CELERY_BROKER_URL": args.redis_url,
-        "INGEST_RATE_LIMIT": "1000000000/60s",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "EMAIL_BACKEND": "django.core.mail.backends.dummy.EmailBackend",
-        "SWEEP_INTERVAL_SECONDS": "1",
-        "LOG_LEVEL": "WARNING",
-    }
-    broker = redis.Redis.from_url(args.redis_url)
-    broker.flushdb()
-    bodies, unique, replays = batches(args)
-    port = free_port()
-    schedule = tempfile.mkdtemp(prefix="bench-pipeline-")
-
-    def start(command):
-        return subprocess.Popen(
-            [sys.executable, "-m", *command],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-    processes = [
-        start(["gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers",
-               str(args.web_workers), "--no-control-socket", "--timeout", "120"]),
-        start(["celery", "-A", "config", "beat", "-s", f"{schedule}/beat-schedule",
-               "--pidfile", f"{schedule}/beat.pid"]),
-    ]  # fmt: skip
-    workers = [
-        start(["celery", "-A", "config", "worker", "--pool=solo", "--without-gossip",
-               "--without-mingle", "--without-heartbeat", "-n", f"pipeline{index}-{os.getpid()}@%h"])
-        for index in range(args.workers)
-    ]  # fmt: skip
-    processes += workers
-    url = args.database_url.replace("postgres://", "postgresql://")
+    for _ in range(150):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    time.sleep(3)  # the workers' start-up is not the pipeline's time
     samples = []
+    sampling = threading.Event()
+    sampling.set()
+    started = time.perf_counter()
+
+    def sample():
+        with psycopg.connect(url, autocommit=True) as conn:
+            while sampling.is_set():
+                pending, due = depths(conn)
+                samples.append(
+                    {
+                        "seconds": round(time.perf_counter() - started, 1),
+                        "pending_events": pending,
+                        "due_enrollments": due,
+                        "processed_events": processed_count(conn),
+                    }
+                )
+                time.sleep(args.sample)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
     try:
-        for _ in range(150):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        time.sleep(3)  # the workers' start-up is not the pipeline's time
-
-        posting = threading.Event()
-        posting.set()
-        started = time.perf_counter()
-
-        def sample():
-            with psycopg.connect(url, autocommit=True) as conn:
-                while posting.is_set():
-                    pending, due = depths(conn)
-                    samples.append(
-                        {
-                            "seconds": round(time.perf_counter() - started, 1),
-                            "pending_events": pending,
-                            "due_enrollments": due,
-                            "processed_events": processed_count(conn),
-                        }
-                    )
-                    time.sleep(args.sample)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
         accepted, duplicates, api_seconds = post_all(port, api_key, bodies, args.clients)
         with psycopg.connect(url, autocommit=True) as conn:
             matched_while_posting = processed_count(conn)
@@ -195,33 +147,76 @@ def main():
             # Then until everything is done: events matched, enrollments finished, emails
             # sent (or skipped: ingested contacts have no address).
             drain_started = time.perf_counter()
-            while True:
-                busy = conn.execute(
-                    """SELECT EXISTS (SELECT 1 FROM journeys_event WHERE status = 'pending')
-                           OR EXISTS (SELECT 1 FROM journeys_enrollment WHERE state = 'active')
-                           OR EXISTS (SELECT 1 FROM journeys_outboxmessage
-                                      WHERE status = 'pending')"""
-                ).fetchone()[0]
-                if not busy:
-                    break
+            while conn.execute(
+                """SELECT EXISTS (SELECT 1 FROM journeys_event WHERE status = 'pending')
+                       OR EXISTS (SELECT 1 FROM journeys_enrollment WHERE state = 'active')
+                       OR EXISTS (SELECT 1 FROM journeys_outboxmessage WHERE status = 'pending')"""
+            ).fetchone()[0]:
                 if time.perf_counter() - drain_started > args.drain_timeout:
                     raise SystemExit("the pipeline did not drain in time")
                 time.sleep(0.5)
             drain_seconds = time.perf_counter() - drain_started
-        total_seconds = time.perf_counter() - started
-        posting.clear()
-        sampler.join()
-        peaks = [round(peak_rss_mb(worker.pid), 1) for worker in workers]
     finally:
-        for process in processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-        broker.flushdb()
+        sampling.clear()
+        sampler.join()
+    return {
+        "accepted": accepted,
+        "duplicates": duplicates,
+        "api_seconds": api_seconds,
+        "matched_while_posting": matched_while_posting,
+        "pending_at_end": pending_at_end,
+        "due_at_end": due_at_end,
+        "drain_seconds": drain_seconds,
+        "total_seconds": time.perf_counter() - started,
+        "samples": samples,
+    }
+
+
+def main():
+    args = parse_args()
+    import psycopg
+
+    recreate_database(args.database_url)
+    setup_django(args)
+    api_key = prepare(args)
+    from django.db import connection
+
+    from tests.processes import celery_processes
+
+    connection.close()
+    bodies, unique, replays = batches(args)
+    port = free_port()
+    url = args.database_url.replace("postgres://", "postgresql://")
+    env = {
+        **os.environ,
+        "INGEST_RATE_LIMIT": "1000000000/60s",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "LOG_LEVEL": "WARNING",
+    }
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-pipeline-") as folder,
+        celery_processes(
+            Path(folder),
+            broker_url=args.redis_url,
+            workers=[f"pipeline{index}" for index in range(args.workers)],
+            EMAIL_BACKEND="django.core.mail.backends.dummy.EmailBackend",
+        ) as workers,
+    ):
+        web = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}",
+             "--workers", str(args.web_workers), "--no-control-socket", "--timeout", "120"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            run = measure(args, port=port, api_key=api_key, bodies=bodies, url=url)
+            peaks = [round(peak_rss_mb(worker.pid), 1) for worker in workers]
+        finally:
+            os.killpg(web.pid, signal.SIGTERM)
+            web.wait(timeout=30)
 
     with psycopg.connect(url) as conn:
         stored = conn.execute(
@@ -236,8 +231,8 @@ def main():
             "SELECT count(*) FROM journeys_event WHERE status = 'failed'"
         ).fetchone()[0]
         visits = conn.execute("SELECT count(*) FROM journeys_stepvisit").fetchone()[0]
-    assert accepted == stored == unique and duplicates == replays, (
-        accepted, stored, unique, duplicates, replays,
+    assert run["accepted"] == stored == unique and run["duplicates"] == replays, (
+        run, stored, unique, replays,
     )  # fmt: skip
     assert enrollments == triggered, f"{enrollments} enrollments for {triggered} contacts"
     assert failed == 0 and visits == enrollments * len(STEPS)
@@ -246,15 +241,17 @@ def main():
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "events_posted": posted,
         "unique_events": unique,
-        "api_seconds": round(api_seconds, 1),
-        "api_events_per_second": round(posted / api_seconds),
-        "events_matched_while_posting": matched_while_posting,
-        "matching_per_second_while_posting": round(matched_while_posting / api_seconds),
-        "pending_events_at_last_request": pending_at_end,
-        "due_enrollments_at_last_request": due_at_end,
-        "max_pending_events": max((s["pending_events"] for s in samples), default=0),
-        "drain_seconds": round(drain_seconds, 1),
-        "total_seconds": round(total_seconds, 1),
+        "api_seconds": round(run["api_seconds"], 1),
+        "api_events_per_second": round(posted / run["api_seconds"]),
+        "events_matched_while_posting": run["matched_while_posting"],
+        "matching_per_second_while_posting": round(
+            run["matched_while_posting"] / run["api_seconds"]
+        ),
+        "pending_events_at_last_request": run["pending_at_end"],
+        "due_enrollments_at_last_request": run["due_at_end"],
+        "max_pending_events": max((s["pending_events"] for s in run["samples"]), default=0),
+        "drain_seconds": round(run["drain_seconds"], 1),
+        "total_seconds": round(run["total_seconds"], 1),
         "enrollments": enrollments,
         "step_visits": visits,
         "worker_peak_rss_mb": peaks,
@@ -264,7 +261,7 @@ def main():
     }
     print("| seconds | pending events | due enrollments | events processed |")
     print("|---:|---:|---:|---:|")
-    for s in samples:
+    for s in run["samples"]:
         print(
             f"| {s['seconds']} | {s['pending_events']:,} | {s['due_enrollments']:,} "
             f"| {s['processed_events']:,} |"
@@ -272,7 +269,7 @@ def main():
     print("\n| measure | value |\n|---|---|")
     for key, value in result.items():
         print(f"| {key} | {value} |")
-    print(json.dumps({**result, "samples": samples}))
+    print(json.dumps({**result, "samples": run["samples"]}))
 
 
 if __name__ == "__main__":

@@ -73,6 +73,18 @@ def test_beat_runs_the_sweep_every_sweep_interval(settings):
     assert schedule == {"task": "journeys.sweep", "schedule": settings.SWEEP_INTERVAL_SECONDS}
 
 
+def _python(code: str, *args: str) -> subprocess.CompletedProcess:
+    """`code` run by a new Python process of this project, on the test settings."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"},
+        cwd=settings.BASE_DIR,
+    )
+
+
 WAKE_FROM_A_WEB_PROCESS = """
 import sys
 import django
@@ -87,14 +99,7 @@ print(" ".join(task(f"journeys.{name}").name for name in sys.argv[1:]))
 @pytest.mark.django_db(databases=[])
 def test_a_web_process_finds_each_task_it_wakes_by_name():
     names = ["process_events", "advance_enrollments", "deliver_messages", "sweep"]
-    found = subprocess.run(
-        [sys.executable, "-c", WAKE_FROM_A_WEB_PROCESS, *names],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"},
-        cwd=settings.BASE_DIR,
-    )
+    found = _python(WAKE_FROM_A_WEB_PROCESS, *names)
     assert found.returncode == 0, found.stderr
     assert found.stdout.split() == [f"journeys.{name}" for name in names]
 
@@ -118,14 +123,7 @@ def test_a_worker_imports_neither_the_sites_urls_nor_the_reports_numerical_libra
     # The URLconf imports every page and API, the report's among them: about 120 MB of a
     # worker's memory, for a process that never answers a request nor reports.
     heavy = ["config.urls", "numpy", "pandas", "scipy", "statsmodels"]
-    started = subprocess.run(
-        [sys.executable, "-c", WORKER_START, *heavy],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"},
-        cwd=settings.BASE_DIR,
-    )
+    started = _python(WORKER_START, *heavy)
     assert started.returncode == 0, started.stderr
     assert started.stdout.split() == []
 
