@@ -299,6 +299,20 @@ def test_killing_a_worker_mid_run_loses_nothing_and_does_nothing_twice(tmp_path)
     assert not Enrollment.objects.exclude(path=[step["key"] for step in KILL_STEPS]).exists()
 
 
+def _until_waiting(pid: list[int], failure: str) -> None:
+    """Poll until the backend whose id another thread puts in `pid` waits for a lock (it
+    works meanwhile); pg_locks is read live (pg_stat_activity is a snapshot per
+    transaction)."""
+    deadline = time.monotonic() + 30
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute("SELECT 1 FROM pg_locks WHERE pid = %s AND NOT granted", pid or [0])
+            if cursor.fetchone():
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(failure)
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_erasure_meeting_a_worker_batch_in_a_deadlock_is_retried_and_completes():
@@ -324,19 +338,7 @@ def test_erasure_meeting_a_worker_batch_in_a_deadlock_is_retried_and_completes()
                 Enrollment.objects.select_for_update(no_key=True).get(pk=enrollment.pk)
                 batch_holds_enrollment.set()
                 # Until the erasure waits for the enrollment (it then holds the contact).
-                deadline = time.monotonic() + 30
-                with connection.cursor() as cursor:
-                    while True:
-                        # pg_locks is read live (pg_stat_activity is a snapshot per
-                        # transaction).
-                        cursor.execute(
-                            "SELECT 1 FROM pg_locks WHERE pid = %s AND NOT granted",
-                            erasure_pid or [0],
-                        )
-                        if cursor.fetchone():
-                            break
-                        if time.monotonic() > deadline:
-                            raise AssertionError("the erasure never waited for the enrollment")
+                _until_waiting(erasure_pid, "the erasure never waited for the enrollment")
                 Contact.objects.filter(pk=contact.pk).update(attributes={"stage": "x"})
         except Exception as exc:
             errors.append(exc)
@@ -391,17 +393,7 @@ def test_two_requests_replaying_each_others_events_in_another_order_both_succeed
                     cursor.execute("SET LOCAL deadlock_timeout = '30s'")
                 answers[1] = [ingest_events(events=[event("b1")])]
                 first_holds_b1.set()
-                deadline = time.monotonic() + 30
-                with connection.cursor() as cursor:
-                    while True:
-                        cursor.execute(
-                            "SELECT 1 FROM pg_locks WHERE pid = %s AND NOT granted",
-                            second_pid or [0],
-                        )
-                        if cursor.fetchone():
-                            break
-                        if time.monotonic() > deadline:
-                            raise AssertionError("request 2 never waited for b1")
+                _until_waiting(second_pid, "request 2 never waited for b1")
                 answers[1].append(ingest_events(events=[event("a1")]))
         except Exception as exc:
             errors.append(exc)
