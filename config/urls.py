@@ -15,7 +15,6 @@ from config.api import api, segment_api
 from config.health import healthz
 from config.metrics import metrics
 from journeys.audit import journey_audit_page
-from journeys.clicks import click_redirect
 
 
 def _login_not_required(urls):
@@ -84,7 +83,7 @@ urlpatterns = [
     path("accounts/logout/", login_not_required(auth_views.LogoutView.as_view()), name="logout"),
     path("api/v1/", _login_not_required(api.urls)),
     path("webhooks/email/", include((EMAIL_WEBHOOKS, "anymail"))),
-    path("c/<str:token>", click_redirect, name="click"),
+    path("", include("journeys.click_urls")),
     path("api/segment/", _login_not_required(segment_api.urls)),
     path("journeys/<slug:key>/audit/", journey_audit_page, name="journey-audit"),
     path("", include("journeys.urls")),

@@ -25,7 +25,9 @@ def click_url(*, outbox_id: int, url: str) -> str:
     # No timestamp: a link works as long as the email is kept, and the same link of the same
     # message is the same URL.
     token = signing.Signer(salt=SALT).sign_object([outbox_id, url], compress=True)
-    return settings.PUBLIC_BASE_URL.rstrip("/") + reverse("click", args=[token])
+    # The route alone, not the site's URLconf (see journeys.click_urls).
+    path = reverse("click", args=[token], urlconf="journeys.click_urls")
+    return settings.PUBLIC_BASE_URL.rstrip("/") + path
 
 
 def tracked_html(content: str, *, outbox_id: int) -> str:

@@ -299,6 +299,20 @@ def test_killing_a_worker_mid_run_loses_nothing_and_does_nothing_twice(tmp_path)
     assert not Enrollment.objects.exclude(path=[step["key"] for step in KILL_STEPS]).exists()
 
 
+def _until_waiting(pid: list[int], failure: str) -> None:
+    """Poll until the backend whose id another thread puts in `pid` waits for a lock (it
+    works meanwhile); pg_locks is read live (pg_stat_activity is a snapshot per
+    transaction)."""
+    deadline = time.monotonic() + 30
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute("SELECT 1 FROM pg_locks WHERE pid = %s AND NOT granted", pid or [0])
+            if cursor.fetchone():
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(failure)
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_erasure_meeting_a_worker_batch_in_a_deadlock_is_retried_and_completes():
@@ -324,19 +338,7 @@ def test_erasure_meeting_a_worker_batch_in_a_deadlock_is_retried_and_completes()
                 Enrollment.objects.select_for_update(no_key=True).get(pk=enrollment.pk)
                 batch_holds_enrollment.set()
                 # Until the erasure waits for the enrollment (it then holds the contact).
-                deadline = time.monotonic() + 30
-                with connection.cursor() as cursor:
-                    while True:
-                        # pg_locks is read live (pg_stat_activity is a snapshot per
-                        # transaction).
-                        cursor.execute(
-                            "SELECT 1 FROM pg_locks WHERE pid = %s AND NOT granted",
-                            erasure_pid or [0],
-                        )
-                        if cursor.fetchone():
-                            break
-                        if time.monotonic() > deadline:
-                            raise AssertionError("the erasure never waited for the enrollment")
+                _until_waiting(erasure_pid, "the erasure never waited for the enrollment")
                 Contact.objects.filter(pk=contact.pk).update(attributes={"stage": "x"})
         except Exception as exc:
             errors.append(exc)
@@ -368,6 +370,60 @@ def test_erasure_meeting_a_worker_batch_in_a_deadlock_is_retried_and_completes()
     assert contact.erased_at is not None and contact.external_id.startswith("erased-")
     assert enrollment.state == Enrollment.State.EXITED
     assert not Event.objects.filter(contact=contact).exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_requests_replaying_each_others_events_in_another_order_both_succeed():
+    """Request 1 has stored b1 (not committed yet); request 2 stores a1, then waits for b1;
+    request 1 then stores a1 too: a deadlock on the event_id index. PostgreSQL rolls request
+    2 back (its wait began first, so its deadlock check runs first: request 1's waits
+    longer), and ingest_events runs it again, once request 1 has committed: its two events
+    are duplicates. Nothing is lost or stored twice, and neither request fails."""
+    needs_postgres()
+    Contact.objects.create(external_id="ann")
+    first_holds_b1 = threading.Event()
+    second_pid = []
+    answers, errors = {}, []
+
+    def first_request():
+        try:
+            with transaction.atomic():
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL deadlock_timeout = '30s'")
+                answers[1] = [ingest_events(events=[event("b1")])]
+                first_holds_b1.set()
+                _until_waiting(second_pid, "request 2 never waited for b1")
+                answers[1].append(ingest_events(events=[event("a1")]))
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def second_request():
+        try:
+            first_holds_b1.wait()
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                second_pid.append(cursor.fetchone()[0])
+            answers[2] = ingest_events(events=[event("a1"), event("b1")])
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def event(event_id):
+        return {"id": event_id, "contact": "ann", "name": "page_viewed"}
+
+    threads = [threading.Thread(target=first_request), threading.Thread(target=second_request)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert answers == {1: [(1, 0), (1, 0)], 2: (0, 2)}
+    assert sorted(Event.objects.values_list("event_id", flat=True)) == ["a1", "b1"]
 
 
 # --- Poison: one bad event does not stop a real worker (issue 12) -----------------------------

@@ -73,6 +73,18 @@ def test_beat_runs_the_sweep_every_sweep_interval(settings):
     assert schedule == {"task": "journeys.sweep", "schedule": settings.SWEEP_INTERVAL_SECONDS}
 
 
+def _python(code: str, *args: str) -> subprocess.CompletedProcess:
+    """`code` run by a new Python process of this project, on the test settings."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"},
+        cwd=settings.BASE_DIR,
+    )
+
+
 WAKE_FROM_A_WEB_PROCESS = """
 import sys
 import django
@@ -87,13 +99,39 @@ print(" ".join(task(f"journeys.{name}").name for name in sys.argv[1:]))
 @pytest.mark.django_db(databases=[])
 def test_a_web_process_finds_each_task_it_wakes_by_name():
     names = ["process_events", "advance_enrollments", "deliver_messages", "sweep"]
-    found = subprocess.run(
-        [sys.executable, "-c", WAKE_FROM_A_WEB_PROCESS, *names],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"},
-        cwd=settings.BASE_DIR,
-    )
+    found = _python(WAKE_FROM_A_WEB_PROCESS, *names)
     assert found.returncode == 0, found.stderr
     assert found.stdout.split() == [f"journeys.{name}" for name in names]
+
+
+WORKER_START = """
+import sys
+from celery.signals import worker_init
+from config.celery import app
+# What `celery worker` does before its first task: Django set up by Celery's fix-up, the
+# task modules imported, worker_init sent. Then a click link, as a send builds it.
+app.loader.import_default_modules()
+worker_init.send(sender=None)
+from journeys.links import click_url
+click_url(outbox_id=1, url="https://example.com/")
+print(" ".join(sorted(set(sys.argv[1:]) & set(sys.modules))))
+"""
+
+
+@pytest.mark.django_db(databases=[])
+def test_a_worker_imports_neither_the_sites_urls_nor_the_reports_numerical_libraries():
+    # The URLconf imports every page and API, the report's among them: about 120 MB of a
+    # worker's memory, for a process that never answers a request nor reports.
+    heavy = ["config.urls", "numpy", "pandas", "scipy", "statsmodels"]
+    started = _python(WORKER_START, *heavy)
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.split() == []
+
+
+def test_a_worker_logs_a_setting_written_wrong_at_its_start(settings, caplog):
+    from config.celery import check_worker
+
+    settings.INGEST_RATE_LIMIT = "many per minute"
+    check_worker()
+    assert [record.levelname for record in caplog.records] == ["ERROR"]
+    assert "journeys.E002" in caplog.records[0].getMessage()
