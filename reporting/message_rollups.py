@@ -24,7 +24,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db import connection
 from django.db.models import Sum
 
 from conversions.models import Conversion, ConversionAward
@@ -38,6 +37,7 @@ from reporting.models import (
 )
 from reporting.sql import (
     day_sql,
+    day_start_param,
     duration_seconds_sql,
     execute,
     fetch,
@@ -90,10 +90,10 @@ class Scope:
             params += ids
         if self.start:
             clauses.append(f"{alias}.started_at >= %s")
-            params.append(_day_start(self.start))
+            params.append(day_start_param(self.start))
         if self.end:
             clauses.append(f"{alias}.started_at < %s")
-            params.append(_day_start(self.end + datetime.timedelta(days=1)))
+            params.append(day_start_param(self.end + datetime.timedelta(days=1)))
         if self.id_ranges is not None:
             ranges = self.id_ranges or ((0, 0),)
             clauses.append(
@@ -101,11 +101,6 @@ class Scope:
             )
             params += [n for r in ranges for n in r]
         return " AND ".join(clauses) or "1 = 1", params
-
-
-def _day_start(day: datetime.date):
-    moment = datetime.datetime.combine(day, datetime.time.min, tzinfo=datetime.UTC)
-    return connection.ops.adapt_datetimefield_value(moment)
 
 
 def chunk_ranges(chunks: Iterable[int]) -> tuple[tuple[int, int], ...]:

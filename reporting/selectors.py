@@ -26,7 +26,6 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from django.db import connection
 from django.db.models import Exists, F, OuterRef
 
 from conversions.models import Conversion, ConversionAward, Goal, GoalAchievement, Revision
@@ -248,25 +247,12 @@ def expected_shares(base: VersionInfo, other: VersionInfo) -> list[float] | None
 _day = sql.day_sql
 
 
-def _db_datetime(value: datetime.datetime):
-    return connection.ops.adapt_datetimefield_value(value)
-
-
 def _day_start(day: datetime.date) -> datetime.datetime:
     return datetime.datetime.combine(day, datetime.time.min, tzinfo=datetime.UTC)
 
 
 def _enrollment_where(ctx: ReportContext, alias: str = "e") -> tuple[str, list]:
-    ids = ctx.version_ids or [0]
-    clauses = [f"{alias}.version_id IN ({', '.join(['%s'] * len(ids))})"]
-    params: list = list(ids)
-    if ctx.start:
-        clauses.append(f"{alias}.started_at >= %s")
-        params.append(_db_datetime(_day_start(ctx.start)))
-    if ctx.end:
-        clauses.append(f"{alias}.started_at < %s")
-        params.append(_db_datetime(_day_start(ctx.end + datetime.timedelta(days=1))))
-    return " AND ".join(clauses), params
+    return _message_scope(ctx).where(alias)
 
 
 def _tail_versions(ctx: ReportContext, alias: str) -> tuple[str, list]:

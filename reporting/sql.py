@@ -52,5 +52,11 @@ def utc_day(value) -> datetime.date:
     return value.date()
 
 
+def day_start_param(day: datetime.date):
+    """The moment a UTC day starts, as a parameter of a timestamp column."""
+    moment = datetime.datetime.combine(day, datetime.time.min, tzinfo=datetime.UTC)
+    return connection.ops.adapt_datetimefield_value(moment)
+
+
 def day_param(day: datetime.date):
     return connection.ops.adapt_datefield_value(day)
