@@ -110,6 +110,35 @@ def test_a_believable_history_rolls_up_exactly():
     assert_rollups_equal_facts(journey)
 
 
+def path_rows():
+    return (
+        sorted(
+            PathDay.objects.exclude(enrolled=0).values_list(
+                "version_id", "day", "path_hash", "path", "enrolled"
+            )
+        ),
+        sorted(
+            PathConversionDay.objects.exclude(converted=0).values_list(
+                "conversion_id", "version_id", "day", "path_hash", "converted"
+            )
+        ),
+    )
+
+
+def test_a_rebuild_counts_paths_in_sql_as_refreshes_count_them_in_python(monkeypatch):
+    """The rebuild joins each enrollment's step keys in SQL, a chunk of ids at a time; the
+    refresh moves enrollments in Python. Both must give the same rows."""
+    journey = trial_history(days=12, per_day=9, seed=5)
+    refresh_report_rollups()
+    refresh_report_rollups()
+    by_refresh = path_rows()
+    assert len(by_refresh[0]) > 20 and by_refresh[1]
+    monkeypatch.setattr(rollups, "REBUILD_CHUNK", 7)
+    rollups.rebuild_rollups()
+    assert path_rows() == by_refresh
+    assert_rollups_equal_facts(journey)
+
+
 def test_incremental_refreshes_equal_the_facts_at_every_stage(history):  # noqa: F811
     journey, paid = history["journey"], history["paid"]
     activated = journey.goals.get(key="activated")
