@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from journeys.flows import forget_listened_event_names
 from journeys.tests.factories import UserFactory
 from webhooks.outbox import forget_subscriptions
 
@@ -51,6 +52,15 @@ class ApiClient:
 
     def delete(self, path, **kwargs):
         return self.client.delete(path, headers=self.headers, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def fresh_listened_event_names():
+    """Ids and a frozen clock repeat after a test's rollback, and with them the signature
+    under which each process keeps the names events are matched on."""
+    forget_listened_event_names()
+    yield
+    forget_listened_event_names()
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,9 @@ so a worker parses a definition once however many batches run on it.
 import dataclasses
 from datetime import timedelta
 
+from django.db import connection
+
+from conversions.models import Conversion, Goal
 from conversions.selectors import (
     conversion_definition,
     goal_definition,
@@ -96,3 +99,63 @@ def live_flows() -> dict[int, list[Flow]]:
     for flow in load_flows(versions=versions).values():
         by_journey.setdefault(flow.version.journey_id, []).append(flow)
     return by_journey
+
+
+# Internal events, written by awards and achievements (never ingested), that conversion and
+# goal rules match.
+RULE_EVENTS = {"conversion": "conversion", "goal": "goal_achieved"}
+
+_listening: tuple[tuple, frozenset[str]] | None = None
+
+
+def forget_listened_event_names() -> None:
+    """Compute the names again at the next call (tests: ids and a frozen clock repeat after
+    a rollback, and with them the signature)."""
+    global _listening
+    _listening = None
+
+
+def listened_event_names(*, always: frozenset[str] = frozenset()) -> frozenset[str]:
+    """The event names that matching can act on, plus `always`: the triggers and exit rules
+    of every published version (a retired or paused version's enrollments still exit, wait
+    on goals and convert), the names their conditions and goals look at, and every
+    conversion's event, archived ones included. Ingestion stores any other event as
+    processed: nothing would come of matching it.
+
+    One query a call: the result is kept per process under a signature of what it depends
+    on: a published version never changes, and a version created, published or deleted
+    moves the count of versions or of published ones, the highest id or the latest
+    publication; a goal or conversion added, edited or deleted moves its table's count,
+    highest id or latest `updated_at`."""
+    global _listening
+    quote = connection.ops.quote_name
+    version, goal, conversion = (
+        quote(model._meta.db_table) for model in (JourneyVersion, Goal, Conversion)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            " UNION ALL ".join(
+                f"SELECT COUNT(*), COUNT({column}), MAX(id), MAX({column}) FROM {table}"
+                for table, column in (
+                    (version, "published_at"), (goal, "updated_at"), (conversion, "updated_at")
+                )
+            )
+        )
+        signature = (*cursor.fetchall(), always)
+    if _listening is None or _listening[0] != signature:
+        _listening = (signature, _names_listened_to() | always)
+    return _listening[1]
+
+
+def _names_listened_to() -> frozenset[str]:
+    versions = list(
+        JourneyVersion.objects.filter(published_at__isnull=False).select_related("journey")
+    )
+    names = set(
+        Conversion.objects.exclude(event_name="").values_list("event_name", flat=True).distinct()
+    )
+    for flow in load_flows(versions=versions).values():
+        names |= flow.event_names
+        for rule in [*flow.definition.triggers, *flow.definition.exit_when]:
+            names.add(rule.event if rule.type == "event" else RULE_EVENTS[rule.type])
+    return frozenset(names)

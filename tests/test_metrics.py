@@ -10,6 +10,7 @@ import pytest
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from conversions.tests.factories import ConversionFactory
 from journeys.actions.events import ingest_events
 from journeys.tests.factories import EnrollmentFactory
 
@@ -52,6 +53,7 @@ def test_metrics_need_the_token(client, settings):
 
 def test_queue_depth_and_oldest_due_age_come_from_the_database(scrape):
     now = timezone.now()
+    ConversionFactory(event_name="x")  # events nothing listens to are never queued
     ingest_events(events=[{"id": f"e{i}", "contact": "c", "name": "x"} for i in range(3)])
     EnrollmentFactory(due_at=now - datetime.timedelta(minutes=10))
     _, text = scrape()

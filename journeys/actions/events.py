@@ -15,11 +15,11 @@ from django.utils import timezone
 from conversions.actions import AwardRequest, award_conversions
 from conversions.models import Conversion, ConversionAward
 from journeys import engine
-from journeys.actions.consent import apply_sms_keywords
+from journeys.actions.consent import SMS_INBOUND_EVENT, apply_sms_keywords
 from journeys.actions.contacts import contact_ids_by_external_id
 from journeys.actions.enrollments import end_fields, entry_times, new_enrollment_row, pick_flow
 from journeys.bulk import claim, insert_rows, retrying_deadlocks, share_lock
-from journeys.flows import live_flows, load_flows
+from journeys.flows import listened_event_names, live_flows, load_flows
 from journeys.models import Contact, Enrollment, Event, JourneyVersion
 from journeys.wakeups import wake
 from webhooks.outbox import enqueue_webhook_events
@@ -42,12 +42,6 @@ class PendingEvent:
 
 
 _PENDING_EVENT_COLUMNS = [field.name for field in dataclasses.fields(PendingEvent)]
-
-
-def _insert_events(rows: list[dict]) -> int:
-    """The number of rows actually stored: exact even when the same ids arrive concurrently
-    (which bulk_create(ignore_conflicts=True) cannot report)."""
-    return len(insert_rows(Event, rows, conflict_target="event_id", returning=("event_id",)))
 
 
 def ingest_events(
@@ -90,15 +84,47 @@ def _store_events(unique: dict[str, dict], *, source: str, now: datetime) -> int
                 "source": source,
                 "depth": 0,
                 "status": Event.Status.PENDING,
+                "processed_at": None,
                 "attempts": 0,
                 "error": "",
             }
             for event_id, event in unique.items()
         ]
-        accepted = _insert_events(rows) if rows else 0
-        if accepted:
+        _settle_unheard(rows, now=now)
+        stored = (
+            insert_rows(Event, rows, conflict_target="event_id", returning=("event_id", "status"))
+            if rows
+            else []
+        )
+        if any(status == Event.Status.PENDING for _, status in stored):
             wake("process_events")
-    return accepted
+    return len(stored)
+
+
+def _settle_unheard(rows: list[dict], *, now: datetime) -> None:
+    """Mark processed, as they are stored, the events nothing would act on: a name no
+    published version, conversion or SMS keyword listens to, of a contact with no
+    enrollment waiting on a goal (any incoming event re-checks one: contract 1, evaluate_goal). Most of what a
+    site tracks is such events (page views); the event workers never see them.
+
+    A journey published after such an event was stored does not see it, as it does not see
+    any event stored before it went live and already matched."""
+    listened = listened_event_names(always=frozenset({SMS_INBOUND_EVENT}))
+    unheard = [row for row in rows if row["name"] not in listened]
+    if not unheard:
+        return
+    waiting = set(
+        Enrollment.objects.filter(
+            contact__any=sorted({row["contact"] for row in unheard}),
+            state=Enrollment.State.ACTIVE,
+        )
+        .exclude(waiting_for_goal="")
+        .values_list("contact_id", flat=True)
+    )
+    for row in unheard:
+        if row["contact"] not in waiting:
+            row["status"] = Event.Status.PROCESSED
+            row["processed_at"] = now
 
 
 def process_pending_events(*, limit: int | None = None, now: datetime) -> int:

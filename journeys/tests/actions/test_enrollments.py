@@ -303,7 +303,7 @@ def test_run_due_finishes_with_a_failing_event_and_a_failing_enrollment(monkeypa
     process_pending_events(now=T0)
     bad = Enrollment.objects.order_by("pk")[2]
     _failing_write_for(monkeypatch, bad.pk)
-    send(("p1", "c0", "purchase", {"amount": 10**400}), ("p2", "c1", "purchase"), now=T0)
+    send(("p1", "c0", "signed_up", {"amount": 10**400}), ("p2", "c1", "signed_up"), now=T0)
     real = enrollment_actions.engine.rule_matches_event
 
     def rule_matches_event(rule, *, journey_key, name, properties):

@@ -118,6 +118,51 @@ def test_exit_when_on_this_journeys_conversion():
     assert enrollment.exit_reason == "exit_when: conversion 'paid'"
 
 
+def status_of(*event_ids):
+    return [Event.objects.get(event_id=event_id).status for event_id in event_ids]
+
+
+def test_events_nothing_listens_to_are_stored_processed_and_never_queued():
+    live_journey(
+        WAIT_STEPS,
+        exit_when=[{"type": "event", "event": "unsubscribed"}],
+        conversions=[{**PAID, "event": {"event": "purchase"}}],
+    )
+    send(
+        ("e1", "ann", "signed_up"),
+        ("e2", "ann", "page_viewed"),
+        ("e3", "bob", "unsubscribed"),
+        ("e4", "bob", "purchase"),
+        ("e5", "bob", "sms_inbound", {"text": "STOP"}),
+        ("e6", "cat", "page_viewed"),
+        now=T0,
+    )
+    assert status_of("e1", "e2", "e3", "e4", "e5", "e6") == [
+        "pending", "processed", "pending", "pending", "pending", "processed"
+    ]  # fmt: skip
+    assert Event.objects.get(event_id="e2").processed_at == T0
+    assert run(now=T0)["events"] == 4
+
+
+def test_a_journey_published_later_hears_the_events_stored_after_it():
+    send(("e1", "ann", "page_viewed"), now=T0)
+    live_journey(WAIT_STEPS, triggers=[{"type": "event", "event": "page_viewed"}])
+    send(("e2", "bob", "page_viewed"), now=T0)
+    assert status_of("e1", "e2") == ["processed", "pending"]
+    run(now=T0)
+    assert list(Enrollment.objects.values_list("contact__external_id", flat=True)) == ["bob"]
+
+
+def test_any_event_of_a_contact_waiting_on_a_goal_is_matched():
+    """Contract: a goal wait is re-checked by an incoming event, whatever its name."""
+    live_journey(GOAL_STEPS, goals=GOALS, conversions=[ACTIVATION])
+    send(("e1", "ann", "signed_up"), now=T0)
+    run(now=T0)
+    assert Enrollment.objects.get().waiting_for_goal == "activated"
+    send(("e2", "ann", "page_viewed"), ("e3", "bob", "page_viewed"), now=T0)
+    assert status_of("e2", "e3") == ["pending", "processed"]
+
+
 def test_evaluate_goal_wait_is_woken_by_a_matching_event():
     journey, _ = live_journey(GOAL_STEPS, goals=GOALS, conversions=[ACTIVATION])
     with time_machine.travel(T0, tick=False) as traveller:
