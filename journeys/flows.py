@@ -137,7 +137,9 @@ def listened_event_names(*, always: frozenset[str] = frozenset()) -> frozenset[s
             " UNION ALL ".join(
                 f"SELECT COUNT(*), COUNT({column}), MAX(id), MAX({column}) FROM {table}"
                 for table, column in (
-                    (version, "published_at"), (goal, "updated_at"), (conversion, "updated_at")
+                    (version, "published_at"),
+                    (goal, "updated_at"),
+                    (conversion, "updated_at"),
                 )
             )
         )

@@ -261,6 +261,9 @@ CELERY_BEAT_SCHEDULE = {
 ENGINE_BATCH_SIZE = env.int("ENGINE_BATCH_SIZE", default=500)
 ENGINE_LEASE_SECONDS = env.int("ENGINE_LEASE_SECONDS", default=300)
 ENGINE_MAX_ATTEMPTS = env.int("ENGINE_MAX_ATTEMPTS", default=5)
+# A task hands over once a batch ends past this many seconds (or after 20 batches), so that
+# one kind of work (a long run of sends) never holds a worker while events wait.
+ENGINE_TASK_SECONDS = env.float("ENGINE_TASK_SECONDS", default=2.0)
 EVENT_CHAIN_MAX_DEPTH = 8
 # Off only where the engine runs in the same process anyway (seed_demo).
 ENGINE_WAKEUPS = env.bool("ENGINE_WAKEUPS", default=True)

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import random
+import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -634,8 +635,11 @@ def _update_contact_attributes(updates: dict[int, dict], *, now: datetime) -> No
     bulk_update_rows(Contact, changed, ["attributes", "updated_at"])
 
 
-def advance_due_enrollments(*, limit: int | None = None, now: datetime) -> int:
-    """Advance due enrollments in leased batches; returns how many enrollments were taken.
+def advance_due_enrollments(
+    *, limit: int | None = None, now: datetime, until: float | None = None
+) -> int:
+    """Advance due enrollments in leased batches, up to `limit` and starting none after the
+    `time.monotonic()` deadline `until`; returns how many enrollments were taken.
 
     Each batch is leased (FOR UPDATE SKIP LOCKED, then `leased_until` and `attempts + 1`)
     and committed before it runs: the first by a short transaction of its own, each next
@@ -657,6 +661,8 @@ def advance_due_enrollments(*, limit: int | None = None, now: datetime) -> int:
     while ids:
         taken += len(ids)
         full = len(ids) == min(batch_size, limit - taken + len(ids))
+        if until is not None and time.monotonic() >= until:
+            full = False  # the caller's time is up: no next batch
         next_ids, next_lease = [], None
         try:
             with transaction.atomic():

@@ -51,6 +51,30 @@ def test_tasks_run_their_actions_until_nothing_is_due():
     assert mail.outbox == []  # the contacts have no email address: skipped with the reason
 
 
+@pytest.mark.parametrize("task", ["process_events", "advance_enrollments", "deliver_messages"])
+def test_a_task_past_its_time_hands_over_after_the_batch_it_is_in(task, settings, monkeypatch):
+    """With no time left, each task runs one batch and re-enqueues the due work behind the
+    wake-ups already queued, instead of holding the worker for 20 batches."""
+    live_journey(STEPS)
+    ingest_events(
+        events=[{"id": f"e{i}", "contact": f"c{i}", "name": "signed_up"} for i in range(5)]
+    )
+    if task != "process_events":
+        tasks.process_events()
+    if task == "deliver_messages":
+        tasks.advance_enrollments()
+    settings.ENGINE_BATCH_SIZE = 2
+    enqueued = []
+    monkeypatch.setattr(tasks, "enqueue_due_work", lambda now: enqueued.append(now))
+    settings.ENGINE_TASK_SECONDS = 0
+    assert getattr(tasks, task)() == 2
+    assert len(enqueued) == 1
+    settings.ENGINE_TASK_SECONDS = 60
+    enqueued.clear()
+    assert getattr(tasks, task)() == 3
+    assert enqueued == []
+
+
 def test_task_names_are_stable():
     assert {
         task.name
