@@ -102,9 +102,20 @@ def depths(conn) -> tuple[int, int]:
 
 
 def processed_count(conn) -> int:
-    return conn.execute("SELECT count(*) FROM journeys_event WHERE status <> 'pending'").fetchone()[
-        0
-    ]
+    """Events the workers matched (processed or failed). An event nothing listens to is
+    stored processed by the API, with `processed_at` equal to `received_at`: not counted."""
+    return conn.execute(
+        """SELECT count(*) FROM journeys_event WHERE status <> 'pending'
+           AND (processed_at IS NULL OR processed_at > received_at)"""
+    ).fetchone()[0]
+
+
+def unheard_count(conn) -> int:
+    """Events the API stored processed because nothing listens to them."""
+    return conn.execute(
+        """SELECT count(*) FROM journeys_event
+           WHERE status = 'processed' AND processed_at = received_at"""
+    ).fetchone()[0]
 
 
 def measure(args, *, port: int, api_key: str, bodies: list[bytes], url: str) -> dict:
@@ -143,6 +154,7 @@ def measure(args, *, port: int, api_key: str, bodies: list[bytes], url: str) -> 
         accepted, duplicates, api_seconds = post_all(port, api_key, bodies, args.clients)
         with psycopg.connect(url, autocommit=True) as conn:
             matched_while_posting = processed_count(conn)
+            unheard = unheard_count(conn)
             pending_at_end, due_at_end = depths(conn)
             # Then until everything is done: events matched, enrollments finished, emails
             # sent (or skipped: ingested contacts have no address).
@@ -164,6 +176,7 @@ def measure(args, *, port: int, api_key: str, bodies: list[bytes], url: str) -> 
         "duplicates": duplicates,
         "api_seconds": api_seconds,
         "matched_while_posting": matched_while_posting,
+        "unheard": unheard,
         "pending_at_end": pending_at_end,
         "due_at_end": due_at_end,
         "drain_seconds": drain_seconds,
@@ -243,6 +256,8 @@ def main():
         "unique_events": unique,
         "api_seconds": round(run["api_seconds"], 1),
         "api_events_per_second": round(posted / run["api_seconds"]),
+        "events_stored_processed_nothing_listens": run["unheard"],
+        "events_to_match_per_second": round((unique - run["unheard"]) / run["api_seconds"]),
         "events_matched_while_posting": run["matched_while_posting"],
         "matching_per_second_while_posting": round(
             run["matched_while_posting"] / run["api_seconds"]
