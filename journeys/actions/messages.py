@@ -117,20 +117,39 @@ def deliver_due_messages(*, limit: int | None = None, now: datetime) -> int:
     }
     timing = _Timing.of_batch(messages)
     sender = _Sender()
+    skipped: dict[str, list[int]] = {}  # reason -> ids, written once for the batch
+    try:
+        _send_batch(messages, contacts, timing, sender, skipped, lease_until, now=now)
+    finally:
+        sender.close()
+        for reason, ids in skipped.items():
+            _still_ours(ids, lease_until).update(
+                status=OutboxMessage.Status.SKIPPED, reason=reason, error="", leased_until=None
+            )
+    return len(messages)
+
+
+def _still_ours(ids: list[int], lease_until: datetime) -> QuerySet:
+    """The messages of this call's lease that no one has started sending."""
+    return OutboxMessage.objects.filter(
+        pk__in=ids,
+        leased_until=lease_until,
+        status=OutboxMessage.Status.PENDING,
+        sending_since__isnull=True,
+    )
+
+
+def _send_batch(messages, contacts, timing, sender, skipped, lease_until, *, now) -> None:
+    """Each message of a claimed batch in turn (see `deliver_due_messages`); the skipped
+    ones are collected in `skipped`, for one UPDATE a reason (a commit per skipped message
+    was most of the time of a run of contacts without an address)."""
     for message in messages:
         message.attempts += 1
-        ours = OutboxMessage.objects.filter(
-            pk=message.pk,
-            leased_until=lease_until,
-            status=OutboxMessage.Status.PENDING,
-            sending_since__isnull=True,
-        )
+        ours = _still_ours([message.pk], lease_until)
         try:
             prepared = _prepare(message, contacts.get(message.contact_id))
         except _Skipped as exc:
-            ours.update(
-                status=OutboxMessage.Status.SKIPPED, reason=exc.reason, error="", leased_until=None
-            )
+            skipped.setdefault(exc.reason, []).append(message.pk)
             continue
         except _Unsendable as exc:
             _fail(ours, message, now=now, error=str(exc)[:2000])
@@ -154,8 +173,6 @@ def deliver_due_messages(*, limit: int | None = None, now: datetime) -> int:
             _record_send_error(message, f"{type(exc).__name__}: {exc}", now=now)
             continue
         _record_sent(message, provider_id, now=now)
-    sender.close()
-    return len(messages)
 
 
 def _record_sent(message: OutboxMessage, provider_id: str, *, now: datetime) -> None:
