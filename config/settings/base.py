@@ -242,6 +242,13 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Event matching first: `journeys.process_events` is sent with priority 0, everything else
+# with 5. On Redis a lower number is taken first (kombu keeps a list per priority step and
+# pops them in order); the embedded broker ignores priorities. Without it, a worker took the
+# wake-ups in the order they came, and pending events piled up behind runs of steps and
+# sends (bench/README.md, issue 17). Routes, not task_default_priority, which would override
+# them. An exact name is matched before a pattern.
+CELERY_TASK_ROUTES = {"journeys.process_events": {"priority": 0}, "*": {"priority": 5}}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 SWEEP_INTERVAL_SECONDS = env.float("SWEEP_INTERVAL_SECONDS", default=5.0)

@@ -159,3 +159,28 @@ def test_a_worker_logs_a_setting_written_wrong_at_its_start(settings, caplog):
     check_worker()
     assert [record.levelname for record in caplog.records] == ["ERROR"]
     assert "journeys.E002" in caplog.records[0].getMessage()
+
+
+REDIS_URL = os.environ.get("PRIORITY_REDIS_URL", "redis://127.0.0.1:6379/12")
+
+
+@pytest.mark.django_db(databases=[])
+def test_on_redis_event_matching_is_taken_before_the_work_queued_ahead_of_it():
+    """A worker takes pending events first: wake-ups of steps and sends queued before a
+    `process_events` wait behind it (a lower priority number is popped first on Redis)."""
+    from kombu import Connection
+
+    queue = "priority-check"
+    with Connection(REDIS_URL) as connection:
+        channel = connection.default_channel
+        channel.client.flushdb()
+        for name in ("advance_enrollments", "deliver_messages", "sweep", "process_events"):
+            getattr(tasks, name).apply_async(connection=connection, queue=queue)
+        taken = []
+        while (message := channel.basic_get(queue, no_ack=True)) is not None:
+            taken.append(message.headers["task"])
+        channel.client.flushdb()
+    assert taken[0] == "journeys.process_events"
+    assert sorted(taken[1:]) == [
+        "journeys.advance_enrollments", "journeys.deliver_messages", "journeys.sweep"
+    ]  # fmt: skip
