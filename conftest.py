@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from journeys.flows import forget_listened_event_names
+from journeys.flows import forget_listening
 from journeys.tests.factories import UserFactory
 from webhooks.outbox import forget_subscriptions
 
@@ -55,12 +55,12 @@ class ApiClient:
 
 
 @pytest.fixture(autouse=True)
-def fresh_listened_event_names():
+def fresh_listening():
     """Ids and a frozen clock repeat after a test's rollback, and with them the signature
     under which each process keeps the names events are matched on."""
-    forget_listened_event_names()
+    forget_listening()
     yield
-    forget_listened_event_names()
+    forget_listening()
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,7 @@ from conversions.selectors import (
     goals_and_conversions_by_journey,
 )
 from journeys import engine
-from journeys.definition import VERSION_PARTS, Definition
+from journeys.definition import VERSION_PARTS, Definition, EvaluateGoal
 from journeys.models import Journey, JourneyVersion
 
 
@@ -105,17 +105,27 @@ def live_flows() -> dict[int, list[Flow]]:
 # goal rules match.
 RULE_EVENTS = {"conversion": "conversion", "goal": "goal_achieved"}
 
-_listening: tuple[tuple, frozenset[str]] | None = None
+
+@dataclasses.dataclass(frozen=True)
+class Listening:
+    """What event matching can act on: these names, and, when some published version waits
+    on a goal, any event of a contact whose enrollment waits (it re-checks the goal)."""
+
+    names: frozenset[str]
+    goal_waits: bool
 
 
-def forget_listened_event_names() -> None:
+_listening: tuple[tuple, Listening] | None = None
+
+
+def forget_listening() -> None:
     """Compute the names again at the next call (tests: ids and a frozen clock repeat after
     a rollback, and with them the signature)."""
     global _listening
     _listening = None
 
 
-def listened_event_names(*, always: frozenset[str] = frozenset()) -> frozenset[str]:
+def listening(*, always: frozenset[str] = frozenset()) -> Listening:
     """The event names that matching can act on, plus `always`: the triggers and exit rules
     of every published version (a retired or paused version's enrollments still exit, wait
     on goals and convert), the names their conditions and goals look at, and every
@@ -145,19 +155,24 @@ def listened_event_names(*, always: frozenset[str] = frozenset()) -> frozenset[s
         )
         signature = (*cursor.fetchall(), always)
     if _listening is None or _listening[0] != signature:
-        _listening = (signature, _names_listened_to() | always)
+        _listening = (signature, _what_is_listened_to(always))
     return _listening[1]
 
 
-def _names_listened_to() -> frozenset[str]:
+def _what_is_listened_to(always: frozenset[str]) -> Listening:
     versions = list(
         JourneyVersion.objects.filter(published_at__isnull=False).select_related("journey")
     )
-    names = set(
+    names = set(always)
+    names |= set(
         Conversion.objects.exclude(event_name="").values_list("event_name", flat=True).distinct()
     )
+    goal_waits = False
     for flow in load_flows(versions=versions).values():
         names |= flow.event_names
         for rule in [*flow.definition.triggers, *flow.definition.exit_when]:
             names.add(rule.event if rule.type == "event" else RULE_EVENTS[rule.type])
-    return frozenset(names)
+        goal_waits = goal_waits or any(
+            isinstance(step, EvaluateGoal) and step.wait for step in flow.definition.steps
+        )
+    return Listening(names=frozenset(names), goal_waits=goal_waits)

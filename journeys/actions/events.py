@@ -19,7 +19,7 @@ from journeys.actions.consent import SMS_INBOUND_EVENT, apply_sms_keywords
 from journeys.actions.contacts import contact_ids_by_external_id
 from journeys.actions.enrollments import end_fields, entry_times, new_enrollment_row, pick_flow
 from journeys.bulk import claim, insert_rows, retrying_deadlocks, share_lock
-from journeys.flows import listened_event_names, live_flows, load_flows
+from journeys.flows import listening, live_flows, load_flows
 from journeys.models import Contact, Enrollment, Event, JourneyVersion
 from journeys.wakeups import wake
 from webhooks.outbox import enqueue_webhook_events
@@ -109,18 +109,20 @@ def _settle_unheard(rows: list[dict], *, now: datetime) -> None:
 
     A journey published after such an event was stored does not see it, as it does not see
     any event stored before it went live and already matched."""
-    listened = listened_event_names(always=frozenset({SMS_INBOUND_EVENT}))
-    unheard = [row for row in rows if row["name"] not in listened]
+    heard = listening(always=frozenset({SMS_INBOUND_EVENT}))
+    unheard = [row for row in rows if row["name"] not in heard.names]
     if not unheard:
         return
-    waiting = set(
-        Enrollment.objects.filter(
-            contact__any=sorted({row["contact"] for row in unheard}),
-            state=Enrollment.State.ACTIVE,
+    waiting = set()
+    if heard.goal_waits:
+        waiting = set(
+            Enrollment.objects.filter(
+                contact__any=sorted({row["contact"] for row in unheard}),
+                state=Enrollment.State.ACTIVE,
+            )
+            .exclude(waiting_for_goal="")
+            .values_list("contact_id", flat=True)
         )
-        .exclude(waiting_for_goal="")
-        .values_list("contact_id", flat=True)
-    )
     for row in unheard:
         if row["contact"] not in waiting:
             row["status"] = Event.Status.PROCESSED
