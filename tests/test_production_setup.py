@@ -24,6 +24,7 @@ from tests.processes import (
     free_port,
     procfile_commands,
     run_a_journey_over_http,
+    skip_unless_reachable,
     wait_until,
 )
 
@@ -32,24 +33,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 REDIS_URL = os.environ.get("PRODUCTION_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 AMQP_URL = os.environ.get("PRODUCTION_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 START_TIMEOUT = 90
-
-
-def reachable(url: str) -> bool:
-    from kombu import Connection
-
-    try:
-        with Connection(url, connect_timeout=2) as conn:
-            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
-    except Exception:
-        return False
-    return True
-
-
-def skip_unless_reachable(url: str):
-    if not reachable(url):
-        # CI has every server: there a missing one is a failure, not a skip.
-        assert not os.environ.get("CI"), f"no server answers at {url}"
-        pytest.skip(f"needs a server at {url}")
 
 
 @pytest.fixture(scope="module")

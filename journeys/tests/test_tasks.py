@@ -14,6 +14,7 @@ from journeys.actions.events import ingest_events, process_pending_events
 from journeys.actions.sweep import enqueue_due_work
 from journeys.models import Enrollment, Event, OutboxMessage
 from journeys.tests.flows import live_journey
+from tests.processes import skip_unless_reachable
 
 pytestmark = pytest.mark.django_db
 
@@ -170,6 +171,7 @@ def test_on_redis_event_matching_is_taken_before_the_work_queued_ahead_of_it():
     `process_events` wait behind it (a lower priority number is popped first on Redis)."""
     from kombu import Connection
 
+    skip_unless_reachable(REDIS_URL)
     queue = "priority-check"
     with Connection(REDIS_URL) as connection:
         channel = connection.default_channel
