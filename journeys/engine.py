@@ -332,13 +332,20 @@ def rule_matches_event(rule, *, journey_key: str, name: str, properties: dict) -
     internal `conversion` / `goal_achieved` events; their `journey` defaults to this one."""
     if rule.type == "event":
         return rule.event == name and filters_match(rule.where, properties)
-    expected_name = "conversion" if rule.type == "conversion" else "goal_achieved"
     target = rule.conversion if rule.type == "conversion" else rule.goal
     return (
-        name == expected_name
+        name == rule_event_name(rule)
         and properties.get("journey") == (rule.journey or journey_key)
         and properties.get("key") == target
     )
+
+
+def rule_event_name(rule) -> str:
+    """The name of the events a trigger or exit rule can match: its own for an event rule,
+    the internal `conversion` / `goal_achieved` events for conversion and goal rules."""
+    if rule.type == "event":
+        return rule.event
+    return "conversion" if rule.type == "conversion" else "goal_achieved"
 
 
 def exit_reason(rule) -> str:

@@ -101,11 +101,6 @@ def live_flows() -> dict[int, list[Flow]]:
     return by_journey
 
 
-# Internal events, written by awards and achievements (never ingested), that conversion and
-# goal rules match.
-RULE_EVENTS = {"conversion": "conversion", "goal": "goal_achieved"}
-
-
 @dataclasses.dataclass(frozen=True)
 class Listening:
     """What event matching can act on: these names, and, when some published version waits
@@ -125,8 +120,8 @@ def forget_listening() -> None:
     _listening = None
 
 
-def listening(*, always: frozenset[str] = frozenset()) -> Listening:
-    """The event names that matching can act on, plus `always`: the triggers and exit rules
+def listening() -> Listening:
+    """The event names that journeys can act on: the triggers and exit rules
     of every published version (a retired or paused version's enrollments still exit, wait
     on goals and convert), the names their conditions and goals look at, and every
     conversion's event, archived ones included. Ingestion stores any other event as
@@ -153,25 +148,26 @@ def listening(*, always: frozenset[str] = frozenset()) -> Listening:
                 )
             )
         )
-        signature = (*cursor.fetchall(), always)
+        signature = tuple(cursor.fetchall())
     if _listening is None or _listening[0] != signature:
-        _listening = (signature, _what_is_listened_to(always))
+        _listening = (signature, _what_is_listened_to())
     return _listening[1]
 
 
-def _what_is_listened_to(always: frozenset[str]) -> Listening:
+def _what_is_listened_to() -> Listening:
     versions = list(
         JourneyVersion.objects.filter(published_at__isnull=False).select_related("journey")
     )
-    names = set(always)
-    names |= set(
+    names = set(
         Conversion.objects.exclude(event_name="").values_list("event_name", flat=True).distinct()
     )
     goal_waits = False
     for flow in load_flows(versions=versions).values():
         names |= flow.event_names
-        for rule in [*flow.definition.triggers, *flow.definition.exit_when]:
-            names.add(rule.event if rule.type == "event" else RULE_EVENTS[rule.type])
+        names |= {
+            engine.rule_event_name(rule)
+            for rule in [*flow.definition.triggers, *flow.definition.exit_when]
+        }
         goal_waits = goal_waits or any(
             isinstance(step, EvaluateGoal) and step.wait for step in flow.definition.steps
         )

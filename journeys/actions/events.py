@@ -103,14 +103,17 @@ def _store_events(unique: dict[str, dict], *, source: str, now: datetime) -> int
 
 def _settle_unheard(rows: list[dict], *, now: datetime) -> None:
     """Mark processed, as they are stored, the events nothing would act on: a name no
-    published version, conversion or SMS keyword listens to, of a contact with no
-    enrollment waiting on a goal (any incoming event re-checks one: contract 1, evaluate_goal). Most of what a
-    site tracks is such events (page views); the event workers never see them.
+    published version or conversion listens to (`flows.listening`), and no SMS reply, of a
+    contact with no enrollment waiting on a goal (any incoming event re-checks one: contract
+    section 1, evaluate_goal). Most of what a site tracks is such events (page views); the
+    event workers never see them.
 
     A journey published after such an event was stored does not see it, as it does not see
     any event stored before it went live and already matched."""
-    heard = listening(always=frozenset({SMS_INBOUND_EVENT}))
-    unheard = [row for row in rows if row["name"] not in heard.names]
+    heard = listening()
+    unheard = [
+        row for row in rows if row["name"] not in heard.names and row["name"] != SMS_INBOUND_EVENT
+    ]
     if not unheard:
         return
     waiting = set()
