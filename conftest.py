@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from journeys.flows import forget_listening
+from journeys.flows import forget_catalogue
 from journeys.tests.factories import UserFactory
 from webhooks.outbox import forget_subscriptions
 
@@ -58,9 +58,9 @@ class ApiClient:
 def fresh_listening():
     """Ids and a frozen clock repeat after a test's rollback, and with them the signature
     under which each process keeps the names events are matched on."""
-    forget_listening()
+    forget_catalogue()
     yield
-    forget_listening()
+    forget_catalogue()
 
 
 @pytest.fixture(autouse=True)

@@ -99,6 +99,7 @@ def run_engine(args) -> dict:
     from django.db import connection
     from django.utils import timezone
 
+    from config.celery import settle_garbage_collection
     from journeys.actions.enrollments import advance_due_enrollments
     from journeys.actions.events import ingest_events, process_pending_events
     from journeys.actions.versions import create_journey, publish_version
@@ -106,6 +107,8 @@ def run_engine(args) -> dict:
     from journeys.tests.flows import definition
 
     call_command("migrate", verbosity=0)
+    # As a worker does once it has started (config/celery.py).
+    settle_garbage_collection()
     journey, version, _ = create_journey(
         definition=definition(
             STEPS, key="bench", conversions=[{"key": "paid", "name": "Paid", "value": 1.0}]

@@ -135,14 +135,15 @@ def journey_revisions(*, journey: Journey, limit: int = 30) -> list:
     )
 
 
-def goals_and_conversions_by_journey(journey_ids: set[int]) -> tuple[dict, dict]:
-    """Every goal (with its conversion) and conversion of the journeys, archived ones too,
-    as lists by journey id (2 queries): what the engine's flows are built from."""
+def goals_and_conversions_by_journey() -> tuple[dict, dict]:
+    """Every goal (with its conversion) and conversion of every journey, archived ones too,
+    as lists by journey id (2 queries): what the engine's flows are built from, read once
+    per change of the catalogue (`journeys.flows`)."""
     goals: dict[int, list[Goal]] = {}
     conversions: dict[int, list[Conversion]] = {}
-    for goal in Goal.objects.filter(journey_id__in=journey_ids).select_related("conversion"):
+    for goal in Goal.objects.select_related("conversion"):
         goals.setdefault(goal.journey_id, []).append(goal)
-    for conversion in Conversion.objects.filter(journey_id__in=journey_ids):
+    for conversion in Conversion.objects.all():
         conversions.setdefault(conversion.journey_id, []).append(conversion)
     return goals, conversions
 

@@ -64,10 +64,11 @@ def _parsed_definition(version: JourneyVersion, goals: list, conversions: list) 
 
 
 def load_flows(*, versions: list[JourneyVersion]) -> dict[int, Flow]:
-    """The flows of versions (with `journey` loaded), keyed by version id: two queries for
-    the goals and conversions of their journeys, definitions parsed once per process."""
-    goals_by_journey, conversions_by_journey = goals_and_conversions_by_journey(
-        {version.journey_id for version in versions}
+    """The flows of versions (with `journey` loaded), keyed by version id: the goals and
+    conversions of their journeys from the per-process catalogue (`_current`, one query),
+    definitions parsed once per process."""
+    goals_by_journey, conversions_by_journey = _current(
+        "goals_and_conversions", goals_and_conversions_by_journey
     )
     flows = {}
     for version in versions:
@@ -110,29 +111,26 @@ class Listening:
     goal_waits: bool
 
 
-_listening: tuple[tuple, Listening] | None = None
+# What this process read of the journeys' catalogue (goals, conversions, the names listened
+# to), with the signature it was read under: {"signature": ..., name: value}.
+_catalogue: dict = {}
 
 
-def forget_listening() -> None:
-    """Compute the names again at the next call (tests: ids and a frozen clock repeat after
-    a rollback, and with them the signature)."""
-    global _listening
-    _listening = None
+def forget_catalogue() -> None:
+    """Read everything again at the next call (tests: ids and a frozen clock repeat after a
+    rollback, and with them the signature)."""
+    _catalogue.clear()
 
 
-def listening() -> Listening:
-    """The event names that journeys can act on: the triggers and exit rules
-    of every published version (a retired or paused version's enrollments still exit, wait
-    on goals and convert), the names their conditions and goals look at, and every
-    conversion's event, archived ones included. Ingestion stores any other event as
-    processed: nothing would come of matching it.
+def _current(name: str, compute):
+    """`compute()`, kept per process while the catalogue's signature stays the same: one
+    query a call instead of reading the catalogue again for every batch and request.
 
-    One query a call: the result is kept per process under a signature of what it depends
-    on: a published version never changes, and a version created, published or deleted
-    moves the count of versions or of published ones, the highest id or the latest
-    publication; a goal or conversion added, edited or deleted moves its table's count,
-    highest id or latest `updated_at`."""
-    global _listening
+    A published version never changes, and a version created, published or deleted moves
+    the count of versions or of published ones, the highest id or the latest publication; a
+    goal or conversion added, edited or deleted moves its table's count, highest id or
+    latest `updated_at`. (A draft's definition and a version's traffic are not in it: what
+    is kept here never depends on them.)"""
     quote = connection.ops.quote_name
     version, goal, conversion = (
         quote(model._meta.db_table) for model in (JourneyVersion, Goal, Conversion)
@@ -149,9 +147,26 @@ def listening() -> Listening:
             )
         )
         signature = tuple(cursor.fetchall())
-    if _listening is None or _listening[0] != signature:
-        _listening = (signature, _what_is_listened_to())
-    return _listening[1]
+    if _catalogue.get("signature") != signature:
+        _catalogue.clear()
+        _catalogue["signature"] = signature
+    if name in _catalogue:
+        return _catalogue[name]
+    # Read after the signature, so never older than it. A nested call (listening loads
+    # flows) may have found a newer signature meanwhile: then this is not kept under it.
+    value = compute()
+    if _catalogue.get("signature") == signature:
+        _catalogue[name] = value
+    return value
+
+
+def listening() -> Listening:
+    """The event names that journeys can act on: the triggers and exit rules
+    of every published version (a retired or paused version's enrollments still exit, wait
+    on goals and convert), the names their conditions and goals look at, and every
+    conversion's event, archived ones included. Ingestion stores any other event as
+    processed: nothing would come of matching it. One query a call (`_current`)."""
+    return _current("listening", _what_is_listened_to)
 
 
 def _what_is_listened_to() -> Listening:

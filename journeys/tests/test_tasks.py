@@ -153,6 +153,25 @@ def test_a_worker_imports_neither_the_sites_urls_nor_the_reports_numerical_libra
     assert started.stdout.split() == []
 
 
+WORKER_READY = """
+import gc
+from celery.signals import worker_ready
+from config.celery import GC_YOUNGEST_THRESHOLD, app
+app.loader.import_default_modules()
+worker_ready.send(sender=None)
+print(gc.get_threshold()[0] == GC_YOUNGEST_THRESHOLD, gc.get_freeze_count() > 10_000)
+"""
+
+
+@pytest.mark.django_db(databases=[])
+def test_a_ready_worker_keeps_what_it_loaded_out_of_the_collectors_way():
+    """What a worker imported is frozen (full collections walk only what tasks allocate)
+    and the youngest generation is collected less often than Python's default."""
+    ready = _python(WORKER_READY)
+    assert ready.returncode == 0, ready.stderr
+    assert ready.stdout.split() == ["True", "True"]
+
+
 def test_a_worker_logs_a_setting_written_wrong_at_its_start(settings, caplog):
     from config.celery import check_worker
 
