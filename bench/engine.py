@@ -93,40 +93,50 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def run_engine(args) -> dict:
-    import redis
+def prepare_journey(args) -> None:
+    """The engine's starting point, for this benchmark and the profiles: the database
+    migrated, the collector settled as a worker's is once started (config/celery.py), the
+    5-step journey published and one trigger event stored per contact (each with an email
+    address), then VACUUM ANALYZE."""
     from django.core.management import call_command
     from django.db import connection
-    from django.utils import timezone
 
     from config.celery import settle_garbage_collection
-    from journeys.actions.enrollments import advance_due_enrollments
-    from journeys.actions.events import ingest_events, process_pending_events
+    from journeys.actions.events import ingest_events
     from journeys.actions.versions import create_journey, publish_version
-    from journeys.models import Enrollment, Event, OutboxMessage, StepVisit
     from journeys.tests.flows import definition
 
     call_command("migrate", verbosity=0)
-    # As a worker does once it has started (config/celery.py).
     settle_garbage_collection()
-    journey, version, _ = create_journey(
+    _, version, _ = create_journey(
         definition=definition(
             STEPS, key="bench", conversions=[{"key": "paid", "name": "Paid", "value": 1.0}]
         )
     )
     publish_version(version=version)
-
-    n = args.contacts
-    for start in range(0, n, 1000):
+    for start in range(0, args.contacts, 1000):
         ingest_events(
             events=[
                 {"id": f"start-{i}", "contact": f"c{i}", "name": "signed_up"}
-                for i in range(start, min(start + 1000, n))
+                for i in range(start, min(start + 1000, args.contacts))
             ]
         )
     with connection.cursor() as cursor:
         cursor.execute("UPDATE journeys_contact SET email = external_id || '@example.com'")
         cursor.execute("VACUUM ANALYZE")
+
+
+def run_engine(args) -> dict:
+    import redis
+    from django.db import connection
+    from django.utils import timezone
+
+    from journeys.actions.enrollments import advance_due_enrollments
+    from journeys.actions.events import process_pending_events
+    from journeys.models import Enrollment, Event, OutboxMessage, StepVisit
+
+    prepare_journey(args)
+    n = args.contacts
 
     started = time.perf_counter()
     matched = 0
@@ -174,8 +184,9 @@ def run_engine(args) -> dict:
         cursor.execute("DELETE FROM journeys_event WHERE source = 'internal'")
         cursor.execute(
             "UPDATE journeys_enrollment SET state = 'active', current_step = 'welcome', "
-            "path = '[]', due_at = now(), ended_at = NULL, attempts = 0, leased_until = NULL"
+            "path = '[]', due_at = now(), ended_at = NULL, attempts = 0"
         )
+        cursor.execute("DELETE FROM journeys_enginelease")
         cursor.execute("VACUUM ANALYZE")
     broker = redis.Redis.from_url(args.redis_url)
     broker.flushdb()

@@ -35,6 +35,7 @@ from journeys.models import (
     ContactImport,
     ContactImportRefusal,
     DeliveryEvent,
+    EngineLease,
     Enrollment,
     Event,
     Journey,
@@ -319,6 +320,22 @@ class EnrollmentAdmin(admin.ModelAdmin):
     list_select_related = ["contact", "journey", "version__journey"]
     raw_id_fields = ["contact", "journey", "version", "trigger_event"]
     actions = [retry_failed_enrollments]
+
+
+@admin.register(EngineLease)
+class EngineLeaseAdmin(ReadOnlyAdmin):
+    """The batches workers hold now. A lease ends by its batch's write or, run out, by the
+    next claim (which counts an attempt on each of its enrollments): never by hand."""
+
+    list_display = ["id", "enrollments", "leased_until"]
+    ordering = ["leased_until"]
+
+    @admin.display(description="Enrollments")
+    def enrollments(self, lease):
+        return len(lease.enrollment_ids)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(StepVisit)

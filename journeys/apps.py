@@ -1,6 +1,7 @@
 from anymail.signals import tracking
 from django.apps import AppConfig
 from django.core import checks
+from django.db.backends.signals import connection_created
 from django.db.models.signals import pre_save
 
 
@@ -20,6 +21,7 @@ class JourneysConfig(AppConfig):
             sender=self.get_model("JourneyVersion"),
             dispatch_uid="audit-published-version-immutable",
         )
+        connection_created.connect(bulk.load_timestamps_in_c, dispatch_uid="journeys-timestamps")
         checks.register(check_vocabularies)
         checks.register(check_rate_limits)
         # Email providers' delivery feedback, verified by anymail's webhook views.

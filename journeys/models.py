@@ -282,8 +282,8 @@ class Enrollment(models.Model):
     started_at = models.DateTimeField()
     ended_at = models.DateTimeField(null=True, blank=True)
     exit_reason = models.CharField(max_length=200, blank=True, default="")
-    # A worker's claim: another worker may take the row once the lease runs out.
-    leased_until = models.DateTimeField(null=True, blank=True)
+    # Runs that did not finish: leases that ran out unwritten (EngineLease) and steps that
+    # raised; reset when a run is written.
     attempts = models.PositiveSmallIntegerField(default=0)
     last_error = models.TextField(blank=True, default="")
 
@@ -318,6 +318,24 @@ class Enrollment(models.Model):
 # point nowhere; a second foreign-key check per copy ran at every commit (a third of the
 # commit time of an engine batch) and is left out (`db_constraint=False`). Django's
 # `on_delete` still applies: it is carried out by the ORM, not the database.
+
+
+class EngineLease(models.Model):
+    """A batch of enrollments a worker has taken: one row a batch, committed before the batch
+    runs (with the batch before it), deleted by the transaction that writes the batch.
+
+    Other workers' claims leave out the enrollments of every lease. A lease that runs out
+    unwritten (`leased_until` passed: its worker died or stalled) is reaped by the next claim:
+    each of its enrollments counts one more attempt (parked as failed after
+    ENGINE_MAX_ATTEMPTS: it kept killing workers) and may be taken again. One row a batch
+    instead of a new version of each enrollment row (issue 17: the lease was a fifth of the
+    engine's database time)."""
+
+    enrollment_ids = models.JSONField()
+    leased_until = models.DateTimeField()
+
+    def __str__(self):
+        return f"Lease of {len(self.enrollment_ids)} enrollments until {self.leased_until}"
 
 
 class StepVisit(models.Model):

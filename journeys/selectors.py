@@ -28,6 +28,7 @@ from journeys.definition import (
 from journeys.editing import StepCounts
 from journeys.models import (
     Contact,
+    EngineLease,
     Enrollment,
     Event,
     Journey,
@@ -607,7 +608,7 @@ def engine_status(*, now: datetime.datetime) -> EngineStatus:
         failed=Count("id", filter=Q(status=Event.Status.FAILED)),
     )
     active = Q(state=Enrollment.State.ACTIVE)
-    running = active & Q(leased_until__gt=now)
+    running = active & Q(pk__in=leased_enrollment_ids(now=now))
     held = Q(journey_id__in=_held_journeys())
     enrollments = Enrollment.objects.filter(Q(state=Enrollment.State.FAILED) | active).aggregate(
         due=Count("id", filter=active & Q(due_at__lte=now) & ~running & ~held),
@@ -631,6 +632,15 @@ def engine_status(*, now: datetime.datetime) -> EngineStatus:
         messages_failed=messages["failed"],
         oldest_due_seconds=due_work_ages(now=now),
     )
+
+
+def leased_enrollment_ids(*, now: datetime.datetime | None = None) -> set[int]:
+    """The enrollments of the engine's leases: every lease (claims, which reap the run-out
+    ones first), or those still running at `now`."""
+    leases = EngineLease.objects.all()
+    if now is not None:
+        leases = leases.filter(leased_until__gte=now)
+    return {pk for ids in leases.values_list("enrollment_ids", flat=True) for pk in ids}
 
 
 def _held_journeys() -> QuerySet:

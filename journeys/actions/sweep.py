@@ -13,6 +13,7 @@ from journeys.actions.enrollments import advance_due_enrollments
 from journeys.actions.events import process_pending_events
 from journeys.actions.messages import deliver_due_messages
 from journeys.models import ContactImport, Enrollment, Event, Journey, OutboxMessage
+from journeys.selectors import leased_enrollment_ids
 from journeys.wakeups import wake
 from webhooks.actions import deliver_due_webhooks
 from webhooks.models import WebhookDelivery, WebhookEvent
@@ -26,11 +27,8 @@ def enqueue_due_work(*, now: datetime) -> list[str]:
         due.append("process_events")
     held = Journey.objects.filter(status__in=Journey.HELD).values("pk")
     if (
-        Enrollment.objects.filter(
-            Q(leased_until__isnull=True) | Q(leased_until__lt=now),
-            state=Enrollment.State.ACTIVE,
-            due_at__lte=now,
-        )
+        Enrollment.objects.filter(state=Enrollment.State.ACTIVE, due_at__lte=now)
+        .exclude(pk__in=leased_enrollment_ids(now=now))
         .exclude(journey_id__in=held)
         .exists()
     ):

@@ -65,6 +65,7 @@ def test_every_journeys_model_is_registered():
         "Journey",
         "JourneyVersion",
         "Enrollment",
+        "EngineLease",
         "StepVisit",
         "OutboxMessage",
         "DeliveryEvent",

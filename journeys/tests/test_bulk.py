@@ -10,7 +10,7 @@ from django.db import connection
 from journeys.bulk import array_literal, bulk_update_rows, insert_rows
 from journeys.models import Contact, Enrollment, Event
 from journeys.tests.actions.scenarios import AWKWARD_TEXT
-from journeys.tests.factories import ContactFactory, EnrollmentFactory
+from journeys.tests.factories import ContactFactory, EnrollmentFactory, EventFactory
 
 UTC = datetime.UTC
 T0 = datetime.datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -142,3 +142,28 @@ def test_insert_rows_and_bulk_update_rows_store_any_text_and_json_as_given():
         contact.refresh_from_db()
         assert contact.email == text
         assert contact.attributes == ({"note": text, text: None} if text else {})
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_postgresql_timestamps_are_parsed_in_c_and_read_the_same():
+    """journeys.bulk.load_timestamps_in_c: the C parser in place of Django's Python one, with
+    the same aware UTC datetimes out (offsets, fractions, infinity-free values, NULL)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's loaders")
+    connection.ensure_connection()
+    loader = connection.connection.adapters.get_loader(1184, 0)  # timestamptz, text
+    assert loader.__name__ == "UtcTimestampLoader" and loader.timezone is datetime.UTC
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT '2026-01-02 03:04:05.123456+02'::timestamptz, "
+            "'1999-12-31 23:59:59-08:30'::timestamptz, NULL::timestamptz"
+        )
+        assert cursor.fetchone() == (
+            datetime.datetime(2026, 1, 2, 1, 4, 5, 123456, tzinfo=datetime.UTC),
+            datetime.datetime(2000, 1, 1, 8, 29, 59, tzinfo=datetime.UTC),
+            None,
+        )
+    event = EventFactory(timestamp=datetime.datetime(2026, 5, 6, 7, 8, 9, tzinfo=datetime.UTC))
+    stored = Event.objects.values_list("timestamp", flat=True).get(pk=event.pk)
+    assert stored == event.timestamp and stored.tzinfo is datetime.UTC

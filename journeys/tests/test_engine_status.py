@@ -3,7 +3,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from journeys.models import Enrollment, Event, OutboxMessage
+from journeys.models import EngineLease, Enrollment, Event, OutboxMessage
 from journeys.selectors import engine_status
 from journeys.tests.factories import EnrollmentFactory, EventFactory
 
@@ -15,11 +15,12 @@ def test_engine_status_counts_each_queue_of_record(django_assert_num_queries):
     EventFactory(status=Event.Status.PENDING)
     EventFactory(status=Event.Status.DROPPED, error="chain too deep")
     EnrollmentFactory(due_at=now - timedelta(minutes=5))
-    EnrollmentFactory(due_at=now - timedelta(minutes=1), leased_until=now + timedelta(minutes=4))
+    running = EnrollmentFactory(due_at=now - timedelta(minutes=1))
+    EngineLease.objects.create(enrollment_ids=[running.pk], leased_until=now + timedelta(minutes=4))
     EnrollmentFactory(due_at=now + timedelta(days=2))
     EnrollmentFactory(state=Enrollment.State.FAILED, last_error="boom")
 
-    with django_assert_num_queries(6):
+    with django_assert_num_queries(7):
         status = engine_status(now=now)
 
     assert status.events_pending == 1

@@ -6,6 +6,7 @@ from decimal import Decimal
 import pytest
 import time_machine
 from django.core import mail
+from django.db import transaction
 
 from conversions.models import ConversionAward, GoalAchievement
 from journeys.actions import enrollments as enrollment_actions
@@ -17,7 +18,7 @@ from journeys.actions.enrollments import (
     retry_enrollments,
 )
 from journeys.actions.events import process_pending_events
-from journeys.models import Enrollment, Event, OutboxMessage, StepVisit
+from journeys.models import EngineLease, Enrollment, Event, OutboxMessage, StepVisit
 from journeys.tests.actions.scenarios import (
     ACTIVATION,
     EVENT_CONVERSION_STEPS,
@@ -199,20 +200,64 @@ def test_enroll_contact_refuses_a_second_entry_under_once():
         enroll_contact(journey=journey, contact=contact, now=T0)
 
 
-def test_an_enrollment_whose_worker_died_every_time_is_parked_when_claimed(settings):
+def test_a_lease_that_ran_out_unwritten_counts_an_attempt_and_parks_the_last(settings):
+    """A worker died with a batch leased: once the lease has run out, the next claim reaps
+    it. Each of its enrollments counts one more attempt; the one whose runs killed workers
+    ENGINE_MAX_ATTEMPTS times is parked, the others are taken again."""
     live_journey(WAIT_STEPS)
     send(("e1", "ann", "signed_up"), ("e2", "bob", "signed_up"), now=T0)
     process_pending_events(now=T0)
-    # ann's batch was leased ENGINE_MAX_ATTEMPTS times and never written: its worker died.
+    ids, lease = _claim_due_enrollments(limit=10, now=T0)
+    assert len(ids) == 2 and EngineLease.objects.get(pk=lease).enrollment_ids == ids
     Enrollment.objects.filter(contact__external_id="ann").update(
-        attempts=settings.ENGINE_MAX_ATTEMPTS
+        attempts=settings.ENGINE_MAX_ATTEMPTS - 1
     )
-    ids, _ = _claim_due_enrollments(limit=10, now=T0)
+    # While the lease holds, no other claim takes its enrollments.
+    assert _claim_due_enrollments(limit=10, now=T0) == ([], None)
+
+    later = T0 + datetime.timedelta(seconds=settings.ENGINE_LEASE_SECONDS + 1)
+    again, _ = _claim_due_enrollments(limit=10, now=later)
     bob = Enrollment.objects.get(contact__external_id="bob")
-    assert ids == [bob.pk] and bob.attempts == 1 and bob.leased_until is not None
+    assert again == [bob.pk] and bob.attempts == 1
     ann = Enrollment.objects.get(contact__external_id="ann")
-    assert ann.state == Enrollment.State.FAILED and ann.leased_until is None
-    assert ann.attempts == settings.ENGINE_MAX_ATTEMPTS and "Gave up after" in ann.last_error
+    assert ann.state == Enrollment.State.FAILED and ann.attempts == settings.ENGINE_MAX_ATTEMPTS
+    assert "Gave up after" in ann.last_error
+    assert not EngineLease.objects.filter(pk=lease).exists()
+
+
+def test_a_batch_whose_lease_was_reaped_is_left_to_the_worker_that_took_it_again(settings):
+    """A worker that stalled past its lease finds it reaped when it comes back: it writes
+    nothing, and the worker that took the enrollments again runs them once."""
+    live_journey(THANKS)
+    send(("e1", "ann", "signed_up"), now=T0)
+    process_pending_events(now=T0)
+    ids, lease = _claim_due_enrollments(limit=10, now=T0)
+    later = T0 + datetime.timedelta(seconds=settings.ENGINE_LEASE_SECONDS + 1)
+    assert advance_due_enrollments(now=later) == 1
+    with transaction.atomic():
+        assert not enrollment_actions._take_lease(lease, release=True)
+    enrollment = Enrollment.objects.get(pk=ids[0])
+    assert enrollment.state == Enrollment.State.COMPLETED and enrollment.attempts == 0
+    assert StepVisit.objects.filter(enrollment=enrollment).count() == 1
+    assert EngineLease.objects.count() == 0
+
+
+def test_claims_that_race_run_an_enrollment_once():
+    """Two claims took the same enrollment (one read the leases before the other's lease
+    committed): the batch that runs second re-reads it under lock, finds it no longer due,
+    and leaves it."""
+    live_journey(WAIT_STEPS)
+    send(("e1", "ann", "signed_up"), now=T0)
+    process_pending_events(now=T0)
+    ids, first = _claim_due_enrollments(limit=10, now=T0)
+    second = EngineLease.objects.create(enrollment_ids=ids, leased_until=T0).pk
+    for lease in (first, second):
+        with transaction.atomic():
+            assert enrollment_actions._take_lease(lease, release=True)
+            enrollment_actions._advance_batch(ids=ids, now=T0)
+    enrollment = Enrollment.objects.get(pk=ids[0])
+    assert enrollment.current_step == "tag" and enrollment.due_at > T0
+    assert StepVisit.objects.filter(enrollment=enrollment).count() == 1
 
 
 def test_fact_rows_carry_their_enrollments_journey_version_and_contact():
@@ -278,7 +323,7 @@ def test_a_batch_whose_write_fails_for_one_enrollment_advances_the_rest(monkeypa
     bad.refresh_from_db()
     assert (bad.state, bad.attempts, bad.path) == (Enrollment.State.ACTIVE, 1, [])
     assert bad.last_error == f"ZeroDivisionError: injected for enrollment {bad.pk}"
-    assert bad.leased_until is None and bad.due_at == T0 + datetime.timedelta(seconds=30)
+    assert bad.due_at == T0 + datetime.timedelta(seconds=30)
 
     # Its next attempt, once its back-off has passed, is its last: parked as failed.
     later = T0 + datetime.timedelta(minutes=1)
@@ -331,9 +376,9 @@ def test_a_failing_write_is_bisected_down_to_its_enrollment(monkeypatch):
     real = enrollment_actions._advance_batch
     sizes = []
 
-    def counting(*, ids, lease_until, now):
+    def counting(*, ids, now):
         sizes.append(len(ids))
-        return real(ids=ids, lease_until=lease_until, now=now)
+        return real(ids=ids, now=now)
 
     monkeypatch.setattr(enrollment_actions, "_advance_batch", counting)
     assert advance_due_enrollments(now=T0) == 64
