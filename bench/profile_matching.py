@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from engine import STEPS, parse_args, recreate_database, setup_django  # noqa: E402
+from engine import parse_args, prepare_journey, recreate_database, setup_django  # noqa: E402
 
 
 def main():
@@ -30,30 +30,12 @@ def main():
     args = parse_args()
     recreate_database(args.database_url)
     setup_django(args)
-    from django.core.management import call_command
     from django.db import connection
     from django.utils import timezone
 
-    from journeys.actions.events import ingest_events, process_pending_events
-    from journeys.actions.versions import create_journey, publish_version
-    from journeys.tests.flows import definition
+    from journeys.actions.events import process_pending_events
 
-    call_command("migrate", verbosity=0)
-    _, version, _ = create_journey(
-        definition=definition(
-            STEPS, key="bench", conversions=[{"key": "paid", "name": "Paid", "value": 1.0}]
-        )
-    )
-    publish_version(version=version)
-    for start in range(0, args.contacts, 1000):
-        ingest_events(
-            events=[
-                {"id": f"start-{i}", "contact": f"c{i}", "name": "signed_up"}
-                for i in range(start, min(start + 1000, args.contacts))
-            ]
-        )
-    with connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE")
+    prepare_journey(args)
 
     statements: dict[str, list] = {}
 
