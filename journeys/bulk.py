@@ -283,9 +283,12 @@ def load_timestamps_in_c(sender, connection, **kwargs) -> None:
 def claim(queryset, limit: int) -> list:
     """Up to `limit` rows of the queryset, locked FOR UPDATE SKIP LOCKED where the database
     can (on SQLite the IMMEDIATE transaction serialises writers instead), so workers share a
-    backlog without waiting for each other."""
+    backlog without waiting for each other. Only the queryset's own rows are locked
+    (`OF self`): the message claim joins enrollments to leave out paused journeys, and
+    without it locked them FOR UPDATE too, which blocks the foreign-key checks (KEY SHARE)
+    of an engine batch writing visits and awards for them."""
     if connection.features.has_select_for_update_skip_locked:
-        queryset = queryset.select_for_update(skip_locked=True)
+        queryset = queryset.select_for_update(skip_locked=True, of=("self",))
     return list(queryset[:limit])
 
 

@@ -5,10 +5,11 @@ import datetime
 from decimal import Decimal
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
-from journeys.bulk import array_literal, bulk_update_rows, insert_rows
-from journeys.models import Contact, Enrollment, Event
+from journeys.bulk import array_literal, bulk_update_rows, claim, insert_rows
+from journeys.models import Contact, Enrollment, Event, OutboxMessage
 from journeys.tests.actions.scenarios import AWKWARD_TEXT
 from journeys.tests.factories import ContactFactory, EnrollmentFactory, EventFactory
 
@@ -167,3 +168,17 @@ def test_postgresql_timestamps_are_parsed_in_c_and_read_the_same():
     event = EventFactory(timestamp=datetime.datetime(2026, 5, 6, 7, 8, 9, tzinfo=datetime.UTC))
     stored = Event.objects.values_list("timestamp", flat=True).get(pk=event.pk)
     assert stored == event.timestamp and stored.tzinfo is datetime.UTC
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_a_claim_locks_only_the_rows_of_its_own_table():
+    """The message claim joins enrollments (paused journeys wait): the enrollment rows must
+    stay unlocked, or a batch's foreign-key checks would wait on a delivery claim."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite takes no row locks")
+    queryset = OutboxMessage.objects.exclude(enrollment__journey_id__in=[0]).order_by("due_at")
+    with CaptureQueriesContext(connection) as queries, transaction.atomic():
+        claim(queryset, 10)
+    [sql] = [query["sql"] for query in queries if "SKIP LOCKED" in query["sql"]]
+    assert 'FOR UPDATE OF "journeys_outboxmessage" SKIP LOCKED' in sql

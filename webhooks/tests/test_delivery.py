@@ -12,6 +12,7 @@ from standardwebhooks.webhooks import Webhook
 
 from journeys.actions.events import ingest_events
 from journeys.actions.sweep import run_due
+from journeys.tests.factories import ContactFactory
 from journeys.tests.flows import live_journey
 from webhooks.actions import create_endpoint, deliver_due_webhooks, send_test_event
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
@@ -45,13 +46,21 @@ def test_the_engines_facts_reach_the_receiver_signed_by_the_standard(private_all
         [
             {"key": "check", "type": "evaluate_goal", "goal": "made", "achieved": "buy"},
             {"key": "buy", "type": "convert", "conversion": "paid", "next": "mail"},
-            {"key": "mail", "type": "send_email", "subject": "Hi", "body": "Yo", "next": "out"},
+            # A template that cannot render for this contact: the message fails, with why.
+            {
+                "key": "mail",
+                "type": "send_email",
+                "subject": "Hi",
+                "body": "{{ contact.email | divided_by: 0 }}",
+                "next": "out",
+            },
             {"key": "out", "type": "exit"},
         ],
         key="onboarding",
         goals=[{"key": "made", "name": "Made", "criteria": {"event": "project_created"}}],
         conversions=[{"key": "paid", "name": "Paid"}],
     )
+    ContactFactory(external_id="ada", email="ada@example.com")
     now = timezone.now()
     ingest_events(
         events=[
@@ -70,8 +79,7 @@ def test_the_engines_facts_reach_the_receiver_signed_by_the_standard(private_all
     assert by_type["goal.achieved"]["key"] == "made"
     assert by_type["enrollment.exited"]["exit_reason"] == "Exit step 'out'"
     assert by_type["enrollment.exited"]["step"] == "out"
-    # The contact has no email address: the message fails, and says why.
-    assert by_type["message.failed"]["error"].startswith("The contact has no email address")
+    assert by_type["message.failed"]["error"].startswith("Template error: ")
     headers = receiver.requests[0]["headers"]
     assert headers["webhook-id"].startswith("msg_")
     assert set(WebhookDelivery.objects.values_list("status", flat=True)) == {"delivered"}
