@@ -323,19 +323,17 @@ def share_locked_rows(
             [array_literal(sorted(ids))],
         )
         rows = cursor.fetchall()
-    decoded = [
-        index + 1
-        for index, field in enumerate(model_fields)
-        if field.get_internal_type() == "JSONField"
-    ]
-    if not decoded:
+    # The fields' own conversion from the database (JSON is read as text on PostgreSQL).
+    converters = [getattr(field, "from_db_value", None) for field in model_fields]
+    if not any(converters):
         return rows
-    rows = [list(row) for row in rows]
-    for row in rows:
-        for index in decoded:
-            if isinstance(row[index], str):
-                row[index] = json.loads(row[index])
-    return [tuple(row) for row in rows]
+    return [
+        (
+            row[0],
+            *(c(v, None, connection) if c else v for c, v in zip(converters, row[1:], strict=True)),
+        )
+        for row in rows
+    ]
 
 
 def retrying_deadlocks(action, *, what: str):

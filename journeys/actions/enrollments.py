@@ -257,7 +257,7 @@ def _claim_due_enrollments_pg(
     if row is None:
         return [], None
     lease, ids = row
-    return (json.loads(ids) if isinstance(ids, str) else ids), lease
+    return json.loads(ids), lease  # Django reads jsonb as text
 
 
 def _reap_expired_leases(*, now: datetime) -> None:
