@@ -57,7 +57,9 @@ def validate_subscriptions(value: object) -> None:
 
 
 class Contact(models.Model):
-    external_id = models.CharField(max_length=255, unique=True)
+    # Unique by contact_external_id_unique: a constraint, not unique=True, which on
+    # PostgreSQL adds a second (LIKE) index that every contact write updates and nothing reads.
+    external_id = models.CharField(max_length=255)
     email = models.EmailField(blank=True, default="")
     attributes = models.JSONField(default=dict, blank=True)
     # An IANA name; blank means the DEFAULT_TIMEZONE setting. Quiet hours are read in it.
@@ -80,6 +82,7 @@ class Contact(models.Model):
     class Meta:
         indexes = [models.Index(fields=["email"], name="contact_email_idx")]
         constraints = [
+            models.UniqueConstraint(fields=["external_id"], name="contact_external_id_unique"),
             # Cheap and portable: the two channels' values, where present, are statuses.
             models.CheckConstraint(
                 condition=(
@@ -123,8 +126,8 @@ class Event(models.Model):
         SEGMENT = "segment", "Segment-compatible API"
 
     # The caller's idempotency key; internal events get a deterministic one so that a retried
-    # award never emits its event twice.
-    event_id = models.CharField(max_length=100, unique=True)
+    # award never emits its event twice. Unique by event_id_unique (see Contact.external_id).
+    event_id = models.CharField(max_length=100)
     # Indexed by event_contact_name_idx (contact, name, timestamp).
     contact = models.ForeignKey(
         Contact, on_delete=models.CASCADE, related_name="events", db_index=False
@@ -145,6 +148,7 @@ class Event(models.Model):
             models.Index(fields=["id"], condition=Q(status="pending"), name="event_pending_idx"),
             models.Index(fields=["contact", "name", "timestamp"], name="event_contact_name_idx"),
         ]
+        constraints = [models.UniqueConstraint(fields=["event_id"], name="event_id_unique")]
 
     def __str__(self):
         return f"{self.name} ({self.contact_id})"
@@ -339,9 +343,12 @@ class EngineLease(models.Model):
 
 
 class StepVisit(models.Model):
-    # enrollment keeps its own index: the report's joins on raw visits probe it (the wider
-    # visit_seq_unique made them ~15% slower). version is indexed by visit_version_step_idx.
-    enrollment = models.ForeignKey(Enrollment, on_delete=models.CASCADE, related_name="visits")
+    # Indexed by visit_seq_unique (enrollment, seq): an index of its own cost every step an
+    # index entry more, for report joins on raw visits about 15% faster (bench/README.md).
+    # version is indexed by visit_version_step_idx.
+    enrollment = models.ForeignKey(
+        Enrollment, on_delete=models.CASCADE, related_name="visits", db_index=False
+    )
     # A copy of the enrollment's version, for the report: see COPIED_FROM_ENROLLMENT.
     version = models.ForeignKey(
         JourneyVersion,
@@ -438,9 +445,9 @@ class OutboxMessage(models.Model):
     # The id the email provider gave the message when it took it (anymail's
     # `anymail_status.message_id`): its tracking webhooks name the message by it. A database
     # default too: the engine inserts outbox rows in bulk, naming only the columns it sets.
-    provider_message_id = models.CharField(
-        max_length=255, blank=True, default="", db_default="", db_index=True
-    )
+    # Indexed by outbox_provider_id_idx, only once set: the engine inserts every message
+    # without one.
+    provider_message_id = models.CharField(max_length=255, blank=True, default="", db_default="")
     # Delivery feedback, the first time each happened (journeys.actions.delivery). The status
     # only moves forward; these keep what it passed, so a message clicked was also opened.
     delivered_at = models.DateTimeField(null=True, blank=True)
@@ -456,11 +463,17 @@ class OutboxMessage(models.Model):
         indexes = [
             models.Index(fields=["due_at"], condition=Q(status="pending"), name="outbox_due_idx"),
             # The frequency cap's count: a contact's marketing messages on a channel sent
-            # since a moment (journeys.actions.messages).
+            # since a moment, or being sent (journeys.actions.messages).
             models.Index(
                 fields=["contact", "channel", "sent_at"],
                 condition=Q(category="marketing"),
                 name="outbox_cap_idx",
+            ),
+            # Tracking webhooks find a message by its provider's id (journeys.actions.delivery).
+            models.Index(
+                fields=["provider_message_id"],
+                condition=~Q(provider_message_id=""),
+                name="outbox_provider_id_idx",
             ),
         ]
 
