@@ -28,7 +28,7 @@ from conversions.actions import (
 )
 from conversions.models import ConversionAward
 from journeys import engine
-from journeys.bulk import array_literal, bulk_update_rows, insert_rows, share_locked_rows
+from journeys.bulk import array_literal, bulk_update_rows, insert_rows, locked_rows
 from journeys.flows import Flow, live_flows, load_flows
 from journeys.models import (
     Contact,
@@ -378,8 +378,7 @@ def _leased_enrollments(
     ids: list[int], now: datetime
 ) -> tuple[list[LeasedEnrollment], dict[int, dict]]:
     """The batch's contacts locked FOR KEY SHARE, then its enrollments still active and due,
-    locked in id order; and their contacts as plain dicts (read in the same query, not
-    locked).
+    locked in id order; and their contacts as plain dicts.
 
     FOR NO KEY UPDATE: the foreign-key checks of the visits and awards inserted for them take
     KEY SHARE locks, which it does not block. It waits for any transaction writing one of
@@ -391,7 +390,7 @@ def _leased_enrollments(
     # whole contacts table for each batch.
     contacts = {
         pk: engine.contact_data(external_id, email, attributes)
-        for pk, external_id, email, attributes in share_locked_rows(
+        for pk, external_id, email, attributes in locked_rows(
             Contact,
             set(Enrollment.objects.filter(pk__any=ids).values_list("contact_id", flat=True)),
             ("external_id", "email", "attributes"),
@@ -399,11 +398,14 @@ def _leased_enrollments(
     }
     # Due or not is checked here, not in the query: with `due_at <= now` in it, the planner
     # took the due index and walked every due enrollment to find the batch's.
-    queryset = Enrollment.objects.filter(pk__any=ids, state=Enrollment.State.ACTIVE).order_by("pk")
-    if connection.features.has_select_for_update:
-        queryset = queryset.select_for_update(no_key=True, of=("self",))
     runs = []
-    for row in queryset.values_list(*_LEASED_COLUMNS, "due_at"):
+    for row in locked_rows(
+        Enrollment,
+        ids,
+        (*_LEASED_COLUMNS[1:], "due_at"),
+        lock="NO KEY UPDATE",
+        where={"state": Enrollment.State.ACTIVE.value},
+    ):
         # An enrollment of an erased contact has been exited (and its contact is not here).
         if row[-1] is None or row[-1] > now or row[1] not in contacts:
             continue

@@ -5,10 +5,10 @@ import datetime
 from decimal import Decimal
 
 import pytest
-from django.db import connection, transaction
+from django.db import OperationalError, connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
-from journeys.bulk import array_literal, bulk_update_rows, claim, insert_rows
+from journeys.bulk import array_literal, bulk_update_rows, claim, insert_rows, locked_rows
 from journeys.models import Contact, Enrollment, Event, OutboxMessage
 from journeys.tests.actions.scenarios import AWKWARD_TEXT
 from journeys.tests.factories import ContactFactory, EnrollmentFactory, EventFactory
@@ -182,3 +182,53 @@ def test_a_claim_locks_only_the_rows_of_its_own_table():
         claim(queryset, 10)
     [sql] = [query["sql"] for query in queries if "SKIP LOCKED" in query["sql"]]
     assert 'FOR UPDATE OF "journeys_outboxmessage" SKIP LOCKED' in sql
+
+
+@pytest.mark.django_db
+def test_locked_rows_reads_the_rows_asked_for_as_django_reads_them():
+    """The engine's batch reads its contacts and enrollments with locked_rows: by id, in id
+    order, the `where` equalities applied, JSON decoded, datetimes aware, on every database."""
+    contacts = [
+        ContactFactory(external_id=f"row-{index}", attributes={"n": index, "text": text})
+        for index, text in enumerate(AWKWARD_TEXT[:5])
+    ]
+    active = EnrollmentFactory(contact=contacts[0], started_at=T0)
+    EnrollmentFactory(contact=contacts[1], state=Enrollment.State.COMPLETED)
+    ids = {contact.pk for contact in reversed(contacts)} | {10**9}
+    with transaction.atomic():
+        rows = locked_rows(Contact, ids, ("external_id", "attributes"))
+    assert rows == [
+        (contact.pk, contact.external_id, contact.attributes)
+        for contact in sorted(contacts, key=lambda contact: contact.pk)
+    ]
+    with transaction.atomic():
+        [row] = locked_rows(
+            Enrollment,
+            [enrollment.pk for enrollment in Enrollment.objects.all()],
+            ("contact_id", "path", "started_at"),
+            lock="NO KEY UPDATE",
+            where={"state": Enrollment.State.ACTIVE},
+        )
+    assert row == (active.pk, contacts[0].pk, [], T0)
+    assert locked_rows(Contact, set()) == []
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_locked_rows_holds_its_lock_until_the_transaction_ends():
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite takes no row locks")
+    enrollment = EnrollmentFactory()
+    other = connections.create_connection("default")
+    try:
+        with transaction.atomic():
+            locked_rows(Enrollment, [enrollment.pk], lock="NO KEY UPDATE")
+            with other.cursor() as cursor:
+                cursor.execute("SET lock_timeout = '100ms'")
+                with pytest.raises(OperationalError):
+                    cursor.execute(
+                        "SELECT id FROM journeys_enrollment WHERE id = %s FOR UPDATE",
+                        [enrollment.pk],
+                    )
+    finally:
+        other.close()
