@@ -320,8 +320,10 @@ class Enrollment(models.Model):
 # written with it by the engine, kept for the reports' indexes. The database enforces the
 # enrollment's own foreign key on each row and the enrollment's on those ids, so none can
 # point nowhere; a second foreign-key check per copy ran at every commit (a third of the
-# commit time of an engine batch) and is left out (`db_constraint=False`). Django's
-# `on_delete` still applies: it is carried out by the ORM, not the database.
+# commit time of an engine batch) and is left out (`db_constraint=False`). An outbox row
+# belongs to its visit: the database checks that one, and the visit's enrollment; its own
+# enrollment column is a copy of the visit's. Django's `on_delete` still applies: it is
+# carried out by the ORM, not the database.
 
 
 class EngineLease(models.Model):
@@ -404,7 +406,11 @@ class OutboxMessage(models.Model):
         JOURNEY_STOPPED = "journey_stopped", "Journey stopped"
 
     visit = models.OneToOneField(StepVisit, on_delete=models.CASCADE, related_name="message")
-    enrollment = models.ForeignKey(Enrollment, on_delete=models.CASCADE, related_name="messages")
+    # A copy of the visit's enrollment: the database checks the visit (see
+    # COPIED_FROM_ENROLLMENT), and the visit's own enrollment.
+    enrollment = models.ForeignKey(
+        Enrollment, on_delete=models.CASCADE, related_name="messages", db_constraint=False
+    )
     # A copy of the enrollment's contact: see COPIED_FROM_ENROLLMENT.
     contact = models.ForeignKey(
         Contact, on_delete=models.CASCADE, related_name="messages", db_constraint=False

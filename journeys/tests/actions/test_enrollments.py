@@ -262,8 +262,9 @@ def test_claims_that_race_run_an_enrollment_once():
 
 def test_fact_rows_carry_their_enrollments_journey_version_and_contact():
     """The journey, version and contact of visits, messages, awards and achievements are
-    copies of their enrollment's (the database checks only the enrollment's foreign key):
-    every path that writes them copies them right."""
+    copies of their enrollment's (the database checks only the enrollment's foreign key),
+    and a message's enrollment is its visit's (the database checks the visit): every path
+    that writes them copies them right."""
     live_journey(NURTURE_STEPS, conversions=[PAID])
     live_journey(GOAL_STEPS, goals=GOALS, conversions=[ACTIVATION])
     live_journey(
@@ -290,6 +291,8 @@ def test_fact_rows_carry_their_enrollments_journey_version_and_contact():
         assert rows, model.__name__
         for row in rows:
             assert row[: len(copies)] == row[len(copies) :], model.__name__
+    messages = OutboxMessage.objects.values_list("enrollment_id", "visit__enrollment_id")
+    assert messages and all(mine == visits for mine, visits in messages)
     sources = set(ConversionAward.objects.values_list("source", flat=True))
     assert sources == {"convert_step", "goal", "event"}
 
