@@ -377,10 +377,13 @@ _LEASED_COLUMNS = [
 def _leased_enrollments(
     ids: list[int], now: datetime
 ) -> tuple[list[LeasedEnrollment], dict[int, dict]]:
-    """The batch's contacts locked FOR KEY SHARE, then its enrollments still active and due,
-    locked in id order; and their contacts as plain dicts.
+    """The batch's contacts, then its enrollments still active and due, each locked FOR NO
+    KEY UPDATE in id order; and the contacts as plain dicts.
 
-    FOR NO KEY UPDATE: the foreign-key checks of the visits and awards inserted for them take
+    The contacts' lock keeps their attributes as read until the batch has written its own
+    (`_update_contact_attributes`), and lets the foreign-key checks of events inserted for
+    them meanwhile (KEY SHARE) through; API writes of these contacts wait for the batch.
+    The enrollments' lock: the foreign-key checks of the visits and awards inserted for them take
     KEY SHARE locks, which it does not block. It waits for any transaction writing one of
     them and then reads what that wrote: an enrollment an event exited, or one that a claim
     racing this batch's took and ran first, is no longer active and due, and drops out."""
@@ -394,6 +397,7 @@ def _leased_enrollments(
             Contact,
             set(Enrollment.objects.filter(pk__any=ids).values_list("contact_id", flat=True)),
             ("external_id", "email", "attributes"),
+            lock="NO KEY UPDATE",
         )
     }
     # Due or not is checked here, not in the query: with `due_at <= now` in it, the planner
@@ -644,10 +648,9 @@ def _trigger_depths(enrollments) -> dict[int, int]:
 
 
 def _update_contact_attributes(updates: dict[int, dict], *, now: datetime) -> None:
-    """Merge the batch's attribute updates into its contacts, keeping any update made in
-    between (by the API, say): on PostgreSQL one UPDATE merges in SQL (`attributes ||
-    changes`, under the row locks it takes in id order); elsewhere the rows are re-read
-    under a lock and written back."""
+    """Merge the batch's attribute updates into its contacts, which `_leased_enrollments`
+    locked in id order: on PostgreSQL one UPDATE merges in SQL (`attributes || changes`);
+    elsewhere the rows are re-read and written back."""
     ids = sorted(updates)
     if connection.vendor == "postgresql":
         table = Contact._meta.db_table
@@ -657,24 +660,18 @@ def _update_contact_attributes(updates: dict[int, dict], *, now: datetime) -> No
                     SET attributes = COALESCE(c.attributes, '{{}}'::jsonb) || v.changes,
                         updated_at = %s
                     FROM unnest(%s::bigint[], %s::jsonb[]) AS v(id, changes)
-                    WHERE c.id = v.id AND c.id = ANY(%s::bigint[]) AND c.id IN (
-                        SELECT id FROM {table} WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE
-                    )""",
+                    WHERE c.id = v.id AND c.id = ANY(%s::bigint[])""",
                 [
                     now,
                     array_literal(ids),
                     array_literal([json.dumps(updates[pk]) for pk in ids]),
                     array_literal(ids),
-                    array_literal(ids),
                 ],
             )
         return
-    contacts = Contact.objects.filter(pk__any=ids).order_by("pk")
-    if connection.features.has_select_for_update:
-        contacts = contacts.select_for_update(no_key=True)
     changed = [
         SimpleNamespace(pk=pk, attributes={**(attributes or {}), **updates[pk]}, updated_at=now)
-        for pk, attributes in contacts.values_list("pk", "attributes")
+        for pk, attributes in Contact.objects.filter(pk__any=ids).values_list("pk", "attributes")
     ]
     bulk_update_rows(Contact, changed, ["attributes", "updated_at"])
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 import time_machine
 from django.core import mail
-from django.db import transaction
+from django.db import OperationalError, connection, connections, transaction
 
 from conversions.models import ConversionAward, GoalAchievement
 from journeys.actions import enrollments as enrollment_actions
@@ -18,7 +18,7 @@ from journeys.actions.enrollments import (
     retry_enrollments,
 )
 from journeys.actions.events import process_pending_events
-from journeys.models import EngineLease, Enrollment, Event, OutboxMessage, StepVisit
+from journeys.models import Contact, EngineLease, Enrollment, Event, OutboxMessage, StepVisit
 from journeys.tests.actions.scenarios import (
     ACTIVATION,
     EVENT_CONVERSION_STEPS,
@@ -389,3 +389,32 @@ def test_a_failing_write_is_bisected_down_to_its_enrollment(monkeypatch):
     assert sorted(sizes, reverse=True) == [64, 32, 32, 16, 16, 8, 8, 4, 4, 2, 2, 1, 1]
     assert Enrollment.objects.filter(state=Enrollment.State.COMPLETED).count() == 63
     assert "injected" in Enrollment.objects.get(pk=bad.pk).last_error
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_holds_its_contacts_against_writes_but_not_against_new_events():
+    """The batch reads its contacts FOR NO KEY UPDATE: their attributes stay as read until it
+    has merged its own updates, while events of those contacts can still be stored (their
+    foreign-key checks take KEY SHARE)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite takes no row locks")
+    live_journey(WAIT_STEPS)  # the first run only waits: the contact is read, not written
+    send(("e1", "ann", "signed_up"), now=T0)
+    process_pending_events(now=T0)
+    ids, lease = _claim_due_enrollments(limit=10, now=T0)
+    contact = Contact.objects.get(external_id="ann")
+    other = connections.create_connection("default")
+    try:
+        with transaction.atomic():
+            assert enrollment_actions._take_lease(lease, release=True)
+            enrollment_actions._advance_batch(ids=ids, now=T0)
+            with other.cursor() as cursor:
+                cursor.execute("SET lock_timeout = '100ms'")
+                sql = "SELECT id FROM journeys_contact WHERE id = %s FOR {}"
+                cursor.execute(sql.format("KEY SHARE"), [contact.pk])
+                with pytest.raises(OperationalError):
+                    cursor.execute(sql.format("NO KEY UPDATE"), [contact.pk])
+    finally:
+        other.close()
+    assert Enrollment.objects.get(pk=ids[0]).current_step == "tag"
