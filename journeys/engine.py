@@ -15,7 +15,7 @@ import datetime
 import random
 from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 from journeys.definition import (
     AllCriteria,
@@ -49,9 +49,9 @@ class EngineError(Exception):
     if the error stays, parked as failed with this message."""
 
 
-@dataclasses.dataclass(frozen=True)
-class State:
-    """The part of an enrollment the engine reads."""
+class State(NamedTuple):
+    """The part of an enrollment the engine reads (a named tuple: built for every run of a
+    batch, it costs a third of a frozen dataclass)."""
 
     current_step: str
     path: Sequence[str]
@@ -456,7 +456,15 @@ class _Run:
     def __init__(self, *, state, definition, contact, events, rng, now):
         self.state = state
         self.definition = definition
-        self.contact = {**contact, "attributes": dict(contact.get("attributes") or {})}
+        # Shared with the batch's other runs of the contact: `_update_contact` copies it.
+        self.contact = (
+            contact
+            if isinstance(contact.get("attributes"), dict)
+            else {
+                **contact,
+                "attributes": dict(contact.get("attributes") or {}),
+            }
+        )
         self.events = events
         self.rng = rng
         self.now = now
@@ -578,7 +586,7 @@ def _split(run: _Run, step: Split):
 
 def _update_contact(run: _Run, step: UpdateContact):
     run.enter(step)
-    run.contact["attributes"].update(step.attributes)
+    run.contact = {**run.contact, "attributes": {**run.contact["attributes"], **step.attributes}}
     run.outcome.attribute_updates.update(step.attributes)
     run.leave(step, "updated")
     return step.next

@@ -140,6 +140,17 @@ def test_condition_sees_attributes_updated_earlier_in_the_same_run():
     assert run(defn).state == engine.COMPLETED
 
 
+def test_a_run_leaves_the_contact_it_was_given_as_it_was():
+    """A batch hands every run of a contact the same dict: an update in one run must not
+    show in another's criteria (each run's updates are merged when the batch writes)."""
+    defn = definition(
+        [{"key": "set", "type": "update_contact", "attributes": {"plan": "pro"}, "next": None}]
+    )
+    contact = {"external_id": "c1", "email": "", "attributes": {"plan": "free"}}
+    assert run(defn, contact=contact).attribute_updates == {"plan": "pro"}
+    assert contact == {"external_id": "c1", "email": "", "attributes": {"plan": "free"}}
+
+
 def test_split_follows_weights_at_random():
     defn = definition(
         [
