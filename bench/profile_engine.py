@@ -57,6 +57,7 @@ def main():
         pass
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")
+        cursor.execute("CHECKPOINT")  # as bench/engine.py
 
     commits = [0.0, 0]
     commit = BaseDatabaseWrapper._commit
