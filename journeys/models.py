@@ -345,11 +345,26 @@ class EngineLease(models.Model):
 
 
 class StepVisit(models.Model):
+    """A step an enrollment entered (the report's paths and funnels).
+
+    The enrollment foreign key is not checked by the database, unlike every other fact
+    row's: visits are one a step, and their check was a tenth of the engine's time (250,000
+    at the commits of the benchmark's 50,000 contacts; bench/README.md, issue 17). What the
+    check guarded holds by construction: the engine, the only writer of visits, inserts
+    them in the transaction that holds their enrollment's row lock (FOR NO KEY UPDATE,
+    which a DELETE waits for), for enrollments it has just read under it; enrollments are
+    deleted only through the ORM, whose on_delete deletes their visits with them."""
+
     # Indexed by visit_seq_unique (enrollment, seq): an index of its own cost every step an
     # index entry more, for report joins on raw visits about 15% faster (bench/README.md).
+    # Not checked by the database: see the class's docstring.
     # version is indexed by visit_version_step_idx.
     enrollment = models.ForeignKey(
-        Enrollment, on_delete=models.CASCADE, related_name="visits", db_index=False
+        Enrollment,
+        on_delete=models.CASCADE,
+        related_name="visits",
+        db_index=False,
+        db_constraint=False,
     )
     # A copy of the enrollment's version, for the report: see COPIED_FROM_ENROLLMENT.
     version = models.ForeignKey(

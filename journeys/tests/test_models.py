@@ -4,8 +4,9 @@ breaks one is refused by the database itself."""
 import pytest
 from django.db import IntegrityError, transaction
 
-from journeys.models import Enrollment
+from journeys.models import Enrollment, OutboxMessage, StepVisit
 from journeys.tests.factories import (
+    ContactFactory,
     EnrollmentFactory,
     EventFactory,
     JourneyFactory,
@@ -63,3 +64,39 @@ def test_concurrent_enrollments_hold_no_entry_lock():
     first = EnrollmentFactory(entry_lock=None)
 
     EnrollmentFactory(version=first.version, contact=first.contact, entry_lock=None)
+
+
+def test_contact_external_ids_are_unique():
+    ContactFactory(external_id="ann")
+
+    refused(ContactFactory, external_id="ann")
+
+
+def test_visits_and_messages_go_with_their_enrollment_and_its_contact():
+    """Neither a visit's enrollment nor a message's is checked by the database (the engine
+    writes them under the enrollment's lock; journeys.models.StepVisit): deleting through
+    the ORM, as the admin does, leaves none pointing nowhere."""
+    kept = EnrollmentFactory()
+    for enrollment in (kept, EnrollmentFactory(), EnrollmentFactory()):
+        for seq in range(2):
+            visit = StepVisit.objects.create(
+                enrollment=enrollment,
+                version=enrollment.version,
+                step_key=f"s{seq}",
+                seq=seq,
+                entered_at=enrollment.started_at,
+            )
+        OutboxMessage.objects.create(
+            visit=visit,
+            enrollment=enrollment,
+            contact=enrollment.contact,
+            step_key=visit.step_key,
+            channel="email",
+            due_at=enrollment.started_at,
+        )
+    doomed = list(Enrollment.objects.exclude(pk=kept.pk))
+    doomed[0].delete()
+    doomed[1].contact.delete()
+
+    assert set(StepVisit.objects.values_list("enrollment_id", flat=True)) == {kept.pk}
+    assert set(OutboxMessage.objects.values_list("enrollment_id", flat=True)) == {kept.pk}
