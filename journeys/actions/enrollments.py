@@ -383,8 +383,10 @@ def _leased_enrollments(
     The contacts' lock keeps their attributes as read until the batch has written its own
     (`_update_contact_attributes`), and lets the foreign-key checks of events inserted for
     them meanwhile (KEY SHARE) through; API writes of these contacts wait for the batch.
-    The enrollments' lock: the foreign-key checks of the visits and awards inserted for them take
-    KEY SHARE locks, which it does not block. It waits for any transaction writing one of
+
+    The enrollments' lock lets the foreign-key checks of awards inserted for them (KEY
+    SHARE) through, and keeps a DELETE out until the batch's visits are written (they have
+    no foreign key: journeys.models.StepVisit). It waits for any transaction writing one of
     them and then reads what that wrote: an enrollment an event exited, or one that a claim
     racing this batch's took and ran first, is no longer active and due, and drops out."""
     # The contacts first (erase_contact's lock order): this transaction holds nothing yet, so
