@@ -7,6 +7,7 @@ rudder-sdk-python is not installed on this project's machines, so it is not test
 import datetime
 
 import pytest
+from segment.analytics import request as segment_request
 from segment.analytics.client import Client
 
 from journeys import segment
@@ -15,6 +16,15 @@ from journeys.models import Contact, Event
 from journeys.ratelimit import Limit, RateLimited
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def sdk_connections_closed():
+    """The SDK posts through one module-level keep-alive session: the live server's thread
+    serving that connection kept its database connection open until the process ended, and
+    the test database could not be dropped. Closing the pooled connections ends both."""
+    yield
+    segment_request._session.close()
 
 
 @pytest.fixture
