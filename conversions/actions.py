@@ -588,10 +588,10 @@ def _award_rows(request: AwardRequest, now: datetime.datetime) -> tuple[dict, di
     return award, event
 
 
-@transaction.atomic
 def award_conversions(*, requests: Iterable[AwardRequest], now: datetime.datetime) -> int:
     """Award conversions, each counted at most once per its counting mode; returns how
-    many were counted now.
+    many were counted now. One transaction (a savepoint inside the caller's), opened only
+    when there is something to award: the engine calls it for every batch.
 
     Locks: the unique index entries of the award rows (and of their events) it inserts; a
     concurrent transaction inserting the same award waits for this one and then skips it.
@@ -601,41 +601,41 @@ def award_conversions(*, requests: Iterable[AwardRequest], now: datetime.datetim
     rows = [_award_rows(request, now) for request in _distinct(requests)]
     if not rows:
         return 0
-    # Awards first, then their events, in every caller: the transaction that wins an award's
-    # row is the one that also stores its event.
-    counted = insert_rows(
-        ConversionAward,
-        [award for award, _ in rows],
-        ignore_conflicts=True,
-        returning=("conversion", "enrollment", "dedupe_key"),
-    )
-    insert_rows(Event, [event for _, event in rows], ignore_conflicts=True)
-    stored = set(counted)
-    enqueue_webhook_events(
-        event_type="conversion.awarded",
-        facts=(
-            {
-                **event["properties"],
-                "contact_id": award["contact"],
-                "enrollment": award["enrollment"],
-            }
-            for award, event in rows
-            if (award["conversion"], award["enrollment"], award["dedupe_key"]) in stored
-        ),
-        now=now,
-    )
+    with transaction.atomic():
+        # Awards first, then their events, in every caller: the transaction that wins an
+        # award's row is the one that also stores its event.
+        counted = insert_rows(
+            ConversionAward,
+            [award for award, _ in rows],
+            ignore_conflicts=True,
+            returning=("conversion", "enrollment", "dedupe_key"),
+        )
+        insert_rows(Event, [event for _, event in rows], ignore_conflicts=True)
+        stored = set(counted)
+        enqueue_webhook_events(
+            event_type="conversion.awarded",
+            facts=(
+                {
+                    **event["properties"],
+                    "contact_id": award["contact"],
+                    "enrollment": award["enrollment"],
+                }
+                for award, event in rows
+                if (award["conversion"], award["enrollment"], award["dedupe_key"]) in stored
+            ),
+            now=now,
+        )
     return len(counted)
 
 
-@transaction.atomic
 def record_goal_achievements(
     *, requests: Iterable[AchievementRequest], now: datetime.datetime
 ) -> None:
     """Record goals as achieved, once per goal and enrollment, each with its
     `goal_achieved` event.
 
-    Locks and safety as `award_conversions`: a repeat conflicts on the unique (goal,
-    enrollment) row and on the event id, and is ignored.
+    Transaction, locks and safety as `award_conversions`: a repeat conflicts on the unique
+    (goal, enrollment) row and on the event id, and is ignored.
     """
     requests = _distinct(requests)
     if not requests:
@@ -672,18 +672,26 @@ def record_goal_achievements(
                 cause_depth=request.cause_depth,
             )
         )
-    stored = set(
-        insert_rows(
-            GoalAchievement, achievements, ignore_conflicts=True, returning=("goal", "enrollment")
+    with transaction.atomic():
+        stored = set(
+            insert_rows(
+                GoalAchievement,
+                achievements,
+                ignore_conflicts=True,
+                returning=("goal", "enrollment"),
+            )
         )
-    )
-    insert_rows(Event, events, ignore_conflicts=True)
-    enqueue_webhook_events(
-        event_type="goal.achieved",
-        facts=(
-            {**event["properties"], "contact_id": row["contact"], "enrollment": row["enrollment"]}
-            for row, event in zip(achievements, events, strict=True)
-            if (row["goal"], row["enrollment"]) in stored
-        ),
-        now=now,
-    )
+        insert_rows(Event, events, ignore_conflicts=True)
+        enqueue_webhook_events(
+            event_type="goal.achieved",
+            facts=(
+                {
+                    **event["properties"],
+                    "contact_id": row["contact"],
+                    "enrollment": row["enrollment"],
+                }
+                for row, event in zip(achievements, events, strict=True)
+                if (row["goal"], row["enrollment"]) in stored
+            ),
+            now=now,
+        )

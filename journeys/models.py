@@ -318,12 +318,13 @@ class Enrollment(models.Model):
 # COPIED_FROM_ENROLLMENT: the journey, version and contact columns of the engine's fact rows
 # (visits, outbox messages, awards, goal achievements) are copies of their enrollment's,
 # written with it by the engine, kept for the reports' indexes. The database enforces the
-# enrollment's own foreign key on each row and the enrollment's on those ids, so none can
-# point nowhere; a second foreign-key check per copy ran at every commit (a third of the
-# commit time of an engine batch) and is left out (`db_constraint=False`). An outbox row
-# belongs to its visit: the database checks that one, and the visit's enrollment; its own
-# enrollment column is a copy of the visit's. Django's `on_delete` still applies: it is
-# carried out by the ORM, not the database.
+# enrollment's own foreign key on awards and achievements and the enrollment's on those
+# ids, so none can point nowhere; a second foreign-key check per copy ran at every commit
+# (a third of the commit time of an engine batch) and is left out (`db_constraint=False`).
+# An outbox row belongs to its visit: the database checks that one; its own enrollment
+# column is a copy of the visit's. A visit's enrollment is held by the engine's row lock
+# instead (StepVisit). Django's `on_delete` still applies: it is carried out by the ORM,
+# not the database.
 
 
 class EngineLease(models.Model):
@@ -422,7 +423,7 @@ class OutboxMessage(models.Model):
 
     visit = models.OneToOneField(StepVisit, on_delete=models.CASCADE, related_name="message")
     # A copy of the visit's enrollment: the database checks the visit (see
-    # COPIED_FROM_ENROLLMENT), and the visit's own enrollment.
+    # COPIED_FROM_ENROLLMENT).
     enrollment = models.ForeignKey(
         Enrollment, on_delete=models.CASCADE, related_name="messages", db_constraint=False
     )

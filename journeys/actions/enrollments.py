@@ -590,11 +590,8 @@ def _advance_batch(*, ids: list[int], now: datetime) -> tuple[int, dict[int, str
         wake("deliver_messages")
     if attribute_updates:
         _update_contact_attributes(attribute_updates, now=now)
-    # Each is a savepoint of its own: two round trips, only when there is something to write.
-    if achievements:
-        record_goal_achievements(requests=achievements, now=now)
-    if awards:
-        award_conversions(requests=awards, now=now)
+    record_goal_achievements(requests=achievements, now=now)
+    award_conversions(requests=awards, now=now)
     if awards or achievements:
         wake("process_events")
     return steps_run, failures

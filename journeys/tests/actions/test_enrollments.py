@@ -262,9 +262,9 @@ def test_claims_that_race_run_an_enrollment_once():
 
 def test_fact_rows_carry_their_enrollments_journey_version_and_contact():
     """The journey, version and contact of visits, messages, awards and achievements are
-    copies of their enrollment's (the database checks only the enrollment's foreign key),
-    and a message's enrollment is its visit's (the database checks the visit): every path
-    that writes them copies them right."""
+    copies of their enrollment's, and a message's enrollment is its visit's, none of them
+    checked by the database (journeys.models.COPIED_FROM_ENROLLMENT): every path that
+    writes them copies them right."""
     live_journey(NURTURE_STEPS, conversions=[PAID])
     live_journey(GOAL_STEPS, goals=GOALS, conversions=[ACTIVATION])
     live_journey(
